@@ -1,0 +1,1 @@
+"""Data layer: metadata, audio decoding, windows, front end, cache, labels, splits."""

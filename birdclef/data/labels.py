@@ -1,0 +1,64 @@
+"""Training targets: informed label smoothing with secondary labels and a `null` class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from birdclef.errors import ConfigError
+
+NULL_CLASS = "null"
+
+
+class InformedLabels:
+    """Target vectors as the study defines them.
+
+    The primary label gets `m`; each of the k secondary labels inside the taxonomy
+    gets (1 - m) / k. With no such secondary label, the leftover 1 - m goes to an
+    extra `null` class (when `null_class` is on) so every target sums to one;
+    without the null class it stays on the primary (plain one-hot). Secondary
+    labels outside the taxonomy, or equal to the primary, are ignored.
+    """
+
+    def __init__(self, m: float = 1.0, null_class: bool = True) -> None:
+        if not 0.0 < m <= 1.0:
+            raise ConfigError(f"label.m={m} must be in (0, 1]: the weight kept on the primary label.")
+        self.m = float(m)
+        self.null_class = bool(null_class)
+
+    def output_names(self, classes: Sequence[str]) -> list[str]:
+        """Model output columns: the classes, then `null` when enabled."""
+        if self.null_class and NULL_CLASS in classes:
+            raise ConfigError(f"a class is named {NULL_CLASS!r}; set label.null_class=false.")
+        return [*classes, NULL_CLASS] if self.null_class else list(classes)
+
+    def encode(self, primary: str, secondary: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+        index = {c: i for i, c in enumerate(classes)}
+        return self.encode_indexed(primary, secondary, index, len(classes))
+
+    def encode_indexed(self, primary: str, secondary: Sequence[str], index: dict[str, int], n_classes: int) -> np.ndarray:
+        target = np.zeros(n_classes + int(self.null_class), dtype=np.float32)
+        target[index[primary]] = self.m
+        others = sorted({index[s] for s in secondary if s in index and s != primary})
+        leftover = 1.0 - self.m
+        if others:
+            target[others] += leftover / len(others)
+        elif self.null_class:
+            target[n_classes] = leftover
+        else:
+            target[index[primary]] = 1.0
+        return target
+
+    def encode_all(self, primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+        index = {c: i for i, c in enumerate(classes)}
+        return np.stack([self.encode_indexed(p, s, index, len(classes)) for p, s in zip(primaries, secondaries, strict=True)])
+
+
+def presence(primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """Hard 0/1 presence (primary and in-taxonomy secondaries): the truth for validation AUC."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(primaries), len(classes)), dtype=np.float32)
+    for row, (p, s) in enumerate(zip(primaries, secondaries, strict=True)):
+        out[row, [index[x] for x in {p, *s} if x in index]] = 1.0
+    return out

@@ -1,0 +1,42 @@
+"""Building blocks shared by the networks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EPS = 1e-5
+
+
+class Standardize(nn.Module):
+    """Per-window standardisation of a dB image: zero mean, unit variance over (features, frames).
+
+    Keeps the nets independent of recording level and of the dB reference.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True)
+        return (x - mean) / (std + EPS)
+
+
+def conv_block(
+    c_in: int, c_out: int, convs: int = 1, pool: int | tuple[int, int] = 2
+) -> nn.Sequential:
+    """`convs` x (3x3 conv, batch norm, ReLU), then max pooling."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
+    layers.append(nn.MaxPool2d(pool))
+    return nn.Sequential(*layers)
+
+
+class MeanMaxPool(nn.Module):
+    """Global pooling: mean plus max over (features, frames) -> [B, channels]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1)) + x.amax(dim=(-2, -1))

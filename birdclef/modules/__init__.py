@@ -1,0 +1,1 @@
+"""Training pieces: losses, metrics, schedules and the LightningModule."""

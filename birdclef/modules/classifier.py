@@ -1,0 +1,122 @@
+"""The one LightningModule: owns the net, the loss, the optimizer and the metrics of every stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from birdclef.modules.losses import activate
+from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
+
+
+def _plain(cfg: Any) -> Any:
+    """Config -> plain dict, so hyper-parameters load back with `weights_only` checkpoints."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class Classifier(L.LightningModule):
+    """Net + loss + optimizer, built from their configs; one `_step` for every stage.
+
+    Metrics (keys are literal `stage/name`): `train/loss`, `val/loss`, `val/auc`
+    (the competition's macro ROC-AUC on validation windows), `val/balanced_acc`,
+    and `test/soundscape_auc` on the labelled soundscape rows.
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        loss: dict,
+        optim: dict,
+        classes: list[str],
+        output_names: list[str],
+    ) -> None:
+        super().__init__()
+        net, loss, optim = _plain(net), _plain(loss), _plain(optim)
+        self.save_hyperparameters(
+            {
+                "net": net,
+                "loss": loss,
+                "optim": optim,
+                "classes": list(classes),
+                "output_names": list(output_names),
+            }
+        )
+        self.classes, self.output_names = list(classes), list(output_names)
+        self.net = instantiate(net, num_classes=len(self.output_names))
+        self.loss_fn = instantiate(loss)
+        self.activation = self.loss_fn.activation
+        n = len(self.classes)
+        self.val_auc, self.test_auc = CompetitionAUC(), CompetitionAUC()
+        self.val_balanced_acc = BalancedAccuracy(n)
+        self.test_scores: np.ndarray | None = None
+        self._test_batches: list[torch.Tensor] = []
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.net(mel)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-class scores in [0, 1] for the scored classes (the null column dropped)."""
+        return activate(logits, self.activation)[:, : len(self.classes)]
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
+        logits = self(batch["mel"])
+        if stage == "test":
+            scores = self.scores(logits)
+            self.test_auc.update(scores, batch["labels"])
+            self._test_batches.append(scores.detach().cpu())
+            self.log("test/soundscape_auc", self.test_auc, on_epoch=True, batch_size=len(logits))
+            return None
+        loss = self.loss_fn(logits, batch["target"])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(logits),
+        )
+        if stage == "val":
+            scores = self.scores(logits)
+            self.val_auc.update(scores, batch["labels"])
+            self.val_balanced_acc.update(scores, batch["primary"])
+            self.log("val/auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=len(logits))
+            self.log(
+                "val/balanced_acc", self.val_balanced_acc, on_epoch=True, batch_size=len(logits)
+            )
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._test_batches = []
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = torch.cat(self._test_batches).numpy() if self._test_batches else None
+
+    def predict_step(self, batch, batch_idx):
+        return self.scores(self(batch["mel"]))
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer = instantiate(optim["optimizer"])(params=self.parameters())
+        if not optim.get("scheduler"):
+            return optimizer
+        scheduler = instantiate(optim["scheduler"])(
+            optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

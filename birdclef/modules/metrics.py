@@ -1,0 +1,106 @@
+"""The competition metric (macro ROC-AUC over scored classes) and balanced accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import rankdata
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+
+def macro_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Macro ROC-AUC over the columns of `truth` that have at least one positive.
+
+    Equals sklearn's `roc_auc_score(truth[:, scored], scores[:, scored],
+    average="macro")` as the competition computes it (ties get half credit), via
+    the rank-sum form so it is fast on many classes. A column with positives but
+    no negative has no AUC; sklearn raises there, this skips it. Returns NaN when
+    no column can be scored.
+    """
+    truth = np.asarray(truth) > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    if truth.shape != scores.shape or truth.ndim != 2:
+        raise ValueError(f"truth {truth.shape} and scores {scores.shape} must be equal 2-D shapes")
+    n_pos = truth.sum(axis=0)
+    n_neg = truth.shape[0] - n_pos
+    scored = (n_pos > 0) & (n_neg > 0)
+    if not scored.any():
+        return float("nan")
+    ranks = rankdata(scores[:, scored], axis=0)
+    pos, neg = n_pos[scored], n_neg[scored]
+    rank_sum = (ranks * truth[:, scored]).sum(axis=0)
+    return float(np.mean((rank_sum - pos * (pos + 1) / 2) / (pos * neg)))
+
+
+def competition_score(
+    solution: pd.DataFrame, submission: pd.DataFrame, row_id: str = "row_id"
+) -> float:
+    """Score a submission frame against a solution frame as the Kaggle scorer does."""
+    missing_rows = set(solution[row_id]) - set(submission[row_id])
+    if missing_rows:
+        raise ValueError(
+            f"submission lacks {len(missing_rows)} row(s), e.g. {sorted(missing_rows)[:3]}"
+        )
+    classes = [c for c in solution.columns if c != row_id]
+    missing_cols = [c for c in classes if c not in submission]
+    if missing_cols:
+        raise ValueError(f"submission lacks class column(s) {missing_cols[:5]}")
+    sub = submission.set_index(row_id).loc[solution[row_id], classes]
+    return macro_auc(solution[classes].to_numpy(), sub.to_numpy())
+
+
+class CompetitionAUC(Metric):
+    """Accumulates scores and 0/1 truth over an epoch; computes `macro_auc` on all rows pooled."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("truth", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, truth: torch.Tensor) -> None:
+        self.scores.append(scores.detach().float())
+        self.truth.append(truth.detach().float())
+
+    def compute(self) -> torch.Tensor:
+        if not self.scores:
+            return torch.tensor(float("nan"))
+        scores = dim_zero_cat(self.scores).cpu().numpy()
+        truth = dim_zero_cat(self.truth).cpu().numpy()
+        return torch.tensor(macro_auc(truth, scores), dtype=torch.float32)
+
+
+class BalancedAccuracy(Metric):
+    """Mean per-class recall of the arg-max class over classes present in the truth.
+
+    Matches sklearn's `balanced_accuracy_score(primary, scores.argmax(1))`.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state(
+            "hits", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "support", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
+
+    def update(self, scores: torch.Tensor, primary: torch.Tensor) -> None:
+        keep = primary >= 0
+        primary, predicted = primary[keep], scores[keep].argmax(dim=-1)
+        self.support += torch.bincount(primary, minlength=self.num_classes)
+        self.hits += torch.bincount(primary[predicted == primary], minlength=self.num_classes)
+
+    def compute(self) -> torch.Tensor:
+        present = self.support > 0
+        if not present.any():
+            return torch.tensor(float("nan"))
+        return (self.hits[present].float() / self.support[present].float()).mean()
