@@ -5,7 +5,7 @@ import sys
 import warnings
 
 import hydra
-import lightning  # noqa: F401  (imported first so its console handler can be dropped below)
+import lightning  # noqa: F401  (imported first so its console handlers can be dropped below)
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
@@ -27,9 +27,13 @@ def user_error(err: BaseException) -> BirdclefError | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run `cfg.task.fn(cfg)`; return the monitored metric so sweepers can optimise it."""
-    # Hydra's root handlers already print and file Lightning's messages; its own handler doubles them.
-    for handler in list(logging.getLogger("lightning").handlers):
-        logging.getLogger("lightning").removeHandler(handler)
+    # Lightning set up its own console handlers at import, before Hydra configured logging;
+    # send its messages through Hydra's handlers (console and run.log) instead, once.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
     try:
         metrics = get_method(cfg.task.fn)(cfg)
     except Exception as err:

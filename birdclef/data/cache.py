@@ -1,8 +1,9 @@
 """Window cache: log-mel windows of many files in float16 shards, memory-mapped for training.
 
 Layout under `<cache_dir>/<key>/` where `key` hashes the front end and window rule:
-    <shard>.npy   float16 [windows, features, frames], windows of its files in order
-    <shard>.json  the shard's files, window starts and skipped bad files; written last,
+    params.json   what the key was made of
+    shards/<shard>.npy   float16 [windows, features, frames], windows of its files in order
+    shards/<shard>.json  the shard's files, window starts and skipped bad files; written last,
                   so a shard without it is unfinished and rebuilt on resume
 A shard's name hashes its files' paths, sizes and modification times, so a changed
 file rebuilds only its shard. One `.pt` per clip (the study's layout) means a
@@ -120,22 +121,23 @@ class WindowCache:
         self.max_files = max_files_per_shard
         self.key = stable_hash({"frontend": frontend.params(), "window": self.window, "windowing": windowing})
         self.dir = Path(cache_dir) / self.key
+        self.shard_dir = self.dir / "shards"
 
     def build(self, paths, keys, groups=None, desc: str = "caching windows") -> CachedWindows:
         """Make sure every file has its windows cached and return them, opened."""
         groups = groups if groups is not None else ["all"] * len(paths)
         jobs = plan_shards(paths, keys, groups, self.max_files)
-        todo = [j for j in jobs if not (self.dir / f"{j.name}.json").is_file()]
-        self.dir.mkdir(parents=True, exist_ok=True)
+        todo = [j for j in jobs if not (self.shard_dir / f"{j.name}.json").is_file()]
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / "params.json", {"frontend": self.frontend.params(), "window": self.window, "windowing": self.windowing})
         if todo:
             log.info("cache %s: building %d of %d shards (%d files)", self.dir, len(todo), len(jobs), sum(len(j.paths) for j in todo))
             self._run(todo, desc)
-        return CachedWindows.open(self.dir, [j.name for j in jobs])
+        return CachedWindows.open(self.shard_dir, [j.name for j in jobs])
 
     def _run(self, jobs: list[ShardJob], desc: str) -> None:
         bar = tqdm(total=sum(len(j.paths) for j in jobs), desc=desc, unit="file", leave=False)
-        args = (self.dir, self.frontend, self.window, self.windowing)
+        args = (self.shard_dir, self.frontend, self.window, self.windowing)
         if self.workers and self.workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
                 futures = {pool.submit(_build_shard, job, *args): job for job in jobs}

@@ -69,7 +69,7 @@ class BirdclefDataModule(L.LightningDataModule):
         clips: str = "all",
         val_clips: str = "all",
         val_fraction: float = 0.2,
-        min_val_recordings: int = 3,
+        min_val_recordings: int = 2,
         batch_size: int = 32,
         num_workers: int = 0,
         cache_workers: int | None = None,

@@ -1,0 +1,46 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from birdclef.errors import ConfigError
+from birdclef.modules.losses import BCELoss, FocalBCELoss, FocalLoss, SoftCrossEntropy, activate
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=g)
+    target = torch.softmax(torch.randn(8, 5, generator=g), dim=-1)
+    return logits, target
+
+
+def test_focal_with_gamma_zero_is_soft_cross_entropy():
+    logits, target = batch()
+    assert FocalLoss(gamma=0)(logits, target).item() == pytest.approx(
+        SoftCrossEntropy()(logits, target).item(), rel=1e-6
+    )
+
+
+def test_focal_by_hand():
+    logits = torch.tensor([[2.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0]])
+    p = torch.softmax(logits, -1)[0, 0]
+    expected = -((1 - p) ** 2) * torch.log(p)
+    assert FocalLoss(gamma=2)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_focal_bce_with_gamma_zero_is_bce():
+    logits, target = batch()
+    expected = F.binary_cross_entropy_with_logits(logits, target)
+    assert FocalBCELoss(gamma=0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert BCELoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert FocalBCELoss(gamma=2)(logits, target).item() < expected.item()
+
+
+def test_activations():
+    logits, _ = batch()
+    assert torch.allclose(activate(logits, "softmax").sum(-1), torch.ones(8))
+    assert torch.allclose(activate(logits, "sigmoid"), torch.sigmoid(logits))
+    with pytest.raises(ConfigError):
+        activate(logits, "tanh")
+    with pytest.raises(ConfigError, match="gamma"):
+        FocalLoss(gamma=-1)

@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdclef.data.audio import audio_seconds, load_audio
+from birdclef.data.metadata import TRAIN_COLUMNS, TAXONOMY_COLUMNS
+from birdclef.data.synthetic import SynthSpec, generate
+from birdclef.errors import ConfigError
+from tests.conftest import TINY
+
+
+def test_layout_and_columns(tiny_root):
+    for name in ("train.csv", "taxonomy.csv", "sample_submission.csv", "recording_location.txt",
+                 "train_audio_segments.csv", "train_soundscapes_truth.csv", "synth_spec.json",
+                 "test_soundscapes/soundscape_labels.csv"):  # fmt: skip
+        assert (tiny_root / name).is_file(), name
+    train = pd.read_csv(tiny_root / "train.csv", dtype=str)
+    assert tuple(train.columns) == TRAIN_COLUMNS
+    assert tuple(pd.read_csv(tiny_root / "taxonomy.csv").columns) == TAXONOMY_COLUMNS
+    for filename in train["filename"]:
+        assert (tiny_root / "train_audio" / filename).is_file()
+    assert len(list((tiny_root / "train_soundscapes").glob("*.ogg"))) == 1
+    assert len(list((tiny_root / "test_soundscapes").glob("*.ogg"))) == 2
+
+
+def test_quirks_the_study_fights(tmp_path):
+    root = generate(tmp_path / "d", SynthSpec(seed=3), workers=2)
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    taxonomy = pd.read_csv(root / "taxonomy.csv", dtype=str)
+    assert set(taxonomy["class_name"]) == {"Aves", "Amphibia", "Insecta", "Mammalia"}
+    counts = train["primary_label"].value_counts()
+    assert counts.max() >= 15 and counts.min() <= 2  # long tail with 1-2 clip classes
+    seconds = np.array([audio_seconds(root / "train_audio" / f) for f in train["filename"]])
+    assert seconds.min() < 3 and seconds.max() > 60
+    assert set(train.loc[train["collection"] != "XC", "rating"].astype(float)) == {0.0}
+    assert (train.loc[train["collection"] == "XC", "rating"].astype(float) > 0).any()
+    assert (train["secondary_labels"] != "[]").any()
+    segments = pd.read_csv(root / "train_audio_segments.csv")
+    assert {"call", "voice", "silence", "secondary"} <= set(segments["kind"])
+    truth = pd.read_csv(root / "test_soundscapes" / "soundscape_labels.csv")
+    assert len(truth) == 8 * 12 and (truth.drop(columns="row_id").sum(axis=1) > 1).any()
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = generate(tmp_path / "a", SynthSpec(**TINY), workers=0)
+    b = generate(tmp_path / "b", SynthSpec(**TINY), workers=2)
+    c = generate(tmp_path / "c", SynthSpec(**{**TINY, "seed": 8}), workers=0)
+    for name in (
+        "train.csv",
+        "taxonomy.csv",
+        "train_audio_segments.csv",
+        "test_soundscapes/soundscape_labels.csv",
+    ):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()
+    first = pd.read_csv(a / "train.csv")["filename"].iloc[0]
+    np.testing.assert_array_equal(
+        load_audio(a / "train_audio" / first, 32000), load_audio(b / "train_audio" / first, 32000)
+    )
+
+
+def test_truth_marks_calls_in_soundscape_windows(tiny_root):
+    truth = pd.read_csv(tiny_root / "test_soundscapes" / "soundscape_labels.csv")
+    stem = truth["row_id"].iloc[0].rsplit("_", 1)[0]
+    audio = load_audio(tiny_root / "test_soundscapes" / f"{stem}.ogg", 32000)
+    assert len(audio) == 30 * 32000
+    assert truth.drop(columns="row_id").to_numpy().sum() > 0
+
+
+def test_bad_spec():
+    with pytest.raises(ConfigError, match="unknown key"):
+        SynthSpec.from_config({"n_clases": 3})
+    with pytest.raises(ConfigError, match="n_classes"):
+        SynthSpec.from_config({"n_classes": 1})

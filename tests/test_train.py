@@ -1,0 +1,157 @@
+"""End-to-end: `birdclef.train.run` and `run.py` on tiny synthetic data in a temp dir."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from birdclef.data.metadata import load_soundscape_labels
+from birdclef.modules.classifier import Classifier
+from birdclef.modules.metrics import competition_score
+from birdclef.train import build_datamodule, run
+from tests.conftest import ROOT, compose_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root, tmp_path_factory):
+    """One short training run shared by the checks below."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        "trainer.max_epochs=2", "model.channels=[8,16]", "label.m=0.65", tmp=tmp,
+    )  # fmt: skip
+    return cfg, run(cfg)
+
+
+def test_run_leaves_config_metrics_checkpoint_and_log(trained):
+    cfg, metrics = trained
+    out = Path(cfg.paths.output_dir)
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "run.log",
+        "split.csv",
+        "checkpoints/best.ckpt",
+        "soundscape_predictions.csv",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "csv").is_dir()
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("val/auc", "val/loss", "val/balanced_acc", "test/soundscape_auc", "train/loss"):
+        assert np.isfinite(saved[key]), key
+    assert 0.0 <= saved["val/auc"] <= 1.0 and 0.0 <= saved["test/soundscape_auc"] <= 1.0
+    assert saved == pytest.approx(metrics)
+
+
+def test_soundscape_auc_is_the_competition_score_of_the_written_predictions(trained, tiny_root):
+    cfg, metrics = trained
+    predictions = pd.read_csv(
+        f"{cfg.paths.output_dir}/soundscape_predictions.csv", dtype={"row_id": str}
+    )
+    classes = [c for c in predictions.columns if c != "row_id"]
+    solution = load_soundscape_labels(tiny_root, classes).drop(columns=["stem", "end"])
+    assert len(predictions) == len(solution) == 12
+    assert competition_score(solution, predictions) == pytest.approx(
+        metrics["test/soundscape_auc"], abs=1e-6
+    )
+
+
+def test_checkpoint_loads_weights_only_and_predicts_the_same(trained):
+    cfg, _ = trained
+    path = f"{cfg.paths.output_dir}/checkpoints/best.ckpt"
+    state = torch.load(
+        path, weights_only=True, map_location="cpu"
+    )  # no pickle of arbitrary objects
+    assert state["hyper_parameters"]["classes"]
+    model = Classifier.load_from_checkpoint(path, map_location="cpu").eval()
+    again = Classifier.load_from_checkpoint(path, map_location="cpu").eval()
+    dm = build_datamodule(cfg)
+    dm.setup()
+    batch = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        first, second = model.scores(model(batch["mel"])), again.scores(again(batch["mel"]))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.shape == (len(batch["mel"]), len(dm.classes))
+
+
+def test_bad_audio_is_skipped_and_listed(tiny_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    victim = train["filename"].iloc[0]
+    (root / "train_audio" / victim).write_bytes(b"garbage")
+    (root / "train_audio" / train["filename"].iloc[1]).unlink()
+    cfg = compose_cfg(
+        f"data.root={root}", "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1",
+        "model.channels=[8]", tmp=tmp_path,
+    )  # fmt: skip
+    run(cfg)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped_files.csv")
+    assert set(skipped["file"]) == {victim, train["filename"].iloc[1]}
+    assert skipped["error"].str.contains("cannot decode|not found").all()
+
+
+def test_wandb_logger_works_offline(tiny_root, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1",
+        "model.channels=[8]", "logger=wandb", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = run(cfg)
+    assert np.isfinite(metrics["val/auc"])
+    assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+
+
+def cli(*args, cwd=ROOT, timeout=300):
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
+    done = cli(
+        f"data.root={tiny_root}", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run",
+        "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1", "model.channels=[8]",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test/soundscape_auc" in done.stdout
+    for name in (".hydra/config.yaml", "run.log", "metrics.json", "checkpoints/best.ckpt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "Trainer.fit" in log and log.count("`Trainer.fit` stopped") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.root=/no/such/folder", "data.root=/no/such/folder does not exist"),
+        ("data.clips=middle", "data.clips='middle' must be one of"),
+        ("label.m=1.5", "label.m=1.5 must be in"),
+    ],
+)
+def test_cli_user_errors_are_one_clear_line(override, message, tmp_path):
+    done = cli(
+        override, f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run", "synth=tiny"
+    )
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_cli_synth_task(tmp_path):
+    done = cli(
+        "task=synth", "synth=tiny", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    roots = list((tmp_path / "synthetic").iterdir())
+    assert len(roots) == 1 and (roots[0] / "train.csv").is_file()
+    assert str(roots[0]) in done.stdout
