@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from birdclef.data.audio import audio_seconds, load_audio
-from birdclef.data.metadata import TRAIN_COLUMNS, TAXONOMY_COLUMNS
+from birdclef.data.metadata import TAXONOMY_COLUMNS, TRAIN_COLUMNS
 from birdclef.data.synthetic import SynthSpec, generate
 from birdclef.errors import ConfigError
 from tests.conftest import TINY
