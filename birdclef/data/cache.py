@@ -76,8 +76,7 @@ def _build_shard(job: ShardJob, out_dir: Path, frontend, window: int, windowing:
                 feats = frontend(torch.from_numpy(waves[i : i + FRONTEND_BATCH]))
                 pieces.append(feats.numpy().astype(np.float16))
         files.append({"file": key, "n_samples": len(audio), "starts": starts})
-    shape = (0, frontend.n_features, 1 + window // frontend.hop_length)
-    array = np.concatenate(pieces) if pieces else np.zeros(shape, np.float16)
+    array = np.concatenate(pieces) if pieces else np.zeros((0, *frontend.output_shape(window)), np.float16)
     with atomic_path(out_dir / f"{job.name}.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
     meta = {"files": files, "bad": bad, "shape": list(array.shape)}

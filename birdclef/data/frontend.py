@@ -15,6 +15,11 @@ POWER_FLOOR = 1e-10  # power below this is silence (-100 dB)
 class MelFrontend(nn.Module):
     """Waveform [..., samples] -> log-mel power [..., n_mels, frames] in dB.
 
+    The front-end contract (any front end the cache can store): `sample_rate`, a
+    `forward` from float waveforms [B, samples] at that rate to [B, *output_shape],
+    `output_shape(samples)` and `params()` (a JSON-able dict naming everything the
+    output depends on; the cache key hashes it).
+
     The top-dB floor is applied per window (torchaudio's AmplitudeToDB takes the
     maximum over the whole batch, which would make a window depend on its
     neighbours in the batch and break cache/on-the-fly equality).
@@ -49,6 +54,10 @@ class MelFrontend(nn.Module):
     @property
     def n_features(self) -> int:
         return self.n_mels
+
+    def output_shape(self, n_samples: int) -> tuple[int, int]:
+        """Shape of one window's output: (features, frames)."""
+        return (self.n_features, 1 + n_samples // self.hop_length)
 
     def params(self) -> dict:
         """Everything the output depends on; the cache key is built from it."""

@@ -57,14 +57,33 @@ class Classifier(L.LightningModule):
         self._test_batches: list[torch.Tensor] = []
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.net(mel)
+        """Clip-wise logits [B, outputs], whatever auxiliary outputs the net also gives."""
+        return self._logits(self.net(mel))[0]
+
+    def _logits(self, outputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Net output contract: a logits tensor, or a dict with `logits` [B, outputs] and
+        optionally `frame_logits` [B, frames, outputs] (SED nets)."""
+        if isinstance(outputs, dict):
+            return outputs["logits"], outputs.get("frame_logits")
+        return outputs, None
+
+    def _loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        """The loss on clip-wise logits, plus `net.frame_loss_weight` x the loss on the
+        frame-wise maximum where the net gives frame logits (the SED recipe)."""
+        logits, frames = self._logits(outputs)
+        loss = self.loss_fn(logits, target)
+        weight = float(getattr(self.net, "frame_loss_weight", 0.0) or 0.0)
+        if frames is not None and weight > 0:
+            loss = loss + weight * self.loss_fn(frames.amax(dim=1), target)
+        return loss
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class scores in [0, 1] for the scored classes (the null column dropped)."""
         return activate(logits, self.activation)[:, : len(self.classes)]
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
-        logits = self(batch["mel"])
+        outputs = self.net(batch["mel"])
+        logits = self._logits(outputs)[0]
         if stage == "test":
             scores = self.scores(logits)
             self.test_auc.update(scores, batch["labels"])
