@@ -1,4 +1,4 @@
-"""Small Lightning callbacks the tasks attach to every run."""
+"""Lightning callbacks: epoch timing and an exponential moving average of the weights."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import time
 
 import lightning as L
 import numpy as np
+import torch
+
+from birdclef.errors import ConfigError
 
 
 class EpochTimer(L.Callback):
@@ -24,3 +27,60 @@ class EpochTimer(L.Callback):
     @property
     def median(self) -> float:
         return float(np.median(self.seconds)) if self.seconds else float("nan")
+
+
+class EMA(L.Callback):
+    """Exponential moving average of the weights, used for validation and checkpoints.
+
+    After each optimizer step the shadow copy moves towards the weights by
+    1 - decay (with the usual warm-up, min(decay, (1 + step) / (10 + step)), so
+    early averages are not dominated by the random init). At validation the
+    shadow weights are swapped in and stay in place while checkpoints are saved,
+    so `best.ckpt` holds the averaged weights that were scored; the training
+    weights come back at the next training batch. Both copies are part of the
+    callback's checkpoint state, so a resumed run continues exactly.
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay={decay} must be in (0, 1).")
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] = {}
+        self.backup: dict[str, torch.Tensor] | None = None
+        self.steps = 0
+
+    @staticmethod
+    def _averaged(module) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in module.state_dict().items() if v.dtype.is_floating_point}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not self.shadow:
+            self.shadow = {k: v.detach().clone() for k, v in self._averaged(pl_module).items()}
+        device = pl_module.device  # a resumed state may have been loaded onto another device
+        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+        if self.backup is not None:
+            self.backup = {k: v.to(device) for k, v in self.backup.items()}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for key, value in self._averaged(pl_module).items():
+            self.shadow[key].lerp_(value.detach(), 1.0 - decay)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.backup is not None:
+            pl_module.load_state_dict(self.backup, strict=False)
+            self.backup = None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.shadow or self.backup is not None:
+            return
+        self.backup = {k: v.detach().clone() for k, v in self._averaged(pl_module).items()}
+        pl_module.load_state_dict(self.shadow, strict=False)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "backup": self.backup, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow, self.backup, self.steps = state["shadow"], state["backup"], state["steps"]

@@ -9,22 +9,29 @@ import lightning as L
 import pandas as pd
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.callbacks import EpochTimer
+from birdclef.inference import cpu_ms_per_window
 from birdclef.modules.classifier import Classifier
 from birdclef.synth import synthetic_root
 from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
+SUMMARY_KEYS = (
+    "val/auc", "val/balanced_acc", "val/loss", "test/soundscape_auc", "train/epoch_seconds",
+    "model/params", "infer/cpu_ms_per_window",
+)  # fmt: skip
 
-def build_datamodule(cfg: DictConfig):
+
+def build_datamodule(cfg: DictConfig, background: bool = False):
     """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset."""
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=instantiate(cfg.label),
-        row_filter=instantiate(cfg.filter), _recursive_=False,
+        row_filter=instantiate(cfg.filter), background=background, _recursive_=False,
     )  # fmt: skip
 
 
@@ -32,68 +39,61 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    handler = add_file_log(out)
+    main_process = rank_zero_only.rank == 0  # DDP re-runs this function in every process
+    handler = add_file_log(out) if main_process else None
     try:
-        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if main_process:
+            write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        dm = build_datamodule(cfg)
+        augment = instantiate(cfg.augment)
+        dm = build_datamodule(cfg, background=augment.needs_background)
         dm.prepare_data()
         dm.setup("fit")
-        write_csv(out / "split.csv", dm.split[["filename", "primary_label", "split"]])
-        if len(dm.bad_files):
-            write_csv(out / "skipped_files.csv", dm.bad_files)
-        module = Classifier(cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names)
+        if main_process:
+            write_csv(out / "split.csv", dm.split[["filename", "primary_label", "split"]])
+            if len(dm.bad_files):
+                write_csv(out / "skipped_files.csv", dm.bad_files)
+        module = Classifier(
+            cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names, augment=augment
+        )
         checkpoint = ModelCheckpoint(
-            dirpath=out / "checkpoints",
-            filename="best",
-            monitor=cfg.monitor,
-            mode=cfg.monitor_mode,
-            save_last=True,
-        )
+            dirpath=out / "checkpoints", filename="best", monitor=cfg.monitor,
+            mode=cfg.monitor_mode, save_last=True,
+        )  # fmt: skip
         timer = EpochTimer()
+        extra = [instantiate(c) for c in cfg.callbacks.values() if c]
         trainer = instantiate(
-            cfg.trainer, callbacks=[checkpoint, timer], logger=instantiate(cfg.logger)
+            cfg.trainer, callbacks=[checkpoint, timer, *extra], logger=instantiate(cfg.logger)
         )
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics[cfg.monitor] = (
-            float(checkpoint.best_model_score)
-            if checkpoint.best_model_score is not None
-            else float("nan")
-        )
+        best_score = checkpoint.best_model_score
+        metrics[cfg.monitor] = float(best_score) if best_score is not None else float("nan")
         metrics["train/epoch_seconds"] = timer.median
+        metrics["train/epochs"] = float(trainer.current_epoch)
         metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
         if dm.test_set is not None:
             best = checkpoint.best_model_path or None
-            metrics.update(
-                {
-                    k: float(v)
-                    for k, v in trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[
-                        0
-                    ].items()
-                }
-            )
-            scores = pd.DataFrame(module.test_scores, columns=dm.classes)
-            write_csv(
-                out / "soundscape_predictions.csv", pd.concat([dm.soundscape_rows, scores], axis=1)
-            )
-        write_json(out / "metrics.json", metrics)
-        _print_summary(metrics, out, checkpoint.best_model_path)
+            tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
+            metrics.update({k: float(v) for k, v in tested.items()})
+            scores = module.test_scores
+            if main_process and scores is not None and len(scores) == len(dm.soundscape_rows):
+                frame = pd.concat(
+                    [dm.soundscape_rows, pd.DataFrame(scores, columns=dm.classes)], axis=1
+                )
+                write_csv(out / "soundscape_predictions.csv", frame)
+        if main_process:
+            window = int(round(cfg.clip_seconds * cfg.sample_rate))
+            metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(dm.frontend, module.net, window)
+            write_json(out / "metrics.json", metrics)
+            _print_summary(metrics, out, checkpoint.best_model_path)
         return metrics
     finally:
         remove_file_log(handler)
 
 
 def _print_summary(metrics: dict[str, float], out: Path, best: str) -> None:
-    keys = [
-        "val/auc",
-        "val/balanced_acc",
-        "val/loss",
-        "test/soundscape_auc",
-        "train/epoch_seconds",
-        "model/params",
-    ]
-    lines = [f"  {k:>22}: {metrics[k]:.4g}" for k in keys if k in metrics]
+    lines = [f"  {k:>22}: {metrics[k]:.4g}" for k in SUMMARY_KEYS if k in metrics]
     text = "\n".join(
         ["run summary", *lines, f"  {'best checkpoint':>22}: {best}", f"  {'outputs':>22}: {out}"]
     )

@@ -1,10 +1,12 @@
 """The DataModule: validated metadata -> cached windows -> train/val/soundscape batches.
 
 Batches are dicts:
-    mel      float32 [B, 1, features, frames]  front-end output in dB
-    target   float32 [B, outputs]   training target (informed smoothing, + null column)
-    labels   float32 [B, classes]   0/1 presence, the truth for AUC
-    primary  int64   [B]            primary class index (-1 on soundscape rows)
+    mel         float32 [B, 1, features, frames]  front-end output in dB
+    target      float32 [B, outputs]   training target (informed smoothing, + null column)
+    labels      float32 [B, classes]   0/1 presence, the truth for AUC
+    primary     int64   [B]            primary class index (-1 on soundscape rows)
+    background  float32 [B, 1, features, frames]  a random train_soundscapes window
+                (training batches only, when the augmentation asks for it)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from birdclef.data.cache import CachedWindows, WindowCache
 from birdclef.data.filters import NoFilter
@@ -28,26 +30,40 @@ from birdclef.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 CLIP_CHOICES = ("first", "all")
+SAMPLERS = ("random", "balanced")
 
 
 class WindowDataset(Dataset):
-    """Cached windows selected by `rows` (positions in the cache index) with their targets."""
+    """Cached windows selected by `rows` (positions in the cache index) with their targets.
 
-    def __init__(self, cache: CachedWindows, rows, target, labels, primary) -> None:
+    With `background` (cached soundscape windows), each item also carries one of
+    them drawn at random, for background-noise augmentation.
+    """
+
+    def __init__(
+        self, cache: CachedWindows, rows, target, labels, primary, background=None
+    ) -> None:
         self.cache, self.rows = cache, np.asarray(rows)
         self.target, self.labels, self.primary = target, labels, primary
+        self.background = background
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         mel = torch.from_numpy(self.cache.features(self.rows[i]).astype(np.float32))
-        return {
+        item = {
             "mel": mel.unsqueeze(0),
             "target": torch.tensor(self.target[i]),
             "labels": torch.tensor(self.labels[i]),
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
         }
+        if self.background is not None:
+            j = int(torch.randint(len(self.background.index), ()))  # seeded per worker by Lightning
+            item["background"] = torch.from_numpy(
+                self.background.features(j).astype(np.float32)
+            ).unsqueeze(0)
+        return item
 
 
 class BirdclefDataModule(L.LightningDataModule):
@@ -73,12 +89,21 @@ class BirdclefDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         cache_workers: int | None = None,
+        sampler: str = "random",
+        balance_power: float = 0.5,
+        background: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
         for name, value in (("data.clips", clips), ("data.val_clips", val_clips)):
             if value not in CLIP_CHOICES:
                 raise ConfigError(f"{name}={value!r} must be one of {CLIP_CHOICES}.")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler={sampler!r} must be one of {SAMPLERS}.")
+        if not 0.0 <= balance_power <= 1.0:
+            raise ConfigError(
+                f"data.balance_power={balance_power} must be in [0, 1] (0 = no balancing, 1 = equal classes)."
+            )
         if batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} must be at least 1.")
         self.root, self.cache_dir = Path(root), Path(cache_dir)
@@ -89,6 +114,7 @@ class BirdclefDataModule(L.LightningDataModule):
         self.val_fraction, self.min_val_recordings = val_fraction, min_val_recordings
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_workers = cache_workers
+        self.sampler, self.balance_power, self.background = sampler, balance_power, background
         self.meta: Metadata | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
 
@@ -108,18 +134,36 @@ class BirdclefDataModule(L.LightningDataModule):
 
     # ---- caches ---------------------------------------------------------------------------
     def _cache(self, windowing: str) -> WindowCache:
-        return WindowCache(self.cache_dir, self.frontend, self.clip_seconds, windowing, self.cache_workers)
+        return WindowCache(
+            self.cache_dir, self.frontend, self.clip_seconds, windowing, self.cache_workers
+        )
 
     def _train_windows(self) -> CachedWindows:
         meta = self._metadata()
         files = meta.train["filename"].drop_duplicates().tolist()
         return self._cache("clip").build(
-            [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files], "caching train_audio"
+            [meta.audio_path(f) for f in files],
+            files,
+            [f.split("/")[0] for f in files],
+            "caching train_audio",
         )
 
-    def _soundscape_windows(self, stems: list[str]) -> CachedWindows:
-        audio_dir = self.root / "test_soundscapes"
-        return self._cache("grid").build([audio_dir / f"{s}.ogg" for s in stems], stems, desc="caching test_soundscapes")
+    def _soundscape_windows(
+        self, stems: list[str], folder: str = "test_soundscapes"
+    ) -> CachedWindows:
+        audio_dir = self.root / folder
+        return self._cache("grid").build(
+            [audio_dir / f"{s}.ogg" for s in stems], stems, desc=f"caching {folder}"
+        )
+
+    def _background_windows(self) -> CachedWindows:
+        stems = sorted(p.stem for p in (self.root / "train_soundscapes").glob("*.ogg"))
+        if not stems:
+            raise DataError(
+                f"background augmentation needs soundscapes in {self.root / 'train_soundscapes'}, "
+                "and there are none; set augment.background_p=0 or use augment=none."
+            )
+        return self._soundscape_windows(stems, "train_soundscapes")
 
     def prepare_data(self) -> None:
         """Build the caches once (rank 0 under DDP); `setup` then only opens them."""
@@ -127,6 +171,8 @@ class BirdclefDataModule(L.LightningDataModule):
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is not None:
             self._soundscape_windows(sorted(solution["stem"].unique()))
+        if self.background:
+            self._background_windows()
 
     # ---- datasets ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -136,11 +182,17 @@ class BirdclefDataModule(L.LightningDataModule):
         windows = self._train_windows()
         self.bad_files = windows.bad
         if len(windows.bad):
-            log.warning("skipped %d unreadable audio file(s), e.g. %s", len(windows.bad), windows.bad["error"].iloc[0])
+            log.warning(
+                "skipped %d unreadable audio file(s), e.g. %s",
+                len(windows.bad),
+                windows.bad["error"].iloc[0],
+            )
         train = self.row_filter(meta.train)
         train = train[~train["filename"].isin(set(windows.bad["file"]))].reset_index(drop=True)
         if train.empty:
-            raise DataError(f"no usable training audio under {meta.audio_dir}; see the skipped-file report.")
+            raise DataError(
+                f"no usable training audio under {meta.audio_dir}; see the skipped-file report."
+            )
         is_val = grouped_split(train, self.val_fraction, self.seed, self.min_val_recordings)
         if not is_val.any():
             raise ConfigError(
@@ -149,6 +201,8 @@ class BirdclefDataModule(L.LightningDataModule):
             )
         self.split = train.assign(split=np.where(is_val, "val", "train"))
         self.train_set = self._window_set(windows, train[~is_val], self.clips)
+        if self.background:
+            self.train_set.background = self._background_windows()
         self.val_set = self._window_set(windows, train[is_val], self.val_clips)
         self.test_set = self._soundscape_set()
         log.info(
@@ -165,7 +219,9 @@ class BirdclefDataModule(L.LightningDataModule):
             chosen = chosen[chosen["window"] == 0]
         by_file = rows.drop_duplicates("filename").set_index("filename")
         meta_rows = by_file.loc[chosen["file"]]
-        target = self.label_rule.encode_all(meta_rows["primary_label"], meta_rows["secondary_labels"], classes)
+        target = self.label_rule.encode_all(
+            meta_rows["primary_label"], meta_rows["secondary_labels"], classes
+        )
         truth = presence(meta_rows["primary_label"], meta_rows["secondary_labels"], classes)
         lookup = {c: i for i, c in enumerate(classes)}
         primary = np.array([lookup[p] for p in meta_rows["primary_label"]], dtype=np.int64)
@@ -177,12 +233,25 @@ class BirdclefDataModule(L.LightningDataModule):
             return None
         windows = self._soundscape_windows(sorted(solution["stem"].unique()))
         if len(windows.bad):
-            raise DataError(f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:3]}")
+            raise DataError(
+                f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:3]}"
+            )
         sample_rate = self.frontend.sample_rate
         window = int(round(self.clip_seconds * sample_rate))
-        position = {(f, s): i for i, (f, s) in enumerate(zip(windows.index["file"], windows.index["start"], strict=True))}
+        position = {
+            (f, s): i
+            for i, (f, s) in enumerate(
+                zip(windows.index["file"], windows.index["start"], strict=True)
+            )
+        }
         starts = solution["end"] * sample_rate - window
-        missing = [r for r, k in zip(solution["row_id"], zip(solution["stem"], starts, strict=True), strict=True) if k not in position]
+        missing = [
+            r
+            for r, k in zip(
+                solution["row_id"], zip(solution["stem"], starts, strict=True), strict=True
+            )
+            if k not in position
+        ]
         if missing:
             raise DataError(f"soundscape rows past the end of their audio: {missing[:5]}.")
         rows = [position[k] for k in zip(solution["stem"], starts, strict=True)]
@@ -199,7 +268,27 @@ class BirdclefDataModule(L.LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        if self.sampler == "random":
+            return self._loader(self.train_set, shuffle=True)
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, sampler=self.balanced_sampler(),
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def balanced_sampler(self) -> WeightedRandomSampler:
+        """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
+
+        Power 0 is plain shuffling; 1 makes every class equally likely per draw; the
+        default 0.5 lifts the long tail without repeating a 1-clip class endlessly.
+        Lightning wraps it in a distributed sampler under DDP.
+        """
+        primary = torch.as_tensor(self.train_set.primary)
+        counts = torch.bincount(primary, minlength=len(self.classes)).clamp_min(1).double()
+        weights = counts[primary].pow(-self.balance_power)
+        generator = torch.Generator().manual_seed(self.seed)
+        return WeightedRandomSampler(
+            weights, num_samples=len(primary), replacement=True, generator=generator
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -34,9 +34,13 @@ class Classifier(L.LightningModule):
         optim: dict,
         classes: list[str],
         output_names: list[str],
+        augment: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         net, loss, optim = _plain(net), _plain(loss), _plain(optim)
+        # Only plain values are saved, so checkpoints load with torch.load(weights_only=True);
+        # the augmentation is a training-time object and is not needed to predict.
+        self.augment = augment
         self.save_hyperparameters(
             {
                 "net": net,
@@ -82,6 +86,9 @@ class Classifier(L.LightningModule):
         return activate(logits, self.activation)[:, : len(self.classes)]
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
+        if stage == "train" and self.augment is not None:
+            null_index = len(self.classes) if len(self.output_names) > len(self.classes) else None
+            batch = self.augment(batch, softmax=self.activation == "softmax", null_index=null_index)
         outputs = self.net(batch["mel"])
         logits = self._logits(outputs)[0]
         if stage == "test":

@@ -67,7 +67,9 @@ class CompetitionAUC(Metric):
         self.truth.append(truth.detach().float())
 
     def compute(self) -> torch.Tensor:
-        if not self.scores:
+        if (
+            isinstance(self.scores, list) and not self.scores
+        ):  # a tensor once synced across processes
             return torch.tensor(float("nan"))
         scores = dim_zero_cat(self.scores).cpu().numpy()
         truth = dim_zero_cat(self.truth).cpu().numpy()

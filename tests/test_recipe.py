@@ -1,0 +1,144 @@
+"""Training recipe: balanced sampling, EMA, early stopping, resume, determinism, DDP."""
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from birdclef.callbacks import EMA
+from birdclef.train import build_datamodule, run
+from tests.conftest import ROOT, compose_cfg
+
+FAST = (
+    "data.cache_workers=0",
+    "data.min_val_recordings=2",
+    "data.batch_size=16",
+    "model.channels=[8,16]",
+)
+
+
+def tiny_cfg(tiny_root, tmp, *overrides):
+    return compose_cfg(f"data.root={tiny_root}", *FAST, *overrides, tmp=tmp)
+
+
+def test_balanced_sampler_weights(tiny_root, tmp_path):
+    dm = build_datamodule(
+        tiny_cfg(tiny_root, tmp_path, "data.sampler=balanced", "data.balance_power=1.0")
+    )
+    dm.setup()
+    sampler = dm.balanced_sampler()
+    primary = torch.as_tensor(dm.train_set.primary)
+    counts = torch.bincount(primary)
+    # power 1: every class has the same total weight
+    totals = torch.zeros(len(counts), dtype=torch.double).index_add_(0, primary, sampler.weights)
+    present = counts > 0
+    assert torch.allclose(totals[present], torch.ones(int(present.sum()), dtype=torch.double))
+    assert len(next(iter(dm.train_dataloader()))["mel"]) == min(16, len(dm.train_set))
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+        self.seen_in_val = []
+
+    def training_step(self, batch, _):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, _):
+        self.seen_in_val.append(self.layer.weight.detach().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Recorder(L.Callback):
+    def __init__(self):
+        self.weights = []
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.weights.append(module.layer.weight.detach().clone())
+
+
+def test_ema_matches_the_formula_and_is_used_for_validation():
+    data = DataLoader(TensorDataset(torch.randn(12, 3)), batch_size=4)
+    module, ema, rec = Tiny(), EMA(decay=0.5), Recorder()
+    start = module.layer.weight.detach().clone()
+    trainer = L.Trainer(max_epochs=1, callbacks=[rec, ema], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(module, data, data)
+    expected = start
+    for step, w in enumerate(rec.weights, start=1):
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * w
+    assert torch.allclose(ema.shadow["layer.weight"], expected, atol=1e-6)
+    assert torch.allclose(module.seen_in_val[0], expected, atol=1e-6)  # validated with EMA weights
+    assert not torch.allclose(rec.weights[-1], expected)
+
+
+def test_ema_run_saves_averaged_weights(tiny_root, tmp_path):
+    metrics = run(tiny_cfg(tiny_root, tmp_path, "callbacks=ema", "trainer.max_epochs=2"))
+    state = torch.load(tmp_path / "out/checkpoints/best.ckpt", weights_only=True)
+    shadow = next(v for k, v in state["callbacks"].items() if k.startswith("EMA"))["shadow"]
+    key = next(iter(shadow))
+    assert torch.equal(state["state_dict"][key], shadow[key])
+    assert np.isfinite(metrics["test/soundscape_auc"])
+
+
+def test_early_stopping_stops(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path, "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
+                   "+callbacks.early_stopping.min_delta=1.0", "trainer.max_epochs=10")  # fmt: skip
+    metrics = run(cfg)
+    assert (
+        metrics["train/epochs"] == 2
+    )  # first epoch sets the best, the second cannot beat it by 1.0
+
+
+def test_resume_continues_from_last_checkpoint(tiny_root, tmp_path):
+    run(tiny_cfg(tiny_root, tmp_path / "a", "trainer.max_epochs=1"))
+    last = tmp_path / "a/out/checkpoints/last.ckpt"
+    metrics = run(tiny_cfg(tiny_root, tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={last}"))
+    assert metrics["train/epochs"] == 2
+    logged = pd.read_csv(next((tmp_path / "b/out/csv").rglob("metrics.csv")))
+    trained = logged.dropna(subset=["train/loss"])
+    assert set(trained["epoch"].astype(int)) == {1}  # only the second epoch was trained
+
+
+def test_same_seed_same_model(tiny_root, tmp_path):
+    extra = ("trainer.max_epochs=1", "augment=recipe", "data.sampler=balanced")
+    first = run(tiny_cfg(tiny_root, tmp_path / "a", *extra))
+    second = run(tiny_cfg(tiny_root, tmp_path / "b", *extra))
+    assert first["val/auc"] == second["val/auc"] and first["val/loss"] == second["val/loss"]
+    a = torch.load(tmp_path / "a/out/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b/out/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_two_cpu_processes_with_gloo(tiny_root, tmp_path):
+    args = [f"data.root={tiny_root}", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
+            "trainer.max_epochs=1", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed_backend=gloo" in done.stdout + done.stderr
+    assert (
+        "All distributed processes registered. Starting with 2 processes"
+        in done.stdout + done.stderr
+    )
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert np.isfinite(metrics["val/auc"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_bf16_run(tiny_root, tmp_path):
+    metrics = run(tiny_cfg(tiny_root, tmp_path, "trainer=gpu", "trainer.max_epochs=2"))
+    assert np.isfinite(metrics["val/auc"]) and np.isfinite(metrics["test/soundscape_auc"])
