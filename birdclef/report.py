@@ -1,0 +1,91 @@
+"""Collect the `metrics.json` of runs (a sweep's folder, or several) into one markdown table.
+
+    python -m birdclef.report multirun/2026-11-27/10-00-00
+    python -m birdclef.report outputs/a outputs/b --out results.md --sort test/soundscape_auc
+Each run is named by the command-line overrides (Hydra's `.hydra/overrides.yaml`) in
+which it differs from the other runs, leaving out paths and hydra settings; the
+overrides all runs share are printed once above the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from birdclef.errors import DataError
+from birdclef.utils import write_text
+
+COLUMNS = {
+    "test/soundscape_auc": ("soundscape AUC", "{:.3f}"),
+    "val/auc": ("val AUC", "{:.3f}"),
+    "val/balanced_acc": ("val bal. acc.", "{:.3f}"),
+    "train/epoch_seconds": ("s / epoch", "{:.1f}"),
+    "train/epochs": ("epochs", "{:.0f}"),
+    "model/params": ("params (M)", "{:.2f}"),
+    "infer/cpu_ms_per_window": ("CPU ms / 5-s window", "{:.1f}"),
+}
+HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers")
+
+
+def overrides_of(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
+    return [o for o in items if not o.startswith(HIDDEN_PREFIXES)]
+
+
+def collect(folders: list[Path]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """(run name, metrics) of every run under `folders`, and the overrides they all share."""
+    found = []
+    for folder in folders:
+        paths = sorted(folder.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p)))
+        if not paths:
+            raise DataError(f"no metrics.json under {folder}; point at a run or sweep folder.")
+        found += [(p.parent, overrides_of(p.parent), json.loads(p.read_text())) for p in paths]
+    common = set.intersection(*(set(o) for _, o, _ in found)) if len(found) > 1 else set()
+    runs = [(" ".join(o for o in items if o not in common) or d.name, m) for d, items, m in found]
+    return runs, [o for o in found[0][1] if o in common]
+
+
+def table(runs: list[tuple[str, dict]], sort: str | None = None) -> str:
+    if sort:
+        runs = sorted(runs, key=lambda r: -r[1].get(sort, -math.inf))
+    head = "| run | " + " | ".join(label for label, _ in COLUMNS.values()) + " |"
+    rule = "|---|" + "---:|" * len(COLUMNS)
+    rows = []
+    for name, metrics in runs:
+        cells = []
+        for key, (_, fmt) in COLUMNS.items():
+            value = metrics.get(key)
+            if value is not None and key == "model/params":
+                value = value / 1e6
+            cells.append("" if value is None or math.isnan(value) else fmt.format(value))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--sort", help="metric key to sort by, best first (e.g. test/soundscape_auc)"
+    )
+    args = parser.parse_args(argv)
+    runs, common = collect(args.folders)
+    text = table(runs, args.sort)
+    if common:
+        text = f"All runs: `{' '.join(common)}`\n\n{text}"
+    if args.out:
+        write_text(args.out, text + "\n")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
