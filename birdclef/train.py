@@ -13,6 +13,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.callbacks import EpochTimer
+from birdclef.data.frontend import MelFrontend
+from birdclef.errors import ConfigError
 from birdclef.inference import cpu_ms_per_window
 from birdclef.modules.classifier import Classifier
 from birdclef.synth import synthetic_root
@@ -47,6 +49,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
         dm = build_datamodule(cfg, background=augment.needs_background)
+        if augment.active and not isinstance(dm.frontend, MelFrontend):
+            raise ConfigError(
+                f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
+                "gives other features (embeddings); use augment=none with it."
+            )
         dm.prepare_data()
         dm.setup("fit")
         if main_process:

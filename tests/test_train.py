@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from birdclef.data.metadata import load_soundscape_labels
+from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import competition_score
 from birdclef.train import build_datamodule, run
@@ -155,3 +156,16 @@ def test_cli_synth_task(tmp_path):
     roots = list((tmp_path / "synthetic").iterdir())
     assert len(roots) == 1 and (roots[0] / "train.csv").is_file()
     assert str(roots[0]) in done.stdout
+
+
+def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    cfg = compose_cfg(
+        f"data.root={tiny_root}",
+        "data.cache_workers=0",
+        "model=birdnet",
+        "augment=specaugment",
+        tmp=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="augment=none"):
+        run(cfg)

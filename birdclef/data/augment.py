@@ -77,6 +77,12 @@ class BatchAugment(nn.Module):
         self.freq_masks, self.freq_fraction = freq_masks, freq_mask_fraction
 
     @property
+    def active(self) -> bool:
+        return bool(
+            self.gain_db or self.background_p or self.mixup_p or self.time_masks or self.freq_masks
+        )
+
+    @property
     def needs_background(self) -> bool:
         """Whether batches must carry `background` windows (cached train_soundscapes)."""
         return self.background_p > 0

@@ -60,7 +60,15 @@ def _file_stamp(path: str) -> list:
 
 def _build_shard(job: ShardJob, out_dir: Path, frontend, window: int, windowing: str) -> dict:
     """Decode, window and transform one shard's files; write `<name>.npy` then `<name>.json`."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per shard; in-process builds restore the count below
+    try:
+        return _build_shard_files(job, out_dir, frontend, window, windowing)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_shard_files(job: ShardJob, out_dir: Path, frontend, window: int, windowing: str) -> dict:
     sample_rate = frontend.sample_rate
     pieces, files, bad = [], [], []
     for path, key in zip(job.paths, job.keys, strict=True):
@@ -76,7 +84,11 @@ def _build_shard(job: ShardJob, out_dir: Path, frontend, window: int, windowing:
                 feats = frontend(torch.from_numpy(waves[i : i + FRONTEND_BATCH]))
                 pieces.append(feats.numpy().astype(np.float16))
         files.append({"file": key, "n_samples": len(audio), "starts": starts})
-    array = np.concatenate(pieces) if pieces else np.zeros((0, *frontend.output_shape(window)), np.float16)
+    array = (
+        np.concatenate(pieces)
+        if pieces
+        else np.zeros((0, *frontend.output_shape(window)), np.float16)
+    )
     with atomic_path(out_dir / f"{job.name}.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
     meta = {"files": files, "bad": bad, "shape": list(array.shape)}
@@ -88,14 +100,22 @@ def plan_shards(
     paths: Sequence[str | Path], keys: Sequence[str], groups: Sequence[str], max_files: int
 ) -> list[ShardJob]:
     """Split files into shards of at most `max_files`, never mixing `groups` (class folders)."""
-    frame = pd.DataFrame({"path": [str(Path(p).resolve()) for p in paths], "key": list(keys), "group": list(groups)})
+    frame = pd.DataFrame(
+        {"path": [str(Path(p).resolve()) for p in paths], "key": list(keys), "group": list(groups)}
+    )
     jobs = []
     for group, part in frame.sort_values(["group", "key"]).groupby("group", sort=True):
         for start in range(0, len(part), max_files):
             chunk = part.iloc[start : start + max_files]
             digest = stable_hash([_file_stamp(p) for p in chunk["path"]])
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(group))[:40]
-            jobs.append(ShardJob(f"{safe}-{start // max_files:04d}-{digest}", tuple(chunk["path"]), tuple(chunk["key"])))
+            jobs.append(
+                ShardJob(
+                    f"{safe}-{start // max_files:04d}-{digest}",
+                    tuple(chunk["path"]),
+                    tuple(chunk["key"]),
+                )
+            )
     return jobs
 
 
@@ -118,7 +138,9 @@ class WindowCache:
         self.windowing = windowing
         self.workers = os.cpu_count() if workers is None else workers
         self.max_files = max_files_per_shard
-        self.key = stable_hash({"frontend": frontend.params(), "window": self.window, "windowing": windowing})
+        self.key = stable_hash(
+            {"frontend": frontend.params(), "window": self.window, "windowing": windowing}
+        )
         self.dir = Path(cache_dir) / self.key
         self.shard_dir = self.dir / "shards"
 
@@ -128,9 +150,22 @@ class WindowCache:
         jobs = plan_shards(paths, keys, groups, self.max_files)
         todo = [j for j in jobs if not (self.shard_dir / f"{j.name}.json").is_file()]
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / "params.json", {"frontend": self.frontend.params(), "window": self.window, "windowing": self.windowing})
+        write_json(
+            self.dir / "params.json",
+            {
+                "frontend": self.frontend.params(),
+                "window": self.window,
+                "windowing": self.windowing,
+            },
+        )
         if todo:
-            log.info("cache %s: building %d of %d shards (%d files)", self.dir, len(todo), len(jobs), sum(len(j.paths) for j in todo))
+            log.info(
+                "cache %s: building %d of %d shards (%d files)",
+                self.dir,
+                len(todo),
+                len(jobs),
+                sum(len(j.paths) for j in todo),
+            )
             self._run(todo, desc)
         return CachedWindows.open(self.shard_dir, [j.name for j in jobs])
 
@@ -159,7 +194,9 @@ class CachedWindows:
     pickles cheaply into DataLoader workers.
     """
 
-    def __init__(self, directory: Path, shard_names: list[str], index: pd.DataFrame, bad: pd.DataFrame):
+    def __init__(
+        self, directory: Path, shard_names: list[str], index: pd.DataFrame, bad: pd.DataFrame
+    ):
         self.dir, self.shard_names, self.index, self.bad = directory, shard_names, index, bad
         self._shard = index["shard"].to_numpy()
         self._row = index["row"].to_numpy()
