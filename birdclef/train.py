@@ -61,7 +61,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if len(dm.bad_files):
                 write_csv(out / "skipped_files.csv", dm.bad_files)
         module = Classifier(
-            cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names, augment=augment
+            cfg.model,
+            cfg.loss,
+            cfg.optim,
+            dm.classes,
+            dm.output_names,
+            augment=augment,
+            frontend=cfg.frontend,
         )
         checkpoint = ModelCheckpoint(
             dirpath=out / "checkpoints", filename="best", monitor=cfg.monitor,

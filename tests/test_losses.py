@@ -44,3 +44,35 @@ def test_activations():
         activate(logits, "tanh")
     with pytest.raises(ConfigError, match="gamma"):
         FocalLoss(gamma=-1)
+
+
+class FrameNet(torch.nn.Module):
+    """A stand-in SED net: fixed clip and frame logits, and a frame-loss weight."""
+
+    def __init__(self, num_classes: int, frame_loss_weight: float = 0.5) -> None:
+        super().__init__()
+        self.frame_loss_weight = frame_loss_weight
+        self.bias = torch.nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, mel):
+        g = torch.Generator().manual_seed(1)
+        frames = torch.randn(len(mel), 7, len(self.bias), generator=g) + self.bias
+        return {"logits": frames.mean(dim=1), "frame_logits": frames}
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_classifier_adds_the_frame_wise_max_term(weight):
+    from birdclef.modules.classifier import Classifier
+
+    net = {"_target_": "tests.test_losses.FrameNet", "frame_loss_weight": weight}
+    module = Classifier(
+        net, {"_target_": "birdclef.modules.losses.BCELoss"}, {}, ["a", "b"], ["a", "b", "null"]
+    )
+    outputs = module.net(torch.zeros(4, 1, 8, 8))
+    target = torch.tensor([[1.0, 0, 0]] * 4)
+    expected = F.binary_cross_entropy_with_logits(outputs["logits"], target)
+    expected = expected + weight * F.binary_cross_entropy_with_logits(
+        outputs["frame_logits"].amax(dim=1), target
+    )
+    assert module._loss(outputs, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(module(torch.zeros(4, 1, 8, 8)), outputs["logits"])

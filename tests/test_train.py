@@ -71,7 +71,8 @@ def test_checkpoint_loads_weights_only_and_predicts_the_same(trained):
     )  # no pickle of arbitrary objects
     assert state["hyper_parameters"]["classes"]
     model = Classifier.load_from_checkpoint(path, map_location="cpu").eval()
-    again = Classifier.load_from_checkpoint(path, map_location="cpu").eval()
+    again = Classifier.from_checkpoint(path)
+    assert again.hparams.frontend["_target_"] == "birdclef.data.frontend.MelFrontend"
     dm = build_datamodule(cfg)
     dm.setup()
     batch = next(iter(dm.test_dataloader()))

@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from birdclef.modules.losses import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 
+NO_PRETRAINED = {"weights": None, "pretrained": False}  # net kwargs that would fetch weights
+
 
 def _plain(cfg: Any) -> Any:
     """Config -> plain dict, so hyper-parameters load back with `weights_only` checkpoints."""
@@ -35,6 +37,7 @@ class Classifier(L.LightningModule):
         classes: list[str],
         output_names: list[str],
         augment: torch.nn.Module | None = None,
+        frontend: dict | None = None,
     ) -> None:
         super().__init__()
         net, loss, optim = _plain(net), _plain(loss), _plain(optim)
@@ -48,6 +51,7 @@ class Classifier(L.LightningModule):
                 "optim": optim,
                 "classes": list(classes),
                 "output_names": list(output_names),
+                "frontend": _plain(frontend),  # how to turn audio into this net's input
             }
         )
         self.classes, self.output_names = list(classes), list(output_names)
@@ -59,6 +63,21 @@ class Classifier(L.LightningModule):
         self.val_balanced_acc = BalancedAccuracy(n)
         self.test_scores: np.ndarray | None = None
         self._test_batches: list[torch.Tensor] = []
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> Classifier:
+        """A trained model from `path`, in eval mode, for prediction.
+
+        The checkpoint holds every weight, so the net is rebuilt without pretrained
+        weights (no download, and no need for the original `model.weights` file).
+        Loads with `weights_only=True`: nothing in the file is executed.
+        """
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        hp = dict(state["hyper_parameters"])
+        hp["net"] = {**hp["net"], **{k: v for k, v in NO_PRETRAINED.items() if k in hp["net"]}}
+        model = cls(**hp)
+        model.load_state_dict(state["state_dict"])
+        return model.eval()
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Clip-wise logits [B, outputs], whatever auxiliary outputs the net also gives."""
@@ -97,7 +116,7 @@ class Classifier(L.LightningModule):
             self._test_batches.append(scores.detach().cpu())
             self.log("test/soundscape_auc", self.test_auc, on_epoch=True, batch_size=len(logits))
             return None
-        loss = self.loss_fn(logits, batch["target"])
+        loss = self._loss(outputs, batch["target"])
         self.log(
             f"{stage}/loss",
             loss,
@@ -105,6 +124,7 @@ class Classifier(L.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=len(logits),
+            sync_dist=stage == "val",  # averaged over processes under DDP
         )
         if stage == "val":
             scores = self.scores(logits)
