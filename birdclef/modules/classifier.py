@@ -42,11 +42,14 @@ class Classifier(L.LightningModule):
         super().__init__()
         net, loss, optim = _plain(net), _plain(loss), _plain(optim)
         # Only plain values are saved, so checkpoints load with torch.load(weights_only=True);
-        # the augmentation is a training-time object and is not needed to predict.
+        # the augmentation is a training-time object and is not needed to predict. The net is
+        # saved without its init weights: the checkpoint holds every tensor, so reloading never
+        # needs the original weights file or a download (config.yaml records which were used).
         self.augment = augment
+        saved_net = {**net, **{k: v for k, v in NO_PRETRAINED.items() if k in net}}
         self.save_hyperparameters(
             {
-                "net": net,
+                "net": saved_net,
                 "loss": loss,
                 "optim": optim,
                 "classes": list(classes),
@@ -68,14 +71,12 @@ class Classifier(L.LightningModule):
     def from_checkpoint(cls, path, map_location="cpu") -> Classifier:
         """A trained model from `path`, in eval mode, for prediction.
 
-        The checkpoint holds every weight, so the net is rebuilt without pretrained
-        weights (no download, and no need for the original `model.weights` file).
-        Loads with `weights_only=True`: nothing in the file is executed.
+        Same as Lightning's `load_from_checkpoint` on the CPU, spelled out: the saved
+        net config has no init weights, and the file loads with `weights_only=True`
+        (nothing in it is executed).
         """
         state = torch.load(path, map_location=map_location, weights_only=True)
-        hp = dict(state["hyper_parameters"])
-        hp["net"] = {**hp["net"], **{k: v for k, v in NO_PRETRAINED.items() if k in hp["net"]}}
-        model = cls(**hp)
+        model = cls(**state["hyper_parameters"])
         model.load_state_dict(state["state_dict"])
         return model.eval()
 
@@ -116,7 +117,12 @@ class Classifier(L.LightningModule):
             self._test_batches.append(scores.detach().cpu())
             self.log("test/soundscape_auc", self.test_auc, on_epoch=True, batch_size=len(logits))
             return None
-        loss = self._loss(outputs, batch["target"])
+        # train on the full objective; report val/loss on the clip output alone, comparable across nets
+        loss = (
+            self._loss(outputs, batch["target"])
+            if stage == "train"
+            else self.loss_fn(logits, batch["target"])
+        )
         self.log(
             f"{stage}/loss",
             loss,
