@@ -112,7 +112,12 @@ def test_resume_continues_from_last_checkpoint(tiny_root, tmp_path):
 
 
 def test_same_seed_same_model(tiny_root, tmp_path):
-    extra = ("trainer.max_epochs=1", "augment=recipe", "data.sampler=balanced")
+    extra = (
+        "trainer.max_epochs=1",
+        "augment=recipe",
+        "data.sampler=balanced",
+        "trainer.gradient_clip_val=1.0",
+    )
     first = run(tiny_cfg(tiny_root, tmp_path / "a", *extra))
     second = run(tiny_cfg(tiny_root, tmp_path / "b", *extra))
     assert first["val/auc"] == second["val/auc"] and first["val/loss"] == second["val/loss"]
