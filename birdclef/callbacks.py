@@ -7,6 +7,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from birdclef.errors import ConfigError
 
@@ -74,7 +75,9 @@ class EMA(L.Callback):
             self.backup = None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self.shadow or self.backup is not None:
+        # only inside fit: `trainer.validate(ckpt_path=...)` scores the checkpoint's own weights
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if not fitting or trainer.sanity_checking or not self.shadow or self.backup is not None:
             return
         self.backup = {k: v.detach().clone() for k, v in self._averaged(pl_module).items()}
         pl_module.load_state_dict(self.shadow, strict=False)

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.callbacks import EpochTimer
-from birdclef.data.frontend import MelFrontend
+from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 from birdclef.inference import cpu_ms_per_window
 from birdclef.modules.classifier import Classifier
@@ -37,8 +37,24 @@ def build_datamodule(cfg: DictConfig, background: bool = False):
     )  # fmt: skip
 
 
+def checkpoint_callback(cfg: DictConfig, out: Path) -> ModelCheckpoint:
+    """Best (by `monitor`) and last checkpoints.
+
+    A resumed run keeps writing into the checkpoint folder of the run it resumes, so
+    Lightning restores the best score so far and epochs before the resume still count.
+    """
+    folder = Path(cfg.ckpt_path).parent if cfg.ckpt_path else out / "checkpoints"
+    return ModelCheckpoint(
+        dirpath=folder, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True
+    )
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`."""
+    """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`.
+
+    `val/*` and `test/*` are those of the best checkpoint (by `monitor`); `train/loss`
+    is the last epoch's.
+    """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     main_process = rank_zero_only.rank == 0  # DDP re-runs this function in every process
@@ -46,13 +62,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     try:
         if main_process:
             write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} is not a file; give a run's checkpoints/last.ckpt."
+            )
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
         dm = build_datamodule(cfg, background=augment.needs_background)
-        if augment.active and not isinstance(dm.frontend, MelFrontend):
+        if augment.active and not getattr(dm.frontend, "log_mel_image", False):
             raise ConfigError(
                 f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
-                "gives other features (embeddings); use augment=none with it."
+                "gives other features (MFCCs or embeddings); use augment=none with it."
             )
         dm.prepare_data()
         dm.setup("fit")
@@ -61,53 +81,45 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if len(dm.bad_files):
                 write_csv(out / "skipped_files.csv", dm.bad_files)
         module = Classifier(
-            cfg.model,
-            cfg.loss,
-            cfg.optim,
-            dm.classes,
-            dm.output_names,
-            augment=augment,
-            frontend=cfg.frontend,
-        )
-        checkpoint = ModelCheckpoint(
-            dirpath=out / "checkpoints", filename="best", monitor=cfg.monitor,
-            mode=cfg.monitor_mode, save_last=True,
+            cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
+            augment=augment, frontend=cfg.frontend,
         )  # fmt: skip
-        timer = EpochTimer()
+        checkpoint, timer = checkpoint_callback(cfg, out), EpochTimer()
         extra = [instantiate(c) for c in cfg.callbacks.values() if c]
         trainer = instantiate(
             cfg.trainer, callbacks=[checkpoint, timer, *extra], logger=instantiate(cfg.logger)
         )
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        best_score = checkpoint.best_model_score
-        metrics[cfg.monitor] = float(best_score) if best_score is not None else float("nan")
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+        }
+        best = checkpoint.best_model_path or None
+        evaluated = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in evaluated.items()})
         metrics["train/epoch_seconds"] = timer.median
         metrics["train/epochs"] = float(trainer.current_epoch)
         metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
         if dm.test_set is not None:
-            best = checkpoint.best_model_path or None
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
             metrics.update({k: float(v) for k, v in tested.items()})
-            scores = module.test_scores
-            if main_process and scores is not None and len(scores) == len(dm.soundscape_rows):
-                frame = pd.concat(
-                    [dm.soundscape_rows, pd.DataFrame(scores, columns=dm.classes)], axis=1
+            if main_process:
+                scores = pd.DataFrame(module.test_scores, columns=dm.classes)
+                write_csv(
+                    out / "soundscape_predictions.csv",
+                    pd.concat([dm.soundscape_rows, scores], axis=1),
                 )
-                write_csv(out / "soundscape_predictions.csv", frame)
         if main_process:
-            window = int(round(cfg.clip_seconds * cfg.sample_rate))
+            window = SCORE_SECONDS * cfg.sample_rate
             metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(dm.frontend, module.net, window)
             write_json(out / "metrics.json", metrics)
-            _print_summary(metrics, out, checkpoint.best_model_path)
+            log.info(summary(metrics, out, best))
         return metrics
     finally:
         remove_file_log(handler)
 
 
-def _print_summary(metrics: dict[str, float], out: Path, best: str) -> None:
+def summary(metrics: dict[str, float], out: Path, best: str | None) -> str:
     lines = [f"  {k:>22}: {metrics[k]:.4g}" for k in SUMMARY_KEYS if k in metrics]
-    text = "\n".join(
+    return "\n".join(
         ["run summary", *lines, f"  {'best checkpoint':>22}: {best}", f"  {'outputs':>22}: {out}"]
     )
-    print(text)

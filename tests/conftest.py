@@ -53,20 +53,6 @@ def tiny_root(tmp_path_factory) -> Path:
     return generate(root, SynthSpec(**TINY), workers=0)
 
 
-@pytest.fixture
-def cfg_tiny(tiny_root, tmp_path):
-    """The default config on the tiny dataset, sized to train in seconds."""
-    return compose_cfg(
-        f"data.root={tiny_root}",
-        "data.cache_workers=0",
-        "data.batch_size=16",
-        "data.min_val_recordings=2",
-        "trainer.max_epochs=2",
-        "model.channels=[8,16]",
-        tmp=tmp_path,
-    )
-
-
 def write_wav(path: Path, audio: np.ndarray, sr: int = SR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr, format="WAV", subtype="FLOAT")

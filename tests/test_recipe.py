@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from birdclef.callbacks import EMA
+from birdclef.modules.metrics import competition_score
 from birdclef.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 
@@ -102,10 +103,23 @@ def test_early_stopping_stops(tiny_root, tmp_path):
 
 
 def test_resume_continues_from_last_checkpoint(tiny_root, tmp_path):
-    run(tiny_cfg(tiny_root, tmp_path / "a", "trainer.max_epochs=1"))
+    first = run(
+        tiny_cfg(tiny_root, tmp_path / "a", "trainer.max_epochs=1", "data.val_fraction=0.5")
+    )
     last = tmp_path / "a/out/checkpoints/last.ckpt"
-    metrics = run(tiny_cfg(tiny_root, tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={last}"))
+    cfg = tiny_cfg(
+        tiny_root,
+        tmp_path / "b",
+        "trainer.max_epochs=2",
+        "data.val_fraction=0.5",
+        f"ckpt_path={last}",
+    )
+    metrics = run(cfg)
     assert metrics["train/epochs"] == 2
+    # the best checkpoint is chosen over both runs' epochs, not only those after the resume
+    logged = pd.read_csv(next((tmp_path / "b/out/csv").rglob("metrics.csv")))
+    second = logged.dropna(subset=["val/loss"])["val/auc"].iloc[0]
+    assert metrics["val/auc"] == pytest.approx(max(first["val/auc"], second), abs=1e-6)
     logged = pd.read_csv(next((tmp_path / "b/out/csv").rglob("metrics.csv")))
     trained = logged.dropna(subset=["train/loss"])
     assert set(trained["epoch"].astype(int)) == {1}  # only the second epoch was trained
@@ -140,6 +154,13 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_root, tmp_path):
     )
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert np.isfinite(metrics["val/auc"])
+    # every soundscape row scored once, in order, although the two processes split them
+    predictions = pd.read_csv(tmp_path / "run/soundscape_predictions.csv")
+    solution = pd.read_csv(tiny_root / "test_soundscapes/soundscape_labels.csv")
+    assert list(predictions["row_id"]) == list(solution["row_id"])
+    assert competition_score(solution, predictions) == pytest.approx(
+        metrics["test/soundscape_auc"], abs=1e-6
+    )
 
 
 @pytest.mark.gpu
@@ -147,3 +168,22 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_root, tmp_path):
 def test_gpu_bf16_run(tiny_root, tmp_path):
     metrics = run(tiny_cfg(tiny_root, tmp_path, "trainer=gpu", "trainer.max_epochs=2"))
     assert np.isfinite(metrics["val/auc"]) and np.isfinite(metrics["test/soundscape_auc"])
+
+
+def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
+    splits = {}
+    for name in ("none", "rating"):
+        dm = build_datamodule(
+            tiny_cfg(
+                tiny_root,
+                tmp_path,
+                f"filter={name}",
+                *(["filter.min_rating=5"] * (name == "rating")),
+            )
+        )
+        dm.setup()
+        splits[name] = dm.split
+    val = {n: set(s.loc[s["split"] == "val", "filename"]) for n, s in splits.items()}
+    train = {n: set(s.loc[s["split"] == "train", "filename"]) for n, s in splits.items()}
+    assert val["none"] == val["rating"]
+    assert train["rating"] < train["none"]  # the filter removed training rows only

@@ -72,3 +72,31 @@ def test_bad_spec():
         SynthSpec.from_config({"n_clases": 3})
     with pytest.raises(ConfigError, match="n_classes"):
         SynthSpec.from_config({"n_classes": 1})
+
+
+def window_rms(audio: np.ndarray, seconds: float, sr: int = 32000) -> np.ndarray:
+    n = int(seconds * sr)
+    return np.sqrt(np.mean(audio[: len(audio) // n * n].reshape(-1, n) ** 2, axis=1))
+
+
+def test_hidden_truth_matches_the_audio(tmp_path):
+    spec = SynthSpec(**{**TINY, "n_test_soundscapes": 2, "soundscape_seconds": 60,
+                        "species_per_soundscape": (1, 1), "soundscape_snr_db": (15.0, 20.0),
+                        "median_seconds": 16.0, "silence_fraction": 1.0})  # fmt: skip
+    root = generate(tmp_path / "d", spec, workers=0)
+    truth = pd.read_csv(root / "test_soundscapes" / "soundscape_labels.csv")
+    present = truth.drop(columns="row_id").sum(axis=1).to_numpy() > 0
+    stems = truth["row_id"].str.rsplit("_", n=1).str[0].unique()
+    rms = np.concatenate(
+        [window_rms(load_audio(root / "test_soundscapes" / f"{s}.ogg", 32000), 5) for s in stems]
+    )
+    assert present.any() and (~present).any()
+    assert rms[present].mean() > 2 * rms[~present].mean()  # labelled windows hold the calls
+    segments = pd.read_csv(root / "train_audio_segments.csv")
+    quiet = segments[segments["kind"] == "silence"].iloc[0]
+    audio = load_audio(root / "train_audio" / quiet["filename"], 32000)
+    inside = audio[int(quiet["start"] * 32000) : int(quiet["end"] * 32000)]
+    calls = segments[(segments["filename"] == quiet["filename"]) & (segments["kind"] == "call")]
+    call = calls.iloc[0]
+    loud = audio[int(call["start"] * 32000) : int(call["end"] * 32000)]
+    assert np.sqrt(np.mean(inside**2)) < 0.2 * np.sqrt(np.mean(loud**2))

@@ -70,16 +70,15 @@ def test_checkpoint_loads_weights_only_and_predicts_the_same(trained):
         path, weights_only=True, map_location="cpu"
     )  # no pickle of arbitrary objects
     assert state["hyper_parameters"]["classes"]
-    model = Classifier.load_from_checkpoint(path, map_location="cpu").eval()
-    again = Classifier.from_checkpoint(path)
-    assert again.hparams.frontend["_target_"] == "birdclef.data.frontend.MelFrontend"
+    model = Classifier.from_checkpoint(path)
+    assert model.hparams.frontend["_target_"] == "birdclef.data.frontend.MelFrontend"
     dm = build_datamodule(cfg)
     dm.setup()
-    batch = next(iter(dm.test_dataloader()))
     with torch.no_grad():
-        first, second = model.scores(model(batch["mel"])), again.scores(again(batch["mel"]))
-    torch.testing.assert_close(first, second, rtol=0, atol=0)
-    assert first.shape == (len(batch["mel"]), len(dm.classes))
+        scores = torch.cat([model.scores(model(b["mel"])) for b in dm.test_dataloader()])
+    written = pd.read_csv(f"{cfg.paths.output_dir}/soundscape_predictions.csv")
+    expected = torch.tensor(written[dm.classes].to_numpy(), dtype=scores.dtype)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
 
 
 def test_bad_audio_is_skipped_and_listed(tiny_root, tmp_path):
@@ -169,4 +168,33 @@ def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
         tmp=tmp_path,
     )
     with pytest.raises(ConfigError, match="augment=none"):
+        run(cfg)
+
+
+def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}",
+        "data.cache_workers=0",
+        "frontend=mfcc",
+        "augment=mixup",
+        tmp=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="MFCCs"):
+        run(cfg)
+
+
+def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
+        "trainer.max_epochs=1", "model.channels=[8]", "clip_seconds=10", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = run(cfg)
+    predictions = pd.read_csv(tmp_path / "out" / "soundscape_predictions.csv")
+    assert len(predictions) == 12 and predictions["row_id"].str.endswith(("_5", "_10", "_15")).any()
+    assert 0 <= metrics["test/soundscape_auc"] <= 1
+
+
+def test_missing_resume_checkpoint(tiny_root, tmp_path):
+    cfg = compose_cfg(f"data.root={tiny_root}", f"ckpt_path={tmp_path}/nope.ckpt", tmp=tmp_path)
+    with pytest.raises(ConfigError, match="ckpt_path"):
         run(cfg)

@@ -1,5 +1,9 @@
 """Batch augmentation on log-mel windows: gain, soundscape background, mixup, SpecAugment.
 
+Every net standardises each window, so a level shift of a whole window (`gain_db`)
+changes nothing by itself: it matters only through mixup, where it jitters the two
+clips' relative level before they are mixed.
+
 Applied by the LightningModule to training batches only (on the device the batch is
 on). Mixing happens in the power domain, 10*log10(10^(a/10) + g*10^(b/10)), because
 sounds add as power, not as dB images; the study's own soundscape interpolation
@@ -18,9 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from birdclef.data.frontend import POWER_FLOOR
 from birdclef.errors import ConfigError
 
 DB = 10.0  # dB per decade of power
+TARGET_FLOOR = 1e-8  # a target summing to less is treated as empty when renormalising
 
 
 def _to_power(db: torch.Tensor) -> torch.Tensor:
@@ -28,7 +34,7 @@ def _to_power(db: torch.Tensor) -> torch.Tensor:
 
 
 def _to_db(power: torch.Tensor) -> torch.Tensor:
-    return DB * torch.log10(power.clamp_min(1e-10))
+    return DB * torch.log10(power.clamp_min(POWER_FLOOR))
 
 
 def _per_sample(shape: tuple, batch: int) -> tuple:
@@ -100,9 +106,8 @@ class BatchAugment(nn.Module):
         if self.mixup_p > 0 and len(batch["mel"]) > 1:
             batch = self._mixup(batch)
         if softmax:
-            batch["target"] = batch["target"] / batch["target"].sum(dim=-1, keepdim=True).clamp_min(
-                1e-8
-            )
+            total = batch["target"].sum(dim=-1, keepdim=True)
+            batch["target"] = batch["target"] / total.clamp_min(TARGET_FLOOR)
         if self.time_masks or self.freq_masks:
             batch["mel"] = self._mask(batch["mel"])
         return batch
@@ -131,7 +136,7 @@ class BatchAugment(nn.Module):
             p_sig, p_bg = _to_power(mel), _to_power(bg)
             ratio = p_sig.mean(dim=(-2, -1), keepdim=True) / p_bg.mean(
                 dim=(-2, -1), keepdim=True
-            ).clamp_min(1e-10)
+            ).clamp_min(POWER_FLOOR)
             mixed = _to_db(p_sig + p_bg * ratio / torch.pow(10.0, snr / DB))
         batch["mel"] = torch.where(chosen.view(shape), mixed, mel)
         return batch

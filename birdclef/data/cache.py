@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from birdclef.data.audio import load_audio
-from birdclef.data.windows import clip_window_starts, cut_window, soundscape_ends
+from birdclef.data.windows import clip_window_starts, cut_window, grid_window_starts
 from birdclef.errors import AudioError, ConfigError
 from birdclef.utils import atomic_path, stable_hash, write_json
 
@@ -43,11 +43,10 @@ class ShardJob:
     keys: tuple[str, ...]  # how the index names each file (e.g. train.csv filename)
 
 
-def window_starts(n_samples: int, window: int, windowing: str, sample_rate: int) -> list[int]:
+def window_starts(n_samples: int, window: int, windowing: str) -> list[int]:
     if windowing == "clip":
         return clip_window_starts(n_samples, window)
-    ends = soundscape_ends(n_samples, sample_rate, window // sample_rate)
-    return [end * sample_rate - window for end in ends]
+    return grid_window_starts(n_samples, window)
 
 
 def _file_stamp(path: str) -> list:
@@ -77,7 +76,7 @@ def _build_shard_files(job: ShardJob, out_dir: Path, frontend, window: int, wind
         except AudioError as err:
             bad.append({"file": key, "error": str(err)})
             continue
-        starts = window_starts(len(audio), window, windowing, sample_rate)
+        starts = window_starts(len(audio), window, windowing)
         waves = np.stack([cut_window(audio, s, window) for s in starts])
         with torch.inference_mode():
             for i in range(0, len(waves), FRONTEND_BATCH):
@@ -133,6 +132,8 @@ class WindowCache:
     ) -> None:
         if windowing not in WINDOWINGS:
             raise ConfigError(f"windowing={windowing!r} must be one of {WINDOWINGS}.")
+        if clip_seconds <= 0:
+            raise ConfigError(f"clip_seconds={clip_seconds} must be positive (seconds per window).")
         self.frontend = frontend
         self.window = int(round(clip_seconds * frontend.sample_rate))
         self.windowing = windowing

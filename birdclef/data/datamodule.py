@@ -1,12 +1,8 @@
 """The DataModule: validated metadata -> cached windows -> train/val/soundscape batches.
 
-Batches are dicts:
-    mel         float32 [B, 1, features, frames]  front-end output in dB
-    target      float32 [B, outputs]   training target (informed smoothing, + null column)
-    labels      float32 [B, classes]   0/1 presence, the truth for AUC
-    primary     int64   [B]            primary class index (-1 on soundscape rows)
-    background  float32 [B, 1, features, frames]  a random train_soundscapes window
-                (training batches only, when the augmentation asks for it)
+Batches are dicts of the items in `birdclef.data.datasets` (keys `mel`, `target`,
+`labels`, `primary`, `index`, and `background` when the augmentation asks for it),
+stacked along a first batch dimension.
 """
 
 from __future__ import annotations
@@ -15,55 +11,24 @@ import logging
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from birdclef.data.cache import CachedWindows, WindowCache
+from birdclef.data.datasets import WindowDataset, clip_windows, soundscape_rows
 from birdclef.data.filters import NoFilter
-from birdclef.data.labels import InformedLabels, presence
+from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
 from birdclef.data.splits import grouped_split
+from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 CLIP_CHOICES = ("first", "all")
 SAMPLERS = ("random", "balanced")
-
-
-class WindowDataset(Dataset):
-    """Cached windows selected by `rows` (positions in the cache index) with their targets.
-
-    With `background` (cached soundscape windows), each item also carries one of
-    them drawn at random, for background-noise augmentation.
-    """
-
-    def __init__(
-        self, cache: CachedWindows, rows, target, labels, primary, background=None
-    ) -> None:
-        self.cache, self.rows = cache, np.asarray(rows)
-        self.target, self.labels, self.primary = target, labels, primary
-        self.background = background
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        mel = torch.from_numpy(self.cache.features(self.rows[i]).astype(np.float32))
-        item = {
-            "mel": mel.unsqueeze(0),
-            "target": torch.tensor(self.target[i]),
-            "labels": torch.tensor(self.labels[i]),
-            "primary": torch.tensor(self.primary[i], dtype=torch.long),
-        }
-        if self.background is not None:
-            j = int(torch.randint(len(self.background.index), ()))  # seeded per worker by Lightning
-            item["background"] = torch.from_numpy(
-                self.background.features(j).astype(np.float32)
-            ).unsqueeze(0)
-        return item
+BAD_EXAMPLES = 3  # unreadable files quoted in an error message
 
 
 class BirdclefDataModule(L.LightningDataModule):
@@ -104,8 +69,14 @@ class BirdclefDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.balance_power={balance_power} must be in [0, 1] (0 = no balancing, 1 = equal classes)."
             )
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size} must be at least 1.")
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigError(
+                f"data.batch_size={batch_size} must be >= 1 and data.num_workers={num_workers} >= 0."
+            )
+        if clip_seconds <= 0:
+            raise ConfigError(
+                f"clip_seconds={clip_seconds} must be positive (seconds per training window)."
+            )
         self.root, self.cache_dir = Path(root), Path(cache_dir)
         self.frontend = frontend
         self.label_rule = labels or InformedLabels()
@@ -133,44 +104,50 @@ class BirdclefDataModule(L.LightningDataModule):
         return self.meta
 
     # ---- caches ---------------------------------------------------------------------------
-    def _cache(self, windowing: str) -> WindowCache:
-        return WindowCache(
-            self.cache_dir, self.frontend, self.clip_seconds, windowing, self.cache_workers
-        )
+    def _cache(self, windowing: str, seconds: float) -> WindowCache:
+        return WindowCache(self.cache_dir, self.frontend, seconds, windowing, self.cache_workers)
 
     def _train_windows(self) -> CachedWindows:
         meta = self._metadata()
         files = meta.train["filename"].drop_duplicates().tolist()
-        return self._cache("clip").build(
-            [meta.audio_path(f) for f in files],
-            files,
-            [f.split("/")[0] for f in files],
-            "caching train_audio",
+        groups = [f.split("/")[0] for f in files]  # one shard group per class folder
+        paths = [meta.audio_path(f) for f in files]
+        return self._cache("clip", self.clip_seconds).build(
+            paths, files, groups, "caching train_audio"
         )
 
-    def _soundscape_windows(
-        self, stems: list[str], folder: str = "test_soundscapes"
-    ) -> CachedWindows:
-        audio_dir = self.root / folder
-        return self._cache("grid").build(
-            [audio_dir / f"{s}.ogg" for s in stems], stems, desc=f"caching {folder}"
+    def _scored_windows(self, stems: list[str]) -> CachedWindows:
+        """The labelled test soundscapes on the competition's 5-s row grid."""
+        audio_dir = self.root / "test_soundscapes"
+        paths = [audio_dir / f"{s}.ogg" for s in stems]
+        return self._cache("grid", SCORE_SECONDS).build(
+            paths, stems, desc="caching test_soundscapes"
         )
 
     def _background_windows(self) -> CachedWindows:
-        stems = sorted(p.stem for p in (self.root / "train_soundscapes").glob("*.ogg"))
-        if not stems:
+        """train_soundscapes cut into training-length windows, for background augmentation."""
+        folder = self.root / "train_soundscapes"
+        paths = sorted(folder.glob("*.ogg"))
+        windows = self._cache("grid", self.clip_seconds).build(
+            paths, [p.stem for p in paths], desc="caching train_soundscapes"
+        ) if paths else None  # fmt: skip
+        if windows is None or windows.index.empty:
             raise DataError(
-                f"background augmentation needs soundscapes in {self.root / 'train_soundscapes'}, "
-                "and there are none; set augment.background_p=0 or use augment=none."
+                f"background augmentation needs readable soundscapes in {folder}, and there are "
+                "none; set augment.background_p=0 or use augment=none."
             )
-        return self._soundscape_windows(stems, "train_soundscapes")
+        return windows
 
     def prepare_data(self) -> None:
-        """Build the caches once (rank 0 under DDP); `setup` then only opens them."""
+        """Build every cache this run reads; `setup` then opens them.
+
+        Each process runs it (under DDP too): a cache already built is only opened,
+        and concurrent builders write the same shards atomically.
+        """
         self._train_windows()
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is not None:
-            self._soundscape_windows(sorted(solution["stem"].unique()))
+            self._scored_windows(sorted(solution["stem"].unique()))
         if self.background:
             self._background_windows()
 
@@ -180,6 +157,7 @@ class BirdclefDataModule(L.LightningDataModule):
             return
         meta = self._metadata()
         windows = self._train_windows()
+        usable = meta.train[~meta.train["filename"].isin(set(windows.bad["file"]))]
         self.bad_files = windows.bad
         if len(windows.bad):
             log.warning(
@@ -187,93 +165,67 @@ class BirdclefDataModule(L.LightningDataModule):
                 len(windows.bad),
                 windows.bad["error"].iloc[0],
             )
-        train = self.row_filter(meta.train)
-        train = train[~train["filename"].isin(set(windows.bad["file"]))].reset_index(drop=True)
-        if train.empty:
+        if usable.empty:
+            examples = "; ".join(windows.bad["error"].head(BAD_EXAMPLES))
             raise DataError(
-                f"no usable training audio under {meta.audio_dir}; see the skipped-file report."
+                f"none of the {len(windows.bad)} files under {meta.audio_dir} could be read, e.g. {examples}"
             )
-        is_val = grouped_split(train, self.val_fraction, self.seed, self.min_val_recordings)
+        usable = usable.reset_index(drop=True)
+        # split first, filter the training side only: the validation set stays the same
+        # whatever the filter, so filter settings are compared on equal terms
+        is_val = grouped_split(usable, self.val_fraction, self.seed, self.min_val_recordings)
         if not is_val.any():
             raise ConfigError(
                 f"the validation split is empty: no class has {self.min_val_recordings} recordings. "
                 "Lower data.min_val_recordings or raise data.val_fraction."
             )
-        self.split = train.assign(split=np.where(is_val, "val", "train"))
-        self.train_set = self._window_set(windows, train[~is_val], self.clips)
+        train = self.row_filter(usable[~is_val].reset_index(drop=True))
+        self.split = pd.concat([train.assign(split="train"), usable[is_val].assign(split="val")])
+        self.train_set = clip_windows(windows, train, self.clips, self.label_rule, self.classes)
         if self.background:
             self.train_set.background = self._background_windows()
-        self.val_set = self._window_set(windows, train[is_val], self.val_clips)
+            self.bad_files = pd.concat([self.bad_files, self.train_set.background.bad], ignore_index=True)
+        self.val_set = clip_windows(
+            windows, usable[is_val], self.val_clips, self.label_rule, self.classes
+        )
         self.test_set = self._soundscape_set()
         log.info(
             "data: %d classes, %d/%d train/val recordings -> %d/%d windows, %d soundscape rows",
-            len(meta.classes), (~is_val).sum(), is_val.sum(), len(self.train_set), len(self.val_set),
+            len(meta.classes), len(train), is_val.sum(), len(self.train_set), len(self.val_set),
             0 if self.test_set is None else len(self.test_set),
         )  # fmt: skip
-
-    def _window_set(self, windows: CachedWindows, rows: pd.DataFrame, clips: str) -> WindowDataset:
-        classes = self.classes
-        index = windows.index
-        chosen = index[index["file"].isin(set(rows["filename"]))]
-        if clips == "first":
-            chosen = chosen[chosen["window"] == 0]
-        by_file = rows.drop_duplicates("filename").set_index("filename")
-        meta_rows = by_file.loc[chosen["file"]]
-        target = self.label_rule.encode_all(
-            meta_rows["primary_label"], meta_rows["secondary_labels"], classes
-        )
-        truth = presence(meta_rows["primary_label"], meta_rows["secondary_labels"], classes)
-        lookup = {c: i for i, c in enumerate(classes)}
-        primary = np.array([lookup[p] for p in meta_rows["primary_label"]], dtype=np.int64)
-        return WindowDataset(windows, chosen.index.to_numpy(), target, truth, primary)
 
     def _soundscape_set(self) -> WindowDataset | None:
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is None:
             return None
-        windows = self._soundscape_windows(sorted(solution["stem"].unique()))
-        if len(windows.bad):
+        windows = self._scored_windows(sorted(solution["stem"].unique()))
+        if len(windows.bad):  # their rows cannot be scored, so the test score would be wrong
             raise DataError(
-                f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:3]}"
+                f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:BAD_EXAMPLES]}"
             )
-        sample_rate = self.frontend.sample_rate
-        window = int(round(self.clip_seconds * sample_rate))
-        position = {
-            (f, s): i
-            for i, (f, s) in enumerate(
-                zip(windows.index["file"], windows.index["start"], strict=True)
-            )
-        }
-        starts = solution["end"] * sample_rate - window
-        missing = [
-            r
-            for r, k in zip(
-                solution["row_id"], zip(solution["stem"], starts, strict=True), strict=True
-            )
-            if k not in position
-        ]
-        if missing:
-            raise DataError(f"soundscape rows past the end of their audio: {missing[:5]}.")
-        rows = [position[k] for k in zip(solution["stem"], starts, strict=True)]
-        truth = solution[self.classes].to_numpy(np.float32)
-        target = np.zeros((len(rows), len(self.output_names)), np.float32)
         self.soundscape_rows = solution[["row_id"]].reset_index(drop=True)
-        return WindowDataset(windows, rows, target, truth, np.full(len(rows), -1))
+        sample_rate = self.frontend.sample_rate
+        return soundscape_rows(
+            windows,
+            solution,
+            self.classes,
+            len(self.output_names),
+            SCORE_SECONDS * sample_rate,
+            sample_rate,
+        )
 
     # ---- loaders ------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, drop_last=False,
+            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         if self.sampler == "random":
             return self._loader(self.train_set, shuffle=True)
-        return DataLoader(
-            self.train_set, batch_size=self.batch_size, sampler=self.balanced_sampler(),
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+        return self._loader(self.train_set, sampler=self.balanced_sampler())
 
     def balanced_sampler(self) -> WeightedRandomSampler:
         """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
@@ -291,9 +243,9 @@ class BirdclefDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:
             raise DataError(f"no soundscape_labels.csv under {self.root}: nothing to test on.")
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)

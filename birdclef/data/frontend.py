@@ -25,6 +25,8 @@ class MelFrontend(nn.Module):
     neighbours in the batch and break cache/on-the-fly equality).
     """
 
+    log_mel_image = True  # a dB image: mel augmentations (mixing, masking) apply
+
     def __init__(
         self,
         sample_rate: int,
@@ -79,6 +81,8 @@ class MelFrontend(nn.Module):
 
 class MfccFrontend(MelFrontend):
     """Waveform -> MFCC [..., n_mfcc, frames]: a DCT of the log-mel, as the study compares."""
+
+    log_mel_image = False  # cepstral coefficients: power-domain mixing would be meaningless
 
     def __init__(self, sample_rate: int, n_mfcc: int = 40, **mel_kwargs) -> None:
         super().__init__(sample_rate, **mel_kwargs)

@@ -92,7 +92,7 @@ def read_taxonomy(root: Path) -> tuple[list[str], dict[str, str]]:
     class_names = dict(zip(labels, names, strict=True))
     submission = root / "sample_submission.csv"
     if submission.is_file():
-        columns = [c for c in pd.read_csv(submission, nrows=0).columns if c != "row_id"]
+        columns = [c for c in read_csv(submission, ("row_id",), "sample_submission.csv").columns if c != "row_id"]
         if set(columns) != set(labels):
             extra, absent = sorted(set(columns) - set(labels)), sorted(set(labels) - set(columns))
             raise DataError(
@@ -112,6 +112,8 @@ def load_metadata(root: str | Path) -> Metadata:
             "competition data (train.csv, taxonomy.csv, train_audio/), or leave it null to use "
             "the built-in synthetic dataset."
         )
+    if not (root / "train_audio").is_dir():
+        raise DataError(f"{root / 'train_audio'} is missing: data.root must hold train_audio/<label>/<file>.ogg.")
     classes, class_names = read_taxonomy(root)
     train = read_csv(root / "train.csv", REQUIRED_TRAIN_COLUMNS, "train.csv")
     for column in TEXT_COLUMNS:

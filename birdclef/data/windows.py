@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SCORE_SECONDS = 5  # s, the competition scores one row per 5-s window of a soundscape
+
 
 def clip_window_starts(n_samples: int, window: int) -> list[int]:
     """Start samples of the fixed-length windows cut from a labelled clip.
@@ -39,14 +41,21 @@ def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
     return out
 
 
-def soundscape_ends(n_samples: int, sample_rate: int, seconds: int) -> list[int]:
-    """End seconds of the scored windows of a soundscape: 5, 10, ... (12 for 1 minute).
+def grid_window_starts(n_samples: int, window: int) -> list[int]:
+    """Start samples of back-to-back windows: 0, window, 2 window, ... (whole windows only).
 
-    Only whole windows are scored, as in the competition; a file shorter than one
-    window still gets one (padded) row.
+    For soundscapes: with 5-s windows these are the scored rows (12 for 1 minute). A
+    file shorter than one window still gets one (padded) window.
     """
-    count = max(1, n_samples // (seconds * sample_rate))
-    return [seconds * (i + 1) for i in range(count)]
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
+    return [i * window for i in range(max(1, n_samples // window))]
+
+
+def soundscape_ends(n_samples: int, sample_rate: int, seconds: int = SCORE_SECONDS) -> list[int]:
+    """End seconds of the scored windows of a soundscape: 5, 10, ... (12 for 1 minute)."""
+    window = seconds * sample_rate
+    return [(start + window) // sample_rate for start in grid_window_starts(n_samples, window)]
 
 
 def row_id(stem: str, end_second: int) -> str:

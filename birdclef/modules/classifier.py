@@ -10,9 +10,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from birdclef.errors import ConfigError
 from birdclef.modules.losses import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 
+EVAL_KEYS = ("labels", "primary", "index")  # batch keys the validation/test metrics need
 NO_PRETRAINED = {"weights": None, "pretrained": False}  # net kwargs that would fetch weights
 
 
@@ -62,10 +64,14 @@ class Classifier(L.LightningModule):
         self.loss_fn = instantiate(loss)
         self.activation = self.loss_fn.activation
         n = len(self.classes)
-        self.val_auc, self.test_auc = CompetitionAUC(), CompetitionAUC()
-        self.val_balanced_acc = BalancedAccuracy(n)
-        self.test_scores: np.ndarray | None = None
-        self._test_batches: list[torch.Tensor] = []
+        # updated with rows already gathered from every process, so no second sync
+        self.val_auc, self.test_auc = (
+            CompetitionAUC(sync_on_compute=False),
+            CompetitionAUC(sync_on_compute=False),
+        )
+        self.val_balanced_acc = BalancedAccuracy(n, sync_on_compute=False)
+        self.test_scores: np.ndarray | None = None  # soundscape rows in dataset order, after `test`
+        self._eval_rows: list[dict[str, torch.Tensor]] = []
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> Classifier:
@@ -111,11 +117,10 @@ class Classifier(L.LightningModule):
             batch = self.augment(batch, softmax=self.activation == "softmax", null_index=null_index)
         outputs = self.net(batch["mel"])
         logits = self._logits(outputs)[0]
+        if stage != "train":
+            rows = {k: batch[k] for k in EVAL_KEYS}
+            self._eval_rows.append({**rows, "scores": self.scores(logits).detach()})
         if stage == "test":
-            scores = self.scores(logits)
-            self.test_auc.update(scores, batch["labels"])
-            self._test_batches.append(scores.detach().cpu())
-            self.log("test/soundscape_auc", self.test_auc, on_epoch=True, batch_size=len(logits))
             return None
         # train on the full objective; report val/loss on the clip output alone, comparable across nets
         loss = (
@@ -132,14 +137,6 @@ class Classifier(L.LightningModule):
             batch_size=len(logits),
             sync_dist=stage == "val",  # averaged over processes under DDP
         )
-        if stage == "val":
-            scores = self.scores(logits)
-            self.val_auc.update(scores, batch["labels"])
-            self.val_balanced_acc.update(scores, batch["primary"])
-            self.log("val/auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=len(logits))
-            self.log(
-                "val/balanced_acc", self.val_balanced_acc, on_epoch=True, batch_size=len(logits)
-            )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -151,18 +148,62 @@ class Classifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def _gather_rows(self) -> dict[str, torch.Tensor] | None:
+        """This epoch's evaluation rows from every process, each row once, in dataset order.
+
+        Under DDP the distributed sampler splits the rows across processes and pads
+        them with repeats; the metrics need every row exactly once (and the written
+        predictions need them in order), so rows are gathered and de-duplicated by
+        their dataset `index`.
+        """
+        if not self._eval_rows:
+            return None
+        rows = {k: torch.cat([r[k] for r in self._eval_rows]) for k in self._eval_rows[0]}
+        self._eval_rows = []
+        if self.trainer.world_size > 1:
+            rows = {k: self.all_gather(v).flatten(0, 1) for k, v in rows.items()}
+        index, order = torch.sort(rows["index"], stable=True)
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        return {k: v[order[first]] for k, v in rows.items()}
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._gather_rows()
+        if rows is None:
+            return
+        self.val_auc.update(rows["scores"], rows["labels"])
+        self.val_balanced_acc.update(rows["scores"], rows["primary"])
+        # the same value on every process (all rows were gathered); sync_dist only silences a warning
+        self.log("val/auc", self.val_auc.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/balanced_acc", self.val_balanced_acc.compute(), sync_dist=True)
+        self.val_auc.reset()
+        self.val_balanced_acc.reset()
+
     def on_test_epoch_start(self) -> None:
-        self._test_batches = []
+        self._eval_rows = []
 
     def on_test_epoch_end(self) -> None:
-        self.test_scores = torch.cat(self._test_batches).numpy() if self._test_batches else None
+        rows = self._gather_rows()
+        if rows is None:
+            self.test_scores = None
+            return
+        self.test_auc.update(rows["scores"], rows["labels"])
+        self.log("test/soundscape_auc", self.test_auc.compute(), sync_dist=True)
+        self.test_auc.reset()
+        self.test_scores = rows["scores"].float().cpu().numpy()
 
     def predict_step(self, batch, batch_idx):
         return self.scores(self(batch["mel"]))
 
     def configure_optimizers(self):
         optim = self.hparams.optim
-        optimizer = instantiate(optim["optimizer"])(params=self.parameters())
+        try:
+            optimizer = instantiate(optim["optimizer"])(params=self.parameters())
+        except ValueError as err:  # torch validates lr, betas, weight_decay, ...
+            raise ConfigError(f"optim.optimizer: {err}") from err
         if not optim.get("scheduler"):
             return optimizer
         scheduler = instantiate(optim["scheduler"])(

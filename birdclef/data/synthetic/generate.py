@@ -52,15 +52,25 @@ def ensure_synthetic(data_dir: str | Path, spec: SynthSpec, workers: int | None 
 
 
 def generate(root: str | Path, spec: SynthSpec, workers: int | None = None) -> Path:
-    """Generate into a temporary sibling folder and rename it onto `root` when complete."""
+    """Generate into a temporary sibling folder and rename it onto `root` when complete.
+
+    A complete `root` (with its synth_spec.json) is returned as it is; parallel jobs
+    that generate the same dataset at once all end with the one complete folder.
+    """
     root = Path(root)
+    if (root / "synth_spec.json").is_file():
+        return root
     if root.exists():
-        raise FileExistsError(f"{root} exists; remove it or generate elsewhere.")
+        raise FileExistsError(f"{root} exists but is not a complete synthetic dataset; remove it.")
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _write_dataset(tmp, spec, workers)
-        tmp.rename(root)
+        try:
+            tmp.rename(root)
+        except OSError:  # another process (a parallel sweep job) finished the same dataset first
+            if not (root / "synth_spec.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("synthetic dataset written to %s", root)

@@ -13,7 +13,15 @@ from birdclef.errors import ConfigError
 
 COLLECTIONS = ("XC", "iNat", "CSA")
 TYPES = {"Aves": ["song", "call", "flight call", "alarm call"], "Amphibia": ["call"], "Insecta": ["song"], "Mammalia": ["call", "growl"]}
-RATINGS = np.arange(1.0, 5.5, 0.5)
+RATINGS = np.arange(1.0, 5.5, 0.5)  # Xeno-canto grades in half steps
+COLLECTION_SHARES = (0.6, 0.3, 0.1)  # XC, iNat, CSA
+UNRATED_XC_SHARE = 0.1  # XC rows with rating 0 (unrated)
+MIN_SECONDS, LONG_SECONDS = 1.0, 60.0  # s: shortest clip; "long" clips are 60 s .. max_seconds
+DURATION_SPREAD = 0.9  # sigma of the log-normal clip length around median_seconds
+INTRO_SECONDS = (2.0, 6.0)  # s, length of a spoken introduction
+INTRO_MIN_CLIP = 8.0  # s, clips shorter than this get no introduction
+SILENCE_SECONDS = (2.0, 10.0)  # s, length of a silent stretch (at most a third of the clip)
+SILENCE_MIN_CLIP = 12.0  # s, clips shorter than this get no silent stretch
 
 
 @dataclass(frozen=True)
@@ -110,14 +118,15 @@ def plan_recordings(spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Gene
     for taxon_row, count in zip(taxonomy.itertuples(), counts, strict=True):
         for _ in range(count):
             serial += 1
-            collection = str(rng.choice(COLLECTIONS, p=[0.6, 0.3, 0.1]))
+            collection = str(rng.choice(COLLECTIONS, p=COLLECTION_SHARES))
             rating = 0.0
-            if collection == "XC" and rng.random() > 0.1:
+            if collection == "XC" and rng.random() > UNRATED_XC_SHARE:
                 rating = float(rng.choice(RATINGS, p=_rating_weights()))
             if rng.random() < spec.long_fraction:
-                seconds = rng.uniform(60.0, spec.max_seconds)
+                seconds = rng.uniform(LONG_SECONDS, spec.max_seconds)
             else:
-                seconds = float(np.clip(rng.lognormal(np.log(spec.median_seconds), 0.9), 1.0, 59.0))
+                seconds = rng.lognormal(np.log(spec.median_seconds), DURATION_SPREAD)
+                seconds = float(np.clip(seconds, MIN_SECONDS, LONG_SECONDS - 1))
             others = [c for c in classes if c != taxon_row.primary_label]
             audible = []
             if rng.random() < spec.secondary_fraction:
@@ -125,10 +134,11 @@ def plan_recordings(spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Gene
             secondary = list(audible)
             if rng.random() < spec.outside_secondary_fraction:
                 secondary.append(str(rng.choice(["unknwn1", "outsid1", "1000001"])))
-            intro = float(rng.uniform(2.0, 6.0)) if seconds > 8 and rng.random() < spec.intro_fraction else 0.0
+            has_intro = seconds > INTRO_MIN_CLIP and rng.random() < spec.intro_fraction
+            intro = float(rng.uniform(*INTRO_SECONDS)) if has_intro else 0.0
             silence = (0.0, 0.0)
-            if seconds > 12 and rng.random() < spec.silence_fraction:
-                length = float(rng.uniform(2.0, min(10.0, seconds / 3)))
+            if seconds > SILENCE_MIN_CLIP and rng.random() < spec.silence_fraction:
+                length = float(rng.uniform(SILENCE_SECONDS[0], min(SILENCE_SECONDS[1], seconds / 3)))
                 silence = (float(rng.uniform(intro + 1.0, seconds - length)), length)
             stem = f"{collection}{serial}"
             types = TYPES[taxon_row.class_name]
