@@ -160,6 +160,25 @@ def test_efficientnet_lite0_wheel_weights_load_into_timm(lite0):
     assert blank.argmax().item() == 916 and blank.max() > 0.05
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_050", "convnext_atto"])
+def test_sed_keeps_only_the_backbone_layers_it_uses(backbone, tmp_path):
+    # These timm models keep head layers outside forward_features (conv_head, head.norm):
+    # SED must not carry weights that never get a gradient (DDP refuses them).
+    torch.manual_seed(0)
+    net = SEDNet(K, backbone=backbone)
+    out = net(mel(shape=(2, 1, 64, 96)))
+    (out["logits"].sum() + out["frame_logits"].sum()).backward()
+    assert [name for name, p in net.named_parameters() if p.grad is None] == []
+    # A whole timm file of that backbone, head layers included, still loads.
+    full = timm.create_model(backbone, in_chans=1).state_dict()
+    torch.save(full, tmp_path / "backbone.pth")
+    loaded = SEDNet(K, backbone=backbone, weights=str(tmp_path / "backbone.pth"))
+    state = loaded.backbone.state_dict()
+    assert len(state) < len(full)
+    for key, value in state.items():
+        assert torch.equal(value, full[key]), key
+
+
 def test_sed_takes_the_wheel_weights_in_its_backbone(lite0):
     file = torch.load(lite0, map_location="cpu", weights_only=True)
     net = SEDNet(K, backbone="efficientnet_lite0", weights=str(lite0))

@@ -17,6 +17,37 @@ from birdclef.models.weights import BACKBONE, classifier_names, create_backbone,
 
 FREQ_POOLS = ("mean", "mean_max")
 SMOOTH_FRAMES = 3  # frames of PANNs' max + mean smoothing over time before attention
+PROBE_SHAPE = (1, 1, 64, 64)  # a small mel for finding the backbone layers SED never calls
+
+
+def drop_unused_layers(backbone: nn.Module) -> list[str]:
+    """Replace the backbone's top-level layers that `forward_features` never uses by Identity.
+
+    Some timm models keep part of their head outside `forward_features` (MobileNetV3's
+    `conv_head`, ConvNeXt's `head.norm`). SED reads the feature map only, so those weights
+    would never get a gradient: dead parameters in the optimizer and checkpoints, and an
+    error under DDP. Found by one probe forward/backward on zeros at construction.
+    Returns the names of the replaced layers.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.enable_grad():
+            backbone.forward_features(torch.zeros(PROBE_SHAPE)).float().sum().backward()
+    except (RuntimeError, ValueError, AssertionError):
+        return []  # e.g. a fixed input size; SEDNet.forward names the problem on real input
+    finally:
+        backbone.train(was_training)
+    unused = [
+        name
+        for name, child in backbone.named_children()
+        if (params := list(child.parameters())) and all(p.grad is None for p in params)
+    ]
+    for param in backbone.parameters():
+        param.grad = None
+    for name in unused:
+        setattr(backbone, name, nn.Identity())
+    return unused
 
 
 class AttBlock(nn.Module):
@@ -71,6 +102,7 @@ class SEDNet(nn.Module):
         self.backbone = create_backbone(
             backbone, pretrained, num_classes=0, global_pool="", **drop_path(drop_path_rate)
         )
+        unused = drop_unused_layers(self.backbone)
         width = self.backbone.num_features
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(width, width)
@@ -78,7 +110,8 @@ class SEDNet(nn.Module):
         nn.init.zeros_(self.fc.bias)
         self.att_block = AttBlock(width, num_classes)
         if weights:
-            head = [f"{BACKBONE}.{n}" for n in classifier_names(self.backbone)] + ["att_block"]
+            head = [f"{BACKBONE}.{n}" for n in (*classifier_names(self.backbone), *unused)]
+            head.append("att_block")
             load_weights(self, weights, head=head)
 
     def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:

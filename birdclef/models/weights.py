@@ -209,7 +209,7 @@ def load_weights(net: nn.Module, path: str | Path, head: Sequence[str]) -> None:
         )
     if in_head:
         log.info(
-            "model.weights=%s: classifier head not loaded (other classes), left as initialised: %s",
+            "model.weights=%s: head layers not loaded (other classes or unused), left as is: %s",
             path,
             _names(in_head),
         )
