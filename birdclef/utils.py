@@ -80,3 +80,22 @@ def remove_file_log(handler: logging.Handler | None) -> None:
     for logger_name in ("birdclef", "lightning"):
         logging.getLogger(logger_name).removeHandler(handler)
     handler.close()
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a SLURM or job allocation.
+
+    `os.cpu_count()` counts the whole machine; a job that shares it (a SLURM step,
+    a submitit_local sweep, a container with a CPU set) must size its threads and
+    worker processes from its own share. `BIRDCLEF_CPUS` (set by the sweep helpers)
+    and `SLURM_CPUS_PER_TASK` cap the count further.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        count = os.cpu_count() or 1
+    for name in ("BIRDCLEF_CPUS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            count = min(count, int(value))
+    return max(1, count)
