@@ -9,24 +9,24 @@ import lightning  # noqa: F401  (imported first so its console handlers can be d
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from birdclef.errors import BirdclefError
+from birdclef.errors import user_error
+from birdclef.jobs import in_multirun, run_sweep_job, start_job
 
 log = logging.getLogger("birdclef")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def user_error(err: BaseException) -> BirdclefError | None:
-    """The BirdclefError behind `err`, also when Hydra's instantiate wrapped it."""
-    while err is not None:
-        if isinstance(err, BirdclefError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
+def run_task(cfg: DictConfig):
+    return get_method(cfg.task.fn)(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Run `cfg.task.fn(cfg)`; return the monitored metric so sweepers can optimise it."""
+    """Run `cfg.task.fn(cfg)`; return the monitored metric so sweepers can optimise it.
+
+    In a multirun, a job that already finished is skipped and a failing job is recorded
+    in its folder (birdclef.jobs), so the other jobs go on.
+    """
     # Lightning set up its own console handlers at import, before Hydra configured logging;
     # send its messages through Hydra's handlers (console and run.log) instead, once.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -34,14 +34,19 @@ def main(cfg: DictConfig) -> float | None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-    try:
-        metrics = get_method(cfg.task.fn)(cfg)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        log.error("%s", cause)  # Hydra's console handler prints it; no traceback for user errors
-        sys.exit(2)
+    start_job()
+    if in_multirun():
+        metrics = run_sweep_job(cfg, run_task)
+    else:
+        try:
+            metrics = run_task(cfg)
+        except Exception as err:
+            cause = user_error(err)
+            if cause is None:
+                raise
+            # Hydra's console handler prints it; no traceback for user errors.
+            log.error("%s", cause)
+            sys.exit(2)
     return metrics.get(cfg.monitor) if isinstance(metrics, dict) else None
 
 

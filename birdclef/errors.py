@@ -18,3 +18,18 @@ class ConfigError(BirdclefError):
 
 class AudioError(DataError):
     """An audio file cannot be decoded or holds no usable samples."""
+
+
+def user_error(err: BaseException | None) -> BirdclefError | None:
+    """The BirdclefError behind `err`: itself, or one it was raised `from`.
+
+    Only explicit causes are followed (Hydra's instantiate wraps errors with
+    `raise InstantiationException(...) from e`). An exception raised while a
+    BirdclefError was being handled (its implicit `__context__`) is a real crash,
+    not a user error, and keeps its traceback.
+    """
+    while err is not None:
+        if isinstance(err, BirdclefError):
+            return err
+        err = err.__cause__
+    return None

@@ -4,7 +4,8 @@
     python -m birdclef.report outputs/a outputs/b --out results.md --sort test/soundscape_auc
 Each run is named by the command-line overrides (Hydra's `.hydra/overrides.yaml`) in
 which it differs from the other runs, leaving out paths and hydra settings; the
-overrides all runs share are printed once above the table.
+overrides all runs share are printed once above the table. Jobs that failed (a
+`failed.txt` and no `metrics.json`, see birdclef.jobs) are listed below it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from birdclef.errors import DataError
+from birdclef.jobs import FAILED, METRICS
 from birdclef.utils import write_text
 
 COLUMNS = {
@@ -27,6 +29,11 @@ COLUMNS = {
     "train/epochs": ("epochs", "{:.0f}"),
     "model/params": ("params (M)", "{:.2f}"),
     "infer/cpu_ms_per_window": ("CPU ms / 5-s window", "{:.1f}"),
+}
+# Shown only when some run has them (sweeps since birdclef.jobs.job_info): what timings depend on.
+JOB_COLUMNS = {
+    "job/cpus": ("CPUs", "{:.0f}"),
+    "job/concurrent_jobs": ("jobs at once", "{:.0f}"),
 }
 HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers")
 
@@ -39,26 +46,42 @@ def overrides_of(run_dir: Path) -> list[str]:
 
 def collect(folders: list[Path]) -> tuple[list[tuple[str, dict]], list[str]]:
     """(run name, metrics) of every run under `folders`, and the overrides they all share."""
+    runs, _, common = collect_all(folders)
+    return runs, common
+
+
+def collect_all(
+    folders: list[Path],
+) -> tuple[list[tuple[str, dict]], list[tuple[str, str]], list[str]]:
+    """(name, metrics) of finished runs, (name, reason) of failed ones, the shared overrides."""
     found = []
     for folder in folders:
-        paths = sorted(folder.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p)))
+        paths = list(folder.rglob(METRICS))
+        paths += [p for p in folder.rglob(FAILED) if not (p.parent / METRICS).is_file()]
         if not paths:
-            raise DataError(f"no metrics.json under {folder}; point at a run or sweep folder.")
-        found += [(p.parent, overrides_of(p.parent), json.loads(p.read_text())) for p in paths]
+            raise DataError(f"no {METRICS} under {folder}; point at a run or sweep folder.")
+        for path in sorted(paths, key=lambda p: (len(p.parts), str(p))):
+            text = path.read_text()
+            result = json.loads(text) if path.name == METRICS else text.splitlines()[0]
+            found.append((path.parent, overrides_of(path.parent), result))
     common = set.intersection(*(set(o) for _, o, _ in found)) if len(found) > 1 else set()
-    runs = [(" ".join(o for o in items if o not in common) or d.name, m) for d, items, m in found]
-    return runs, [o for o in found[0][1] if o in common]
+    named = [(" ".join(o for o in items if o not in common) or d.name, r) for d, items, r in found]
+    runs = [(name, r) for name, r in named if isinstance(r, dict)]
+    failed = [(name, r) for name, r in named if not isinstance(r, dict)]
+    return runs, failed, [o for o in found[0][1] if o in common]
 
 
 def table(runs: list[tuple[str, dict]], sort: str | None = None) -> str:
     if sort:
         runs = sorted(runs, key=lambda r: -r[1].get(sort, -math.inf))
-    head = "| run | " + " | ".join(label for label, _ in COLUMNS.values()) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
+    columns = dict(COLUMNS)
+    columns.update({k: v for k, v in JOB_COLUMNS.items() if any(k in m for _, m in runs)})
+    head = "| run | " + " | ".join(label for label, _ in columns.values()) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     rows = []
     for name, metrics in runs:
         cells = []
-        for key, (_, fmt) in COLUMNS.items():
+        for key, (_, fmt) in columns.items():
             value = metrics.get(key)
             if value is not None and key == "model/params":
                 value = value / 1e6
@@ -77,10 +100,13 @@ def main(argv: list[str] | None = None) -> str:
         "--sort", help="metric key to sort by, best first (e.g. test/soundscape_auc)"
     )
     args = parser.parse_args(argv)
-    runs, common = collect(args.folders)
-    text = table(runs, args.sort)
+    runs, failed, common = collect_all(args.folders)
+    text = table(runs, args.sort) if runs else "No run finished."
     if common:
         text = f"All runs: `{' '.join(common)}`\n\n{text}"
+    if failed:
+        lines = [f"- {name}: {reason}" for name, reason in failed]
+        text += f"\n\nFailed ({len(failed)}, see their {FAILED}):\n" + "\n".join(lines)
     if args.out:
         write_text(args.out, text + "\n")
     print(text)
