@@ -35,13 +35,14 @@ JOB_COLUMNS = {
     "job/cpus": ("CPUs", "{:.0f}"),
     "job/concurrent_jobs": ("jobs at once", "{:.0f}"),
 }
-HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers")
+# Overrides that do not change results (after Hydra's +/++/~ prefix), left out of run names.
+HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers", "rerun=")
 
 
 def overrides_of(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
-    return [o for o in items if not o.startswith(HIDDEN_PREFIXES)]
+    return [o for o in items if not o.lstrip("+~").startswith(HIDDEN_PREFIXES)]
 
 
 def collect(folders: list[Path]) -> tuple[list[tuple[str, dict]], list[str]]:

@@ -36,7 +36,11 @@ def test_report_table(tmp_path):
         ["model=melcnn", "paths.data_dir=/x"],
         {"test/soundscape_auc": 0.71, "model/params": 2.5e6},
     )
-    fake_run(tmp_path / "1", ["model=sed"], {"test/soundscape_auc": 0.83, "val/auc": 0.9})
+    fake_run(
+        tmp_path / "1",
+        ["model=sed", "++rerun=true", "+hydra.launcher.qos=x"],
+        {"test/soundscape_auc": 0.83, "val/auc": 0.9},
+    )
     runs, common = collect([tmp_path])
     assert common == []
     text = table(runs, sort="test/soundscape_auc")
