@@ -1,0 +1,78 @@
+"""PooledLinear: the floor of every model table, a logistic regression on per-band statistics."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from birdclef.errors import ConfigError
+from birdclef.models.layers import EPS
+
+
+class RunningStandardize(nn.Module):
+    """Standardise each input column with its mean and variance over every training row seen.
+
+    Unlike a BatchNorm, training and evaluation apply the same affine map (the current
+    estimate), so the model stays exactly linear in its input in both modes, and a
+    batch of one window is fine. The estimate is the exact pooled mean and variance
+    (Chan's parallel update), so after one epoch it is the training set's standardisation.
+    """
+
+    def __init__(self, n_columns: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_columns))
+        self.register_buffer("var", torch.ones(n_columns))
+        self.register_buffer("count", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        n_new = float(x.shape[0])
+        mean_new, var_new = x.mean(dim=0), x.var(dim=0, correction=0)
+        n_old = float(self.count)
+        total = n_old + n_new
+        delta = mean_new - self.mean
+        self.var.copy_(
+            (n_old * self.var + n_new * var_new + delta**2 * (n_old * n_new / total)) / total
+        )
+        self.mean.add_(delta * (n_new / total))
+        self.count.fill_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.update(x)
+        return (x - self.mean) / torch.sqrt(self.var + EPS)
+
+
+class PooledLinear(nn.Module):
+    """Features [B, 1, F, T] -> each band's mean and std over time (2F statistics)
+    -> running standardisation -> one nn.Linear -> logits [B, num_classes].
+
+    No hidden layer, no dropout: what a linear read-out of the spectrum's average
+    shape and variability reaches, for the other nets to beat. `n_features` must equal
+    the front end's band count (frontend.n_mels, or frontend.n_mfcc for MFCCs).
+    """
+
+    def __init__(self, num_classes: int, n_features: int = 128) -> None:
+        super().__init__()
+        if n_features < 1 or num_classes < 1:
+            raise ConfigError(
+                f"model.n_features={n_features} and num_classes={num_classes} must be >= 1."
+            )
+        self.n_features = n_features
+        self.norm = RunningStandardize(2 * n_features)
+        self.head = nn.Linear(2 * n_features, num_classes)
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, F, T] -> [B, 2F]: each band's mean over time, then each band's std."""
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.n_features:
+            raise ConfigError(
+                f"model=linear expects features [batch, 1, {self.n_features}, frames] but got "
+                f"{list(x.shape)}: set model.n_features to the front end's band count "
+                "(frontend.n_mels, or frontend.n_mfcc with frontend=mfcc)."
+            )
+        x = x.squeeze(1).float()
+        return torch.cat([x.mean(dim=-1), x.std(dim=-1, correction=0)], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.statistics(x)))
