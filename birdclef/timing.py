@@ -1,4 +1,4 @@
-"""CPU inference timing: what one 5-s window of a soundscape costs a model."""
+"""CPU timing of a trained model: what one 5-s window of a soundscape costs front end + net."""
 
 from __future__ import annotations
 

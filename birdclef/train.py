@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from birdclef.callbacks import EpochTimer
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
-from birdclef.inference import cpu_ms_per_window
 from birdclef.modules.classifier import Classifier
 from birdclef.synth import synthetic_root
+from birdclef.timing import cpu_ms_per_window
 from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,24 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
+def check_targets(labels, loss) -> None:
+    """Refuse a label rule made for the other kind of loss (softmax vs sigmoid)."""
+    if labels.activation != loss.activation:
+        wanted = "multilabel" if loss.activation == "sigmoid" else "informed"
+        raise ConfigError(
+            f"label={type(labels).__name__} makes {labels.activation} targets but loss="
+            f"{type(loss).__name__} is a {loss.activation} loss: use label={wanted} with it "
+            "(loss=bce and loss=focal_bce select label=multilabel unless label= is given)."
+        )
+
+
 def build_datamodule(cfg: DictConfig, background: bool = False):
     """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset."""
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
+    labels = instantiate(cfg.label)
+    check_targets(labels, instantiate(cfg.loss))
     return instantiate(
-        cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=instantiate(cfg.label),
+        cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
         row_filter=instantiate(cfg.filter), background=background, _recursive_=False,
     )  # fmt: skip
 

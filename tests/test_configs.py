@@ -73,7 +73,7 @@ def test_wrong_override_fails_with_hydra_message(tmp_path):
 
 def test_groups_do_not_interpolate_each_other():
     """Shared facts live at the top of config.yaml; a group may only point there."""
-    top = {"seed", "sample_rate", "clip_seconds", "monitor", "monitor_mode", "paths"}
+    top = {"seed", "sample_rate", "window_seconds", "monitor", "monitor_mode", "paths"}
     for group in GROUPS:
         for path in (CONF / group).glob("*.yaml"):
             for token in Path(path).read_text().split("${")[1:]:

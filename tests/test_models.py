@@ -29,6 +29,7 @@ SMALL = {  # per model option: overrides that keep one epoch to seconds
     "cnn": ["model.channels=[8,8,16,16]"],
     "efficientnet": [f"model.backbone={TINY_TIMM}"],
     "sed": [f"model.backbone={TINY_TIMM}"],
+    "linear": ["model.n_features=32"],
 }
 # every net class trains below; the *_lite0* options are the same nets with other weights
 MODELS = sorted(
@@ -249,7 +250,7 @@ def test_every_model_trains_validates_and_scores(trained):
     dm = build_datamodule(cfg)
     dm.setup()
     with torch.no_grad():
-        scores = torch.cat([model.scores(model(b["mel"])) for b in dm.test_dataloader()])
+        scores = torch.cat([model.scores(model(b["features"])) for b in dm.test_dataloader()])
     written = pd.read_csv(Path(cfg.paths.output_dir) / "soundscape_predictions.csv")
     expected = torch.tensor(written[dm.classes].to_numpy(), dtype=scores.dtype)
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)

@@ -75,7 +75,7 @@ def test_checkpoint_loads_weights_only_and_predicts_the_same(trained):
     dm = build_datamodule(cfg)
     dm.setup()
     with torch.no_grad():
-        scores = torch.cat([model.scores(model(b["mel"])) for b in dm.test_dataloader()])
+        scores = torch.cat([model.scores(model(b["features"])) for b in dm.test_dataloader()])
     written = pd.read_csv(f"{cfg.paths.output_dir}/soundscape_predictions.csv")
     expected = torch.tensor(written[dm.classes].to_numpy(), dtype=scores.dtype)
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
@@ -134,7 +134,7 @@ def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
     ("override", "message"),
     [
         ("data.root=/no/such/folder", "data.root=/no/such/folder does not exist"),
-        ("data.clips=middle", "data.clips='middle' must be one of"),
+        ("data.train_windows=middle", "data.train_windows='middle' must be one of"),
         ("label.m=1.5", "label.m=1.5 must be in"),
     ],
 )
@@ -184,14 +184,50 @@ def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
 
 
 def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
+    """10-s training windows come from the same cache; soundscape rows stay the 5-s grid."""
+    base = (f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2")
+    five = build_datamodule(compose_cfg(*base, tmp=tmp_path))
+    five.setup()
+    shards = sorted((tmp_path / "data" / "cache").rglob("*.npy"))
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
-        "trainer.max_epochs=1", "model.channels=[8]", "clip_seconds=10", tmp=tmp_path,
-    )  # fmt: skip
+        *base, "trainer.max_epochs=1", "model.channels=[8]", "window_seconds=10", tmp=tmp_path
+    )
+    dm = build_datamodule(cfg)
+    dm.setup()
+    assert sorted((tmp_path / "data" / "cache").rglob("*.npy")) == shards  # nothing rebuilt
+    assert dm.train_set[0]["features"].shape == (1, 128, 640)  # 10 s at hop 500
+    assert dm.test_set[0]["features"].shape == (1, 128, 320)  # rows are 5 s
     metrics = run(cfg)
     predictions = pd.read_csv(tmp_path / "out" / "soundscape_predictions.csv")
-    assert len(predictions) == 12 and predictions["row_id"].str.endswith(("_5", "_10", "_15")).any()
+    solution = load_soundscape_labels(tiny_root, dm.classes)
+    assert predictions["row_id"].tolist() == solution["row_id"].tolist()
+    ends = sorted({int(r.rsplit("_", 1)[1]) for r in predictions["row_id"]})
+    assert ends == list(range(5, 31, 5))  # the 30-s soundscapes' six 5-s rows, not a 10-s grid
     assert 0 <= metrics["test/soundscape_auc"] <= 1
+
+
+def test_random_crops_draw_new_starts_inside_the_limit(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
+        "data.crop=random", "data.crop_seconds=7", "data.train_windows=first", tmp=tmp_path,
+    )  # fmt: skip
+    dm = build_datamodule(cfg)
+    dm.setup()
+    ds = dm.train_set
+    frames = ds.frames
+    longest = max(range(len(ds)), key=lambda i: frames.n_frames(int(ds.recording[i])))
+    assert frames.n_frames(int(ds.recording[longest])) > 7 * 64  # longer than the crop limit
+    torch.manual_seed(0)
+    cuts = {ds[longest]["features"].sum().item() for _ in range(12)}
+    assert len(cuts) > 3  # a new crop at each read
+    starts = []
+    original = frames.window
+    frames.window = lambda i, start, n: starts.append(start) or original(i, start, n)
+    for _ in range(50):
+        ds[longest]
+    frames.window = original
+    assert min(starts) >= 0 and max(starts) + ds.n_frames <= round(7 * 32000 / 500)
+    assert len(dm.val_set) and dm.val_set.crop == "fixed"  # validation windows stay fixed
 
 
 def test_missing_resume_checkpoint(tiny_root, tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from birdclef.data.windows import (
-    clip_window_starts,
     cut_window,
+    recording_window_starts,
     row_id,
     soundscape_ends,
     split_row_id,
@@ -26,7 +26,7 @@ W = 5 * SR
     ],
 )
 def test_clip_rule(seconds, expected):
-    starts = clip_window_starts(int(round(seconds * SR)), W)
+    starts = recording_window_starts(int(round(seconds * SR)), W)
     assert [round(s / SR, 3) for s in starts] == expected
 
 
@@ -39,13 +39,17 @@ def test_cut_window_pads_short_audio_with_zeros():
 
 def test_last_window_of_8s_file_is_its_last_5s():
     audio = np.arange(8 * SR, dtype=np.float32)
-    last = cut_window(audio, clip_window_starts(len(audio), W)[-1], W)
+    last = cut_window(audio, recording_window_starts(len(audio), W)[-1], W)
     np.testing.assert_array_equal(last, audio[-W:])
 
 
 def test_soundscape_grid_and_row_ids():
     assert soundscape_ends(60 * SR, SR, 5) == list(range(5, 61, 5))
-    assert soundscape_ends(39 * SR, SR, 5) == [5, 10, 15, 20, 25, 30, 35]
+    # every started 5 s is a row, padded: 39 s has 8 rows, 59.99 s still 12
+    assert soundscape_ends(39 * SR, SR, 5) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert soundscape_ends(60 * SR - 320, SR, 5) == list(range(5, 61, 5))
+    # a few samples over 60 s make no 13th row
+    assert soundscape_ends(60 * SR + 320, SR, 5) == list(range(5, 61, 5))
     assert soundscape_ends(2 * SR, SR, 5) == [5]
     assert row_id("H02_20230420_074000", 15) == "H02_20230420_074000_15"
     assert split_row_id("H02_20230420_074000_15") == ("H02_20230420_074000", 15)

@@ -98,18 +98,18 @@ class BatchAugment(nn.Module):
     ) -> dict:
         batch = dict(batch)
         if self.gain_db > 0:
-            shape = _per_sample(batch["mel"].shape, len(batch["mel"]))
-            gain = (torch.rand(shape, device=batch["mel"].device) * 2 - 1) * self.gain_db
-            batch["mel"] = batch["mel"] + gain
+            shape = _per_sample(batch["features"].shape, len(batch["features"]))
+            gain = (torch.rand(shape, device=batch["features"].device) * 2 - 1) * self.gain_db
+            batch["features"] = batch["features"] + gain
         if self.background_p > 0:
             batch = self._background(batch, null_index)
-        if self.mixup_p > 0 and len(batch["mel"]) > 1:
+        if self.mixup_p > 0 and len(batch["features"]) > 1:
             batch = self._mixup(batch)
         if softmax:
             total = batch["target"].sum(dim=-1, keepdim=True)
             batch["target"] = batch["target"] / total.clamp_min(TARGET_FLOOR)
         if self.time_masks or self.freq_masks:
-            batch["mel"] = self._mask(batch["mel"])
+            batch["features"] = self._mask(batch["features"])
         return batch
 
     def _background(self, batch: dict, null_index: int | None) -> dict:
@@ -117,7 +117,7 @@ class BatchAugment(nn.Module):
             raise ConfigError(
                 "augment.background_p > 0 but the batch has no `background`: the data has no train_soundscapes."
             )
-        mel, bg = batch["mel"], batch["background"]
+        mel, bg = batch["features"], batch["background"]
         n = len(mel)
         chosen = torch.rand(n, device=mel.device) < self.background_p
         shape = _per_sample(mel.shape, n)
@@ -138,11 +138,11 @@ class BatchAugment(nn.Module):
                 dim=(-2, -1), keepdim=True
             ).clamp_min(POWER_FLOOR)
             mixed = _to_db(p_sig + p_bg * ratio / torch.pow(10.0, snr / DB))
-        batch["mel"] = torch.where(chosen.view(shape), mixed, mel)
+        batch["features"] = torch.where(chosen.view(shape), mixed, mel)
         return batch
 
     def _mixup(self, batch: dict) -> dict:
-        mel, n = batch["mel"], len(batch["mel"])
+        mel, n = batch["features"], len(batch["features"])
         order = torch.randperm(n, device=mel.device)
         chosen = torch.rand(n, device=mel.device) < self.mixup_p
         beta = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha)
@@ -152,18 +152,18 @@ class BatchAugment(nn.Module):
         mixed = _to_db(
             lam.view(shape) * _to_power(mel) + (1 - lam.view(shape)) * _to_power(mel[order])
         )
-        batch["mel"] = torch.where(chosen.view(shape), mixed, mel)
+        batch["features"] = torch.where(chosen.view(shape), mixed, mel)
         t_a, t_b = batch["target"], batch["target"][order]
         if self.mixup_rule == "max":
             mixed_t = torch.maximum(t_a, t_b)
         else:
             mixed_t = lam.view(n, 1) * t_a + (1 - lam.view(n, 1)) * t_b
         batch["target"] = torch.where(chosen.view(n, 1), mixed_t, t_a)
-        if "labels" in batch:
-            batch["labels"] = torch.where(
+        if "truth" in batch:
+            batch["truth"] = torch.where(
                 chosen.view(n, 1),
-                torch.maximum(batch["labels"], batch["labels"][order]),
-                batch["labels"],
+                torch.maximum(batch["truth"], batch["truth"][order]),
+                batch["truth"],
             )
         return batch
 

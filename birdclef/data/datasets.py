@@ -1,12 +1,12 @@
-"""Torch datasets over cached windows: labelled clip windows and scored soundscape rows.
+"""Torch datasets of windows cut from cached frames: labelled recordings and scored soundscape rows.
 
 Items are dicts:
-    mel         float32 [1, features, frames]  front-end output (dB for the mel front ends)
-    target      float32 [outputs]   training target (informed smoothing, + null column)
-    labels      float32 [classes]   0/1 presence, the truth for AUC
+    features    float32 [1, features, frames]  front-end output of one window (dB for the mel front ends)
+    target      float32 [outputs]   what the loss sees (label rule, + null column)
+    truth       float32 [classes]   0/1 presence, the truth for AUC
     primary     int64   []          primary class index (-1 on soundscape rows)
     index       int64   []          the item's position in its dataset (to de-duplicate DDP rows)
-    background  float32 [1, features, frames]  a random train_soundscapes window
+    background  float32 [1, features, frames]  a random crop of a train_soundscapes recording
                 (training items only, when the augmentation asks for it)
 """
 
@@ -17,84 +17,144 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from birdclef.data.cache import CachedWindows
-from birdclef.data.labels import InformedLabels, presence
-from birdclef.errors import DataError
+from birdclef.data.cache import CachedFrames
+from birdclef.data.labels import presence
+from birdclef.data.windows import grid_window_starts, recording_window_starts
+from birdclef.errors import ConfigError, DataError
 
 NO_PRIMARY = -1  # soundscape rows have no primary label
+CROPS = ("fixed", "random")
+WINDOW_CHOICES = ("first", "all")
+
+
+def _random_start(total: int, n: int, limit: int | None) -> int:
+    """A uniform start frame for an `n`-frame window inside the first `limit` frames."""
+    span = min(total, limit) if limit else total
+    return int(torch.randint(max(span - n, 0) + 1, ()))  # seeded per worker by Lightning
 
 
 class WindowDataset(Dataset):
-    """Cached windows selected by `rows` (positions in the cache index) with their targets.
+    """Windows of `n_frames` frames: item i is recording `recording[i]` cut at `start[i]`.
 
-    With `background` (cached soundscape windows), each item also carries one of
-    them drawn at random, for background-noise augmentation.
+    With `crop="random"` the start is drawn anew at every read, uniformly over the
+    recording (or over its first `crop_frames` frames); the items, and so an epoch's
+    length and the class balance, stay those of the fixed windows. `finish` is the
+    front end's per-window step. With `background` (cached soundscapes), each item
+    also carries a random crop of one of them, for background-noise augmentation.
     """
 
     def __init__(
-        self, cache: CachedWindows, rows, target, labels, primary, background=None
-    ) -> None:
-        self.cache, self.rows = cache, np.asarray(rows)
-        self.target, self.labels, self.primary = target, labels, primary
-        self.background = background
+        self, frames: CachedFrames, recording, start, n_frames: int, finish, target, truth, primary,
+        crop: str = "fixed", crop_frames: int | None = None, background: CachedFrames | None = None,
+    ) -> None:  # fmt: skip
+        if crop not in CROPS:
+            raise ConfigError(f"data.crop={crop!r} must be one of {CROPS}.")
+        self.frames, self.n_frames, self.finish = frames, n_frames, finish
+        self.recording, self.start = np.asarray(recording), np.asarray(start)
+        self.target, self.truth, self.primary = target, truth, primary
+        self.crop, self.crop_frames, self.background = crop, crop_frames, background
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.recording)
 
-    def _features(self, cache: CachedWindows, row: int) -> torch.Tensor:
-        return torch.from_numpy(cache.features(row).astype(np.float32)).unsqueeze(0)
+    def _features(self, frames: CachedFrames, i: int, start: int) -> torch.Tensor:
+        window = torch.from_numpy(frames.window(i, start, self.n_frames))
+        with torch.no_grad():
+            return self.finish(window).unsqueeze(0)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rec = int(self.recording[i])
+        start = int(self.start[i])
+        if self.crop == "random":
+            start = _random_start(self.frames.n_frames(rec), self.n_frames, self.crop_frames)
         item = {
-            "mel": self._features(self.cache, self.rows[i]),
+            "features": self._features(self.frames, rec, start),
             "target": torch.tensor(self.target[i]),
-            "labels": torch.tensor(self.labels[i]),
+            "truth": torch.tensor(self.truth[i]),
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
             "index": torch.tensor(i, dtype=torch.long),
         }
         if self.background is not None:
-            j = int(torch.randint(len(self.background.index), ()))  # seeded per worker by Lightning
-            item["background"] = self._features(self.background, j)
+            j = int(torch.randint(len(self.background), ()))
+            start = _random_start(self.background.n_frames(j), self.n_frames, None)
+            item["background"] = self._features(self.background, j, start)
         return item
 
 
-def clip_windows(
-    windows: CachedWindows, rows: pd.DataFrame, clips: str, rule: InformedLabels, classes: list[str]
-) -> WindowDataset:
-    """The windows of the clips in `rows` (train.csv rows): all of them, or the first of each."""
-    index = windows.index
-    chosen = index[index["file"].isin(set(rows["filename"]))]
-    if clips == "first":
-        chosen = chosen[chosen["window"] == 0]
-    meta = rows.drop_duplicates("filename").set_index("filename").loc[chosen["file"]]
+def recording_windows(
+    frames: CachedFrames, rows: pd.DataFrame, which: str, rule, classes: list[str], window: int,
+    finish, crop: str = "fixed", crop_seconds: float | None = None,
+) -> WindowDataset:  # fmt: skip
+    """The windows of the recordings in `rows` (train.csv rows) by the study's rule.
+
+    `which="all"`: every window of `recording_window_starts`; `"first"`: the first of
+    each recording. `window` is in samples; starts are rounded to the nearest frame.
+    """
+    if which not in WINDOW_CHOICES:
+        raise ConfigError(
+            f"data.train_windows/val_windows={which!r} must be one of {WINDOW_CHOICES}."
+        )
+    if crop_seconds is not None and crop_seconds <= 0:
+        raise ConfigError(
+            f"data.crop_seconds={crop_seconds} must be positive or null (whole recording)."
+        )
+    meta = rows.drop_duplicates("filename").set_index("filename")
+    hop = frames.hop_length
+    recording, start, files = [], [], []
+    for key in meta.index:
+        i = frames.position[key]
+        starts = recording_window_starts(int(frames.index["n_samples"].iat[i]), window)
+        for s in starts[:1] if which == "first" else starts:
+            recording.append(i)
+            start.append(int(round(s / hop)))
+            files.append(key)
+    meta = meta.loc[files]
     target = rule.encode_all(meta["primary_label"], meta["secondary_labels"], classes)
     truth = presence(meta["primary_label"], meta["secondary_labels"], classes)
     lookup = {c: i for i, c in enumerate(classes)}
     primary = np.array([lookup[p] for p in meta["primary_label"]], dtype=np.int64)
-    return WindowDataset(windows, chosen.index.to_numpy(), target, truth, primary)
+    crop_frames = (
+        None if crop_seconds is None else int(round(crop_seconds * frames.sample_rate / hop))
+    )
+    return WindowDataset(
+        frames, recording, start, window // hop, finish, target, truth, primary, crop, crop_frames
+    )
 
 
 def soundscape_rows(
-    windows: CachedWindows,
-    solution: pd.DataFrame,
-    classes: list[str],
-    outputs: int,
-    window: int,
-    sample_rate: int,
-) -> WindowDataset:
-    """One item per scored row of `solution` (row_id, stem, end, class columns)."""
-    position = {
-        key: i
-        for i, key in enumerate(zip(windows.index["file"], windows.index["start"], strict=True))
-    }
-    keys = list(zip(solution["stem"], solution["end"] * sample_rate - window, strict=True))
-    missing = [r for r, k in zip(solution["row_id"], keys, strict=True) if k not in position]
-    if missing:
-        raise DataError(
-            f"soundscape rows {missing[:5]} do not start on the {window / sample_rate:g}-s grid of "
-            "their audio or lie past its end; row ids must be <stem>_<end second> of whole windows."
+    frames: CachedFrames, solution: pd.DataFrame, classes: list[str], outputs: int, window: int,
+    finish,
+) -> WindowDataset:  # fmt: skip
+    """One item per scored row of `solution` (row_id, stem, end, class columns).
+
+    Row `<stem>_<end>` is the `window`-sample window ending at `end` seconds; past the
+    recording's end it is padded, so every started window of the grid is a row.
+    """
+    rate, hop = frames.sample_rate, frames.hop_length
+    recording, start, bad = [], [], []
+    for row_id, stem, end in zip(
+        solution["row_id"], solution["stem"], solution["end"], strict=True
+    ):
+        first = end * rate - window
+        i = frames.position.get(stem)
+        grid = (
+            ()
+            if i is None
+            else grid_window_starts(int(frames.index["n_samples"].iat[i]), window, rate)
         )
-    rows = [position[k] for k in keys]
+        if first not in grid:
+            bad.append(row_id)
+            continue
+        recording.append(i)
+        start.append(first // hop)
+    if bad:
+        raise DataError(
+            f"soundscape rows {bad[:5]} do not end on the {window / rate:g}-s grid of their audio "
+            "or lie past its end; row ids must be <stem>_<end second> of the 5-s rows."
+        )
     truth = solution[classes].to_numpy(np.float32)
-    target = np.zeros((len(rows), outputs), np.float32)
-    return WindowDataset(windows, rows, target, truth, np.full(len(rows), NO_PRIMARY))
+    target = np.zeros((len(recording), outputs), np.float32)
+    return WindowDataset(
+        frames, recording, start, window // hop, finish, target, truth,
+        np.full(len(recording), NO_PRIMARY),
+    )  # fmt: skip

@@ -28,7 +28,9 @@ class RatingFilter:
 
     def __init__(self, min_rating: float = 3.0, keep_top: int = 5) -> None:
         if not 0.0 <= min_rating <= 5.0 or keep_top < 0:
-            raise ConfigError(f"filter.min_rating={min_rating} must be in [0, 5] and filter.keep_top={keep_top} >= 0.")
+            raise ConfigError(
+                f"filter.min_rating={min_rating} must be in [0, 5] and filter.keep_top={keep_top} >= 0."
+            )
         self.min_rating, self.keep_top = min_rating, keep_top
 
     def __call__(self, train: pd.DataFrame) -> pd.DataFrame:

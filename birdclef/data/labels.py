@@ -1,4 +1,4 @@
-"""Training targets: informed label smoothing with secondary labels and a `null` class."""
+"""Training targets: informed label smoothing (softmax losses) and multi-label targets (sigmoid losses)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ class InformedLabels:
     labels outside the taxonomy, or equal to the primary, are ignored.
     """
 
+    activation = "softmax"  # targets sum to one: for softmax losses
+
     def __init__(self, m: float = 1.0, null_class: bool = True) -> None:
         if not 0.0 < m <= 1.0:
-            raise ConfigError(f"label.m={m} must be in (0, 1]: the weight kept on the primary label.")
+            raise ConfigError(
+                f"label.m={m} must be in (0, 1]: the weight kept on the primary label."
+            )
         self.m = float(m)
         self.null_class = bool(null_class)
 
@@ -37,7 +41,9 @@ class InformedLabels:
         index = {c: i for i, c in enumerate(classes)}
         return self.encode_indexed(primary, secondary, index, len(classes))
 
-    def encode_indexed(self, primary: str, secondary: Sequence[str], index: dict[str, int], n_classes: int) -> np.ndarray:
+    def encode_indexed(
+        self, primary: str, secondary: Sequence[str], index: dict[str, int], n_classes: int
+    ) -> np.ndarray:
         target = np.zeros(n_classes + int(self.null_class), dtype=np.float32)
         target[index[primary]] = self.m
         others = sorted({index[s] for s in secondary if s in index and s != primary})
@@ -50,12 +56,54 @@ class InformedLabels:
             target[index[primary]] = 1.0
         return target
 
-    def encode_all(self, primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    def encode_all(
+        self, primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]
+    ) -> np.ndarray:
         index = {c: i for i, c in enumerate(classes)}
-        return np.stack([self.encode_indexed(p, s, index, len(classes)) for p, s in zip(primaries, secondaries, strict=True)])
+        return np.stack(
+            [
+                self.encode_indexed(p, s, index, len(classes))
+                for p, s in zip(primaries, secondaries, strict=True)
+            ]
+        )
 
 
-def presence(primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+class MultiLabels:
+    """Per-class targets for sigmoid losses: every species heard is a positive.
+
+    The primary label gets `1 - smoothing`, each in-taxonomy secondary label
+    `secondary_weight` (they are present, only less sure: with the softmax rule at
+    m=1 they would be trained towards 0), every other class `smoothing`. No null
+    class: a sigmoid output per class already says "none of them".
+    """
+
+    activation = "sigmoid"
+
+    def __init__(self, secondary_weight: float = 0.5, smoothing: float = 0.0) -> None:
+        if not 0.0 <= secondary_weight <= 1.0:
+            raise ConfigError(f"label.secondary_weight={secondary_weight} must be in [0, 1].")
+        if not 0.0 <= smoothing < 0.5:
+            raise ConfigError(f"label.smoothing={smoothing} must be in [0, 0.5).")
+        self.secondary_weight, self.smoothing = float(secondary_weight), float(smoothing)
+
+    def output_names(self, classes: Sequence[str]) -> list[str]:
+        return list(classes)
+
+    def encode_all(
+        self, primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]
+    ) -> np.ndarray:
+        index = {c: i for i, c in enumerate(classes)}
+        out = np.full((len(primaries), len(classes)), self.smoothing, dtype=np.float32)
+        for row, (p, s) in enumerate(zip(primaries, secondaries, strict=True)):
+            others = [index[x] for x in s if x in index and x != p]
+            out[row, others] = np.maximum(self.secondary_weight, self.smoothing)
+            out[row, index[p]] = 1.0 - self.smoothing
+        return out
+
+
+def presence(
+    primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]
+) -> np.ndarray:
     """Hard 0/1 presence (primary and in-taxonomy secondaries): the truth for validation AUC."""
     index = {c: i for i, c in enumerate(classes)}
     out = np.zeros((len(primaries), len(classes)), dtype=np.float32)

@@ -20,7 +20,13 @@ TRAIN_COLUMNS = (
     "latitude", "longitude", "scientific_name", "common_name", "author", "license",
 )  # fmt: skip
 REQUIRED_TRAIN_COLUMNS = ("primary_label", "secondary_labels", "filename")
-TAXONOMY_COLUMNS = ("primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name")
+TAXONOMY_COLUMNS = (
+    "primary_label",
+    "inat_taxon_id",
+    "scientific_name",
+    "common_name",
+    "class_name",
+)
 SOUNDSCAPE_LABEL_NAMES = ("soundscape_labels.csv", "test_soundscapes/soundscape_labels.csv")
 TEXT_COLUMNS = ("primary_label", "secondary_labels", "type", "filename", "collection")
 
@@ -92,7 +98,11 @@ def read_taxonomy(root: Path) -> tuple[list[str], dict[str, str]]:
     class_names = dict(zip(labels, names, strict=True))
     submission = root / "sample_submission.csv"
     if submission.is_file():
-        columns = [c for c in read_csv(submission, ("row_id",), "sample_submission.csv").columns if c != "row_id"]
+        columns = [
+            c
+            for c in read_csv(submission, ("row_id",), "sample_submission.csv").columns
+            if c != "row_id"
+        ]
         if set(columns) != set(labels):
             extra, absent = sorted(set(columns) - set(labels)), sorted(set(labels) - set(columns))
             raise DataError(
@@ -113,7 +123,9 @@ def load_metadata(root: str | Path) -> Metadata:
             "the built-in synthetic dataset."
         )
     if not (root / "train_audio").is_dir():
-        raise DataError(f"{root / 'train_audio'} is missing: data.root must hold train_audio/<label>/<file>.ogg.")
+        raise DataError(
+            f"{root / 'train_audio'} is missing: data.root must hold train_audio/<label>/<file>.ogg."
+        )
     classes, class_names = read_taxonomy(root)
     train = read_csv(root / "train.csv", REQUIRED_TRAIN_COLUMNS, "train.csv")
     for column in TEXT_COLUMNS:
@@ -132,10 +144,16 @@ def load_metadata(root: str | Path) -> Metadata:
         for i, v in enumerate(train["secondary_labels"])
     ]
     if "type" in train:
-        train["type"] = [parse_list(v, where=f"train.csv row {i + 2}, type") for i, v in enumerate(train["type"])]
-    train["rating"] = pd.to_numeric(train["rating"], errors="coerce").fillna(0.0) if "rating" in train else 0.0
+        train["type"] = [
+            parse_list(v, where=f"train.csv row {i + 2}, type") for i, v in enumerate(train["type"])
+        ]
+    train["rating"] = (
+        pd.to_numeric(train["rating"], errors="coerce").fillna(0.0) if "rating" in train else 0.0
+    )
     known = set(classes)
-    unknown_secondary = Counter(s for row in train["secondary_labels"] for s in row if s not in known)
+    unknown_secondary = Counter(
+        s for row in train["secondary_labels"] for s in row if s not in known
+    )
     if unknown_secondary:
         log.info(
             "ignoring %d secondary label(s) outside the taxonomy (%d distinct, e.g. %s)",
@@ -168,7 +186,9 @@ def load_soundscape_labels(root: Path, classes: list[str]) -> pd.DataFrame | Non
         parts = [split_row_id(r) for r in frame["row_id"]]
     except ValueError as err:
         raise DataError(f"{path}: {err}") from err
-    out = pd.DataFrame({"row_id": frame["row_id"], "stem": [p[0] for p in parts], "end": [p[1] for p in parts]})
+    out = pd.DataFrame(
+        {"row_id": frame["row_id"], "stem": [p[0] for p in parts], "end": [p[1] for p in parts]}
+    )
     values = frame.drop(columns="row_id").apply(pd.to_numeric, errors="coerce")
     if values.isna().any().any():
         raise DataError(f"{path} holds non-numeric labels; every class cell must be 0 or 1.")

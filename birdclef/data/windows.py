@@ -1,20 +1,23 @@
-"""The study's 5-second rule and the soundscape row grid, in samples."""
+"""Where windows lie in a recording: the study's 5-second rule and the soundscape row grid, in samples."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 SCORE_SECONDS = 5  # s, the competition scores one row per 5-s window of a soundscape
+ROW_TOLERANCE_SECONDS = 0.1  # s, a last window starting less than this before the end is no row
 
 
-def clip_window_starts(n_samples: int, window: int) -> list[int]:
-    """Start samples of the fixed-length windows cut from a labelled clip.
+def recording_window_starts(n_samples: int, window: int) -> list[int]:
+    """Start samples of the fixed windows cut from a labelled recording.
 
     The rule from the study, for `window` = 5 s:
-    - a file shorter than one window gives one window at 0, zero-padded;
+    - a recording shorter than one window gives one window at 0, zero-padded;
     - otherwise whole windows are taken from the start (0-5, 5-10, ...);
     - after them, a leftover of at least half a window (2.5 s) gives one more
-      window aligned to the file's end; a shorter leftover is dropped.
+      window aligned to the recording's end; a shorter leftover is dropped.
 
     So 3 s -> [0-5 padded], 8 s -> [0-5, 3-8], 12.4 s -> [0-5, 5-10],
     12.6 s -> [0-5, 5-10, 7.6-12.6].
@@ -41,21 +44,28 @@ def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
     return out
 
 
-def grid_window_starts(n_samples: int, window: int) -> list[int]:
-    """Start samples of back-to-back windows: 0, window, 2 window, ... (whole windows only).
+def grid_window_starts(n_samples: int, window: int, sample_rate: int | None = None) -> list[int]:
+    """Start samples of back-to-back windows 0, window, 2 window, ...: the scored rows.
 
-    For soundscapes: with 5-s windows these are the scored rows (12 for 1 minute). A
-    file shorter than one window still gets one (padded) window.
+    Every started window is a row, the last one zero-padded, so a soundscape a few
+    samples short of 60 s still has 12 rows. A window that would start less than
+    `ROW_TOLERANCE_SECONDS` before the end (a file a few samples *over* 60 s) is
+    not a row. A file shorter than one window still gets one.
     """
     if window <= 0:
         raise ValueError(f"window must be positive, got {window}")
-    return [i * window for i in range(max(1, n_samples // window))]
+    tolerance = int(ROW_TOLERANCE_SECONDS * sample_rate) if sample_rate else 0
+    count = max(1, math.ceil(max(n_samples - tolerance, 0) / window))
+    return [i * window for i in range(count)]
 
 
 def soundscape_ends(n_samples: int, sample_rate: int, seconds: int = SCORE_SECONDS) -> list[int]:
-    """End seconds of the scored windows of a soundscape: 5, 10, ... (12 for 1 minute)."""
+    """End seconds of the scored rows of a soundscape: 5, 10, ... (12 for 1 minute)."""
     window = seconds * sample_rate
-    return [(start + window) // sample_rate for start in grid_window_starts(n_samples, window)]
+    return [
+        (start + window) // sample_rate
+        for start in grid_window_starts(n_samples, window, sample_rate)
+    ]
 
 
 def row_id(stem: str, end_second: int) -> str:

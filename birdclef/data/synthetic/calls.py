@@ -116,9 +116,11 @@ def render_voice(seconds: float, sample_rate: int, rng: np.random.Generator) -> 
     formants = rng.uniform([400, 1100, 2300], [800, 1800, 3000])
     wave = np.zeros(n)
     for k in range(1, 25):
-        weight = sum(np.exp(-(((k * f0) - f) / 150.0) ** 2) for f in formants) + 0.05
+        weight = sum(np.exp(-((((k * f0) - f) / 150.0) ** 2)) for f in formants) + 0.05
         wave += weight * np.sin(k * phase) / k**0.5
-    syllables = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, None) ** 0.7
+    syllables = (
+        np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, None) ** 0.7
+    )
     wave = wave * syllables
     return (wave / (np.abs(wave).max() + 1e-9)).astype(np.float32)
 

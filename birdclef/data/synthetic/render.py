@@ -33,7 +33,15 @@ def render_recording(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, l
         phrase = render_phrase(job["voiceprints"][label], sr, rng)
         written = _add(signal, phrase, int(start_s * sr), gain)
         if written:
-            events.append({"filename": name, "start": round(start_s, 3), "end": round(start_s + written / sr, 3), "kind": kind, "label": label})
+            events.append(
+                {
+                    "filename": name,
+                    "start": round(start_s, 3),
+                    "end": round(start_s + written / sr, 3),
+                    "kind": kind,
+                    "label": label,
+                }
+            )
         return len(phrase) / sr
 
     primary = job["voiceprints"][job["primary_label"]]
@@ -42,7 +50,9 @@ def render_recording(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, l
         if quiet_len and quiet_start - 0.5 < t < quiet_end:
             t = quiet_end + rng.uniform(0.0, 0.5)
             continue
-        t += place(job["primary_label"], t, rng.uniform(0.6, 1.0), "call") + primary.phrase_every_s * rng.uniform(0.5, 1.5)
+        t += place(
+            job["primary_label"], t, rng.uniform(0.6, 1.0), "call"
+        ) + primary.phrase_every_s * rng.uniform(0.5, 1.5)
     if not any(e["kind"] == "call" for e in events):
         place(job["primary_label"], 0.0, 1.0, "call")
     for label in job["audible_secondary"]:
@@ -56,10 +66,20 @@ def render_recording(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, l
     if quiet_len:
         noise[int(quiet_start * sr) : int(quiet_end * sr)] *= SILENCE_GAIN
         signal[int(quiet_start * sr) : int(quiet_end * sr)] = 0.0
-        events.append({"filename": name, "start": round(quiet_start, 3), "end": round(quiet_end, 3), "kind": "silence", "label": ""})
+        events.append(
+            {
+                "filename": name,
+                "start": round(quiet_start, 3),
+                "end": round(quiet_end, 3),
+                "kind": "silence",
+                "label": "",
+            }
+        )
     if intro:
         _add(signal, render_voice(intro, sr, rng), 0, level * rng.uniform(1.0, 2.0))
-        events.append({"filename": name, "start": 0.0, "end": round(intro, 3), "kind": "voice", "label": ""})
+        events.append(
+            {"filename": name, "start": 0.0, "end": round(intro, 3), "kind": "voice", "label": ""}
+        )
     audio = signal + noise
     audio *= rng.uniform(0.3, 0.9) / (np.abs(audio).max() + 1e-9)
     return audio.astype(np.float32), sorted(events, key=lambda e: e["start"])
@@ -77,11 +97,15 @@ def render_soundscape(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, 
         active[rng.integers(n_windows)] = True
         gain = rng.uniform(0.4, 1.0)
         for w in np.flatnonzero(active):
-            phrase = render_phrase(job["voiceprints"][label], sr, rng)[: int((window_s - 2 * EDGE) * sr)]
+            phrase = render_phrase(job["voiceprints"][label], sr, rng)[
+                : int((window_s - 2 * EDGE) * sr)
+            ]
             room = window_s - 2 * EDGE - len(phrase) / sr
             start = w * window_s + EDGE + rng.uniform(0.0, max(room, 0.0))
             _add(signal, phrase, int(start * sr), gain * rng.uniform(0.7, 1.0))
-            events.append({"filename": job["stem"], "window_end": int((w + 1) * window_s), "label": label})
+            events.append(
+                {"filename": job["stem"], "window_end": int((w + 1) * window_s), "label": label}
+            )
     level = rms(signal[np.abs(signal) > 1e-4]) if np.any(np.abs(signal) > 1e-4) else 0.1
     snr = rng.uniform(*job["snr_db"])
     noise = colored_noise(n, rng.uniform(1.0, 2.0), rng) * level / 10 ** (snr / 20)

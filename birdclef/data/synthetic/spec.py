@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 
 from birdclef.data.synthetic.calls import TAXA
+from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 
 COLLECTIONS = ("XC", "iNat", "CSA")
-TYPES = {"Aves": ["song", "call", "flight call", "alarm call"], "Amphibia": ["call"], "Insecta": ["song"], "Mammalia": ["call", "growl"]}
+TYPES = {
+    "Aves": ["song", "call", "flight call", "alarm call"],
+    "Amphibia": ["call"],
+    "Insecta": ["song"],
+    "Mammalia": ["call", "growl"],
+}
 RATINGS = np.arange(1.0, 5.5, 0.5)  # Xeno-canto grades in half steps
 COLLECTION_SHARES = (0.6, 0.3, 0.1)  # XC, iNat, CSA
 UNRATED_XC_SHARE = 0.1  # XC rows with rating 0 (unrated)
@@ -30,9 +36,10 @@ class SynthSpec:
 
     seed: int = 0
     sample_rate: int = 32000  # Hz
-    window_seconds: int = 5  # s
     n_classes: int = 24
-    taxon_mix: dict = field(default_factory=lambda: {"Aves": 0.6, "Amphibia": 0.15, "Insecta": 0.15, "Mammalia": 0.1})
+    taxon_mix: dict = field(
+        default_factory=lambda: {"Aves": 0.6, "Amphibia": 0.15, "Insecta": 0.15, "Mammalia": 0.1}
+    )
     max_recordings: int = 20  # recordings of the most common class
     tail_power: float = 0.85  # class k has max_recordings / k**tail_power recordings (at least 1)
     median_seconds: float = 10.0  # s
@@ -54,7 +61,9 @@ class SynthSpec:
         values = dict(cfg)
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
-            raise ConfigError(f"synth has unknown key(s) {unknown}; valid keys: {[f.name for f in fields(cls)]}.")
+            raise ConfigError(
+                f"synth has unknown key(s) {unknown}; valid keys: {[f.name for f in fields(cls)]}."
+            )
         for key in ("snr_db", "soundscape_snr_db", "species_per_soundscape"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -66,14 +75,23 @@ class SynthSpec:
 
     def validate(self) -> None:
         if self.n_classes < 2 or self.max_recordings < 1:
-            raise ConfigError(f"synth.n_classes={self.n_classes} must be >= 2 and synth.max_recordings >= 1.")
+            raise ConfigError(
+                f"synth.n_classes={self.n_classes} must be >= 2 and synth.max_recordings >= 1."
+            )
         if set(self.taxon_mix) - set(TAXA) or min(self.taxon_mix.values()) < 0:
-            raise ConfigError(f"synth.taxon_mix keys must be among {TAXA} with non-negative shares.")
-        if self.soundscape_seconds % self.window_seconds:
-            raise ConfigError("synth.soundscape_seconds must be a multiple of synth.window_seconds.")
+            raise ConfigError(
+                f"synth.taxon_mix keys must be among {TAXA} with non-negative shares."
+            )
+        if self.soundscape_seconds % SCORE_SECONDS:
+            raise ConfigError(
+                f"synth.soundscape_seconds={self.soundscape_seconds} must be a multiple of the "
+                f"{SCORE_SECONDS}-s scored rows."
+            )
         low, high = self.species_per_soundscape
         if not 1 <= low <= high:
-            raise ConfigError(f"synth.species_per_soundscape={self.species_per_soundscape} must be 1 <= low <= high.")
+            raise ConfigError(
+                f"synth.species_per_soundscape={self.species_per_soundscape} must be 1 <= low <= high."
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,14 +119,37 @@ def plan_classes(spec: SynthSpec, rng: np.random.Generator) -> pd.DataFrame:
         if taxon == "Aves":
             labels = _codes(count, rng, taken)
         else:
-            labels = [str(x) for x in rng.choice(np.arange(10_000, 2_000_000), count, replace=False)]
+            labels = [
+                str(x) for x in rng.choice(np.arange(10_000, 2_000_000), count, replace=False)
+            ]
         for i, (label, band) in enumerate(zip(labels, bands, strict=True)):
             inat = "" if taxon == "Aves" else label
-            rows.append((label, inat, f"Synthetica {taxon.lower()} {i}", f"Synthetic {taxon} {i}", taxon, float(band)))
-    return pd.DataFrame(rows, columns=["primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name", "band"])
+            rows.append(
+                (
+                    label,
+                    inat,
+                    f"Synthetica {taxon.lower()} {i}",
+                    f"Synthetic {taxon} {i}",
+                    taxon,
+                    float(band),
+                )
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "primary_label",
+            "inat_taxon_id",
+            "scientific_name",
+            "common_name",
+            "class_name",
+            "band",
+        ],
+    )
 
 
-def plan_recordings(spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def plan_recordings(
+    spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Generator
+) -> pd.DataFrame:
     """One row per train_audio clip, with the train.csv columns and how to render it."""
     classes = taxonomy["primary_label"].tolist()
     ranks = rng.permutation(len(classes)) + 1
@@ -138,7 +179,9 @@ def plan_recordings(spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Gene
             intro = float(rng.uniform(*INTRO_SECONDS)) if has_intro else 0.0
             silence = (0.0, 0.0)
             if seconds > SILENCE_MIN_CLIP and rng.random() < spec.silence_fraction:
-                length = float(rng.uniform(SILENCE_SECONDS[0], min(SILENCE_SECONDS[1], seconds / 3)))
+                length = float(
+                    rng.uniform(SILENCE_SECONDS[0], min(SILENCE_SECONDS[1], seconds / 3))
+                )
                 silence = (float(rng.uniform(intro + 1.0, seconds - length)), length)
             stem = f"{collection}{serial}"
             types = TYPES[taxon_row.class_name]
