@@ -35,7 +35,10 @@ class EMA(L.Callback):
 
     After each optimizer step the shadow copy moves towards the weights by
     1 - decay (with the usual warm-up, min(decay, (1 + step) / (10 + step)), so
-    early averages are not dominated by the random init). At validation the
+    early averages are not dominated by the random init). With
+    `trainer.accumulate_grad_batches` > 1 the batches that only accumulate gradients
+    leave the weights unchanged and are not counted (the optimizer step is read
+    from `trainer.global_step`). At validation the
     shadow weights are swapped in and stay in place while checkpoints are saved,
     so `best.ckpt` holds the averaged weights that were scored; the training
     weights come back at the next training batch. Both copies are part of the
@@ -48,7 +51,8 @@ class EMA(L.Callback):
         self.decay = decay
         self.shadow: dict[str, torch.Tensor] = {}
         self.backup: dict[str, torch.Tensor] | None = None
-        self.steps = 0
+        self.steps = 0  # optimizer steps averaged so far
+        self._global_step = 0  # trainer.global_step at the last update
 
     @staticmethod
     def _averaged(module) -> dict[str, torch.Tensor]:
@@ -62,8 +66,14 @@ class EMA(L.Callback):
         if self.backup is not None:
             self.backup = {k: v.to(device) for k, v in self.backup.items()}
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._global_step = trainer.global_step  # restored by now when resuming
+
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self._global_step:  # gradients accumulated, no step taken
+            return
+        self._global_step = trainer.global_step
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         for key, value in self._averaged(pl_module).items():

@@ -84,6 +84,35 @@ def test_ema_matches_the_formula_and_is_used_for_validation():
     assert not torch.allclose(rec.weights[-1], expected)
 
 
+class StepRecorder(L.Callback):
+    """The weights after each optimizer step (batches that only accumulate are skipped)."""
+
+    def __init__(self):
+        self.weights, self.seen = [], 0
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if trainer.global_step > self.seen:
+            self.seen = trainer.global_step
+            self.weights.append(module.layer.weight.detach().clone())
+
+
+def test_ema_updates_once_per_optimizer_step_with_accumulation():
+    # 10 batches, accumulating 4: optimizer steps after batches 4, 8 and 10 (the epoch's end)
+    data = DataLoader(TensorDataset(torch.randn(10, 3)), batch_size=1)
+    module, ema, rec = Tiny(), EMA(decay=0.5), StepRecorder()
+    start = module.layer.weight.detach().clone()
+    trainer = L.Trainer(max_epochs=2, accumulate_grad_batches=4, callbacks=[rec, ema], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, data)
+    assert trainer.global_step == 6 and ema.steps == 6 and len(rec.weights) == 6
+    expected = start
+    for step, w in enumerate(rec.weights, start=1):
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * w
+    assert torch.allclose(ema.shadow["layer.weight"], expected, atol=1e-6)
+
+
 def test_ema_run_saves_averaged_weights(tiny_root, tmp_path):
     metrics = run(tiny_cfg(tiny_root, tmp_path, "callbacks=ema", "trainer.max_epochs=2"))
     state = torch.load(tmp_path / "out/checkpoints/best.ckpt", weights_only=True)
