@@ -8,11 +8,13 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.errors import ConfigError
 from birdclef.modules.losses import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
+from birdclef.modules.rng import rng_states, set_rng_states
 
 EVAL_KEYS = ("labels", "primary", "index")  # batch keys the validation/test metrics need
 NO_PRETRAINED = {"weights": None, "pretrained": False}  # net kwargs that would fetch weights
@@ -213,3 +215,15 @@ class Classifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the generators decide the shuffling, dropout and augmentation still to come
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed fit continues with the random state it was saved with, so that stopping
+        and resuming trains the same weights as one uninterrupted run (on the CPU)."""
+        trainer = self._trainer  # None when loaded outside a Trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if fitting and "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
