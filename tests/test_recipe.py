@@ -1,6 +1,7 @@
 """Training recipe: balanced sampling, EMA, early stopping, determinism, DDP."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def test_balanced_sampler_weights(tiny_root, tmp_path):
     totals = torch.zeros(len(counts), dtype=torch.double).index_add_(0, primary, sampler.weights)
     present = counts > 0
     assert torch.allclose(totals[present], torch.ones(int(present.sum()), dtype=torch.double))
-    assert len(next(iter(dm.train_dataloader()))["mel"]) == min(16, len(dm.train_set))
+    assert len(next(iter(dm.train_dataloader()))["features"]) == min(16, len(dm.train_set))
 
 
 class Tiny(L.LightningModule):
@@ -146,8 +147,19 @@ def test_same_seed_same_model(tiny_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ddp_two_cpu_processes_with_gloo(tiny_root, tmp_path):
-    args = [f"data.root={tiny_root}", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
+def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
+    # 11 soundscape rows and an odd number of validation windows: neither splits evenly over 2
+    # processes, so the distributed sampler pads with repeats and the rows must be de-duplicated
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    labels = root / "test_soundscapes/soundscape_labels.csv"
+    solution = pd.read_csv(labels, dtype={"row_id": str}).iloc[:-1]
+    solution.to_csv(labels, index=False)
+    dm = build_datamodule(compose_cfg(f"data.root={root}", *FAST, tmp=tmp_path))
+    dm.setup()
+    assert len(dm.test_set) == 11 and len(dm.val_set) % 2 == 1, len(dm.val_set)
+    # train and evaluate with 2 CPU processes (gloo)
+    args = [f"data.root={root}", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
             "trainer.max_epochs=1", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -158,14 +170,26 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_root, tmp_path):
         "All distributed processes registered. Starting with 2 processes"
         in done.stdout + done.stderr
     )
-    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
-    assert np.isfinite(metrics["val/auc"])
-    # every soundscape row scored once, in order, although the two processes split them
-    predictions = pd.read_csv(tmp_path / "run/soundscape_predictions.csv")
-    solution = pd.read_csv(tiny_root / "test_soundscapes/soundscape_labels.csv")
-    assert list(predictions["row_id"]) == list(solution["row_id"])
-    assert competition_score(solution, predictions) == pytest.approx(
-        metrics["test/soundscape_auc"], abs=1e-6
+    ddp = json.loads((tmp_path / "run/metrics.json").read_text())
+    # evaluate the same checkpoint in one process: resuming a finished run trains nothing and
+    # scores its best checkpoint
+    last = tmp_path / "run/checkpoints/last.ckpt"
+    single = run(
+        compose_cfg(
+            f"data.root={root}", *FAST, "trainer.max_epochs=1", f"ckpt_path={last}", tmp=tmp_path
+        )
+    )
+    for key in ("val/auc", "val/balanced_acc", "test/soundscape_auc"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+    # every soundscape row scored once, in order, with the single process's scores
+    written = [
+        pd.read_csv(d / "soundscape_predictions.csv", dtype={"row_id": str})
+        for d in (tmp_path / "run", tmp_path / "out")
+    ]
+    assert list(written[0]["row_id"]) == list(written[1]["row_id"]) == list(solution["row_id"])
+    np.testing.assert_allclose(written[0][dm.classes], written[1][dm.classes], rtol=0, atol=1e-6)
+    assert competition_score(solution, written[0]) == pytest.approx(
+        ddp["test/soundscape_auc"], abs=1e-6
     )
 
 
