@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,3 +71,44 @@ def test_balanced_accuracy_equals_sklearn():
     metric.update(torch.from_numpy(scores[120:]), torch.from_numpy(primary[120:]))
     expected = balanced_accuracy_score(primary, scores.argmax(1))
     assert metric.compute().item() == pytest.approx(expected, abs=1e-6)
+
+
+def sklearn_or_nan(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The Kaggle scorer's sklearn call; NaN where it raises (older sklearn) instead of warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return sklearn_competition(truth, scores)
+        except ValueError:
+            return float("nan")
+
+
+def test_a_class_positive_in_every_row_has_no_auc():
+    truth = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]])
+    scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3], [0.5, 0.6, 0.7], [0.3, 0.7, 0.2]])
+    # the Kaggle scorer gives no score for such a solution
+    assert np.isnan(sklearn_or_nan(truth, scores))
+    # validation leaves the column out, says so, and scores the others as sklearn does
+    with pytest.warns(UserWarning, match=r"class column\(s\) \[0\] are positive in every row"):
+        value = macro_auc(truth, scores)
+    assert value == pytest.approx(roc_auc_score(truth[:, 1:], scores[:, 1:], average="macro"))
+    # class 1: positives 0.8, 0.6 vs negatives 0.2, 0.7 -> 3 of 4 pairs; class 2: 0.7 tops all
+    assert value == pytest.approx((0.75 + 1.0) / 2)
+    with pytest.raises(ValueError, match=r"class column\(s\) \[0\] are positive in every row"):
+        macro_auc(truth, scores, all_positive="raise")
+    with pytest.raises(ValueError, match="all_positive='keep' must be one of"):
+        macro_auc(truth, scores, all_positive="keep")
+    # the torchmetrics wrapper used for val/auc and test/soundscape_auc skips it too
+    metric = CompetitionAUC()
+    metric.update(torch.tensor(scores), torch.tensor(truth))
+    with pytest.warns(UserWarning, match="left out of the macro average"):
+        assert metric.compute().item() == pytest.approx(value)
+
+
+def test_competition_score_refuses_what_the_kaggle_scorer_cannot_score():
+    solution = pd.DataFrame({"row_id": ["s_5", "s_10"], "a": [1, 1], "b": [0, 1]})
+    submission = pd.DataFrame({"row_id": ["s_5", "s_10"], "a": [0.2, 0.4], "b": [0.1, 0.9]})
+    with pytest.raises(ValueError, match=r"class\(es\) \['a'\] are positive in every solution row"):
+        competition_score(solution, submission)
+    with pytest.raises(ValueError, match="no positive label"):
+        competition_score(solution.assign(a=0, b=0), submission)
