@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import InstantiationException
@@ -13,9 +14,15 @@ from omegaconf import OmegaConf
 from birdclef.errors import ConfigError, DataError, user_error
 from birdclef.jobs import FAILED, finished_metrics, run_sweep_job
 from birdclef.utils import write_json, write_text
-from tests.conftest import ROOT, compose_cfg
 
-HERE = "tests.test_run_errors"
+HERE = "tests.test_run_errors"  # run.py imports this module for task.fn: keep its imports light
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_cfg(*overrides, tmp):
+    from tests.conftest import compose_cfg  # not at import, see HERE
+
+    return compose_cfg(*overrides, tmp=tmp)
 
 
 def refuse(value: int) -> None:
