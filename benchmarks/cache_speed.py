@@ -1,7 +1,9 @@
-"""Benchmark the mel cache: build speed (x real time) and training reads (windows/s).
+"""Benchmark the frame cache: build speed (x real time) and training reads (windows/s).
 
-Compares three ways to feed training windows, in one process, side by side:
-  shards   the project's cache: float16 shards, memory-mapped (birdclef.data.cache)
+Compares ways to feed 5-s training windows, in one process, side by side:
+  random   the project's cache: a random crop cut from a recording's memory-mapped
+           float16 frames, plus the per-window top-dB floor (birdclef.data.cache)
+  fixed    the same at the study's fixed window starts
   pt       the study's layout: one `.pt` file per window, torch.load per read
   seek     no cache: seek into the file, decode only the 5-s window, compute the mel
   decode   no cache: decode the whole file, cut the window, compute the mel
@@ -28,11 +30,11 @@ import soundfile as sf
 import torch
 
 from birdclef.data.audio import audio_seconds, load_audio
-from birdclef.data.cache import WindowCache
+from birdclef.data.cache import FrameCache
 from birdclef.data.frontend import MelFrontend
 from birdclef.data.metadata import load_metadata
 from birdclef.data.synthetic import SynthSpec, ensure_synthetic
-from birdclef.data.windows import cut_window
+from birdclef.data.windows import cut_window, recording_window_starts
 
 HERE = Path(__file__).resolve().parent
 REAL_XC = HERE.parent.parent / "shared" / "data" / "real_xc"
@@ -40,13 +42,13 @@ REAL_XC = HERE.parent.parent / "shared" / "data" / "real_xc"
 
 def build_speed(meta, frontend, workers: int, files: list[str]) -> tuple[float, float, Path]:
     out = Path(tempfile.mkdtemp(prefix="cachebench-"))
-    cache = WindowCache(out, frontend, 5, workers=workers)
+    cache = FrameCache(out, frontend, workers=workers)
     start = time.perf_counter()
-    windows = cache.build(
+    frames = cache.build(
         [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files]
     )
     seconds = time.perf_counter() - start
-    return seconds, windows, out
+    return seconds, frames, out
 
 
 def read_rate(read_one, n: int, repeats: int, rng) -> float:
@@ -85,49 +87,66 @@ def main() -> None:
         "cores": os.cpu_count(),
     }
     for workers in sorted({1, os.cpu_count() or 1}):
-        seconds, windows, out = build_speed(meta, frontend, workers, files)
+        seconds, frames, out = build_speed(meta, frontend, workers, files)
         results[f"build_x_realtime_{workers}_workers"] = audio_s / seconds
         if workers != 1:
             shutil.rmtree(out)
         else:
-            keep, keep_dir = windows, out
-    windows, index = keep, keep.index
-    results["windows"] = len(index)
+            keep, keep_dir = frames, out
+    frames = keep
+    window = 5 * 32000
+    n = window // frontend.hop_length
+    fixed = [  # (recording, start sample) of every window of the study's rule
+        (i, s)
+        for i in range(len(frames))
+        for s in recording_window_starts(int(frames.index["n_samples"].iat[i]), window)
+    ]
+    results["windows"] = len(fixed)
     results["cache_mb"] = sum(p.stat().st_size for p in keep_dir.rglob("*.npy")) / 1e6
+
+    def cut(i, start):
+        return frontend.finish(torch.from_numpy(frames.window(i, start, n)))
 
     pt_dir = keep_dir / "pt"
     pt_dir.mkdir()
-    for i in range(len(index)):
-        torch.save(torch.from_numpy(windows.features(i).astype(np.float32)), pt_dir / f"{i}.pt")
-    window = 5 * 32000
-    paths = [meta.audio_path(f) for f in index["file"]]
-    starts = index["start"].to_numpy()
+    for k, (i, s) in enumerate(fixed):
+        torch.save(cut(i, s // frontend.hop_length), pt_dir / f"{k}.pt")
+    paths = [meta.audio_path(frames.index["file"].iat[i]) for i, _ in fixed]
+    starts = [s for _, s in fixed]
+    rng_crop = np.random.default_rng(1)
 
-    def from_shards(i):
-        return torch.from_numpy(windows.features(i % len(index)).astype(np.float32))
+    def from_random(k):
+        i = fixed[k % len(fixed)][0]
+        span = max(frames.n_frames(i) - n, 0)
+        return cut(i, int(rng_crop.integers(span + 1)))
 
-    def from_pt(i):
-        return torch.load(pt_dir / f"{i % len(index)}.pt", weights_only=True)
+    def from_fixed(k):
+        i, s = fixed[k % len(fixed)]
+        return cut(i, s // frontend.hop_length)
 
-    def seek(i):
-        i %= len(index)
+    def from_pt(k):
+        return torch.load(pt_dir / f"{k % len(fixed)}.pt", weights_only=True)
+
+    def seek(k):
+        k %= len(fixed)
         audio, _ = sf.read(
-            paths[i], start=int(starts[i]), frames=window, dtype="float32", always_2d=True
+            paths[k], start=starts[k], frames=window, dtype="float32", always_2d=True
         )
         with torch.inference_mode():
             return frontend(torch.from_numpy(cut_window(audio.mean(axis=1), 0, window)))
 
-    def decode(i):
-        i %= len(index)
+    def decode(k):
+        k %= len(fixed)
         with torch.inference_mode():
             return frontend(
-                torch.from_numpy(cut_window(load_audio(paths[i], 32000), int(starts[i]), window))
+                torch.from_numpy(cut_window(load_audio(paths[k], 32000), starts[k], window))
             )
 
     rng = np.random.default_rng(0)
     n = args.reads
     rates = {
-        "shards": read_rate(from_shards, n, args.repeats, rng),
+        "random": read_rate(from_random, n, args.repeats, rng),
+        "fixed": read_rate(from_fixed, n, args.repeats, rng),
         "pt": read_rate(from_pt, n, args.repeats, rng),
         "seek": read_rate(seek, max(50, n // 10), args.repeats, rng),
         "decode": read_rate(decode, max(50, n // 10), args.repeats, rng),
@@ -136,7 +155,7 @@ def main() -> None:
     shutil.rmtree(keep_dir)
 
     print(
-        f"\ndata: {root} ({len(files)} files, {audio_s / 3600:.2f} h, {len(index)} windows, {results['cache_mb']:.0f} MB cached)"
+        f"\ndata: {root} ({len(files)} files, {audio_s / 3600:.2f} h, {len(fixed)} windows, {results['cache_mb']:.0f} MB cached)"
     )
     for key in sorted(k for k in results if k.startswith("build_")):
         print(f"cache build, {key.split('_')[3]} worker(s): {results[key]:.0f}x real time")

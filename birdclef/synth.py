@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict:
     taxonomy = pd.read_csv(root / "taxonomy.csv", dtype=str)
     summary = {
         "classes": len(taxonomy),
-        "clips": len(train),
+        "recordings": len(train),
         "train_soundscapes": len(list((root / "train_soundscapes").glob("*.ogg"))),
         "test_soundscapes": len(list((root / "test_soundscapes").glob("*.ogg"))),
     }

@@ -50,16 +50,20 @@ def build_datamodule(cfg: DictConfig, background: bool = False):
     )  # fmt: skip
 
 
-def checkpoint_callback(cfg: DictConfig, out: Path) -> ModelCheckpoint:
-    """Best (by `monitor`) and last checkpoints.
+def checkpoint_callbacks(cfg: DictConfig, out: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The best (by `monitor`) and the last checkpoint, `best.ckpt` and `last.ckpt`.
 
-    A resumed run keeps writing into the checkpoint folder of the run it resumes, so
-    Lightning restores the best score so far and epochs before the resume still count.
+    `last.ckpt` has a callback of its own: Lightning's `save_last` rewrites it only
+    when the best one changes, so it would go stale after the best epoch. A resumed run
+    keeps writing into the checkpoint folder of the run it resumes, so Lightning
+    restores the best score so far and epochs before the resume still count.
     """
     folder = Path(cfg.ckpt_path).parent if cfg.ckpt_path else out / "checkpoints"
-    return ModelCheckpoint(
-        dirpath=folder, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True
+    best = ModelCheckpoint(
+        dirpath=folder, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode
     )
+    last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
+    return best, last
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -97,10 +101,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
             augment=augment, frontend=cfg.frontend,
         )  # fmt: skip
-        checkpoint, timer = checkpoint_callback(cfg, out), EpochTimer()
+        (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()
         extra = [instantiate(c) for c in cfg.callbacks.values() if c]
         trainer = instantiate(
-            cfg.trainer, callbacks=[checkpoint, timer, *extra], logger=instantiate(cfg.logger)
+            cfg.trainer, callbacks=[checkpoint, last, timer, *extra], logger=instantiate(cfg.logger)
         )
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {

@@ -217,3 +217,18 @@ def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
     train = {n: set(s.loc[s["split"] == "train", "filename"]) for n, s in splits.items()}
     assert val["none"] == val["rating"]
     assert train["rating"] < train["none"]  # the filter removed training rows only
+
+
+def test_balanced_draws_are_seeded_per_epoch(tiny_root, tmp_path):
+    """A resumed run (a fresh sampler set to its epoch) draws what the uninterrupted one drew."""
+    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", tmp=tmp_path)
+    dm = build_datamodule(cfg)
+    dm.setup()
+    running = dm.balanced_sampler()
+    epochs = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        epochs.append(list(running))
+    fresh = dm.balanced_sampler()
+    fresh.set_epoch(2)
+    assert list(fresh) == epochs[2] and epochs[1] != epochs[2]

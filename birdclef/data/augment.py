@@ -2,7 +2,7 @@
 
 Every net standardises each window, so a level shift of a whole window (`gain_db`)
 changes nothing by itself: it matters only through mixup, where it jitters the two
-clips' relative level before they are mixed.
+recordings' relative level before they are mixed.
 
 Applied by the LightningModule to training batches only (on the device the batch is
 on). Mixing happens in the power domain, 10*log10(10^(a/10) + g*10^(b/10)), because
@@ -122,7 +122,9 @@ class BatchAugment(nn.Module):
         chosen = torch.rand(n, device=mel.device) < self.background_p
         shape = _per_sample(mel.shape, n)
         if self.background_label == "study":
-            lam = torch.rand(shape, device=mel.device) * 0.5 + 0.5  # the clip stays dominant
+            lam = (
+                torch.rand(shape, device=mel.device) * 0.5 + 0.5
+            )  # the labelled window stays dominant
             mixed = lam * mel + (1 - lam) * bg
             target = batch["target"].clone()
             lam_t = lam.view(n, 1)
@@ -147,7 +149,7 @@ class BatchAugment(nn.Module):
         chosen = torch.rand(n, device=mel.device) < self.mixup_p
         beta = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha)
         lam = beta.sample((n,)).to(mel.device)
-        lam = torch.maximum(lam, 1 - lam)  # the first clip stays dominant, so its ranking matters
+        lam = torch.maximum(lam, 1 - lam)  # the first window stays dominant, so its ranking matters
         shape = _per_sample(mel.shape, n)
         mixed = _to_db(
             lam.view(shape) * _to_power(mel) + (1 - lam.view(shape)) * _to_power(mel[order])

@@ -36,6 +36,21 @@ SAMPLERS = ("random", "balanced")
 BAD_EXAMPLES = 3  # unreadable files quoted in an error message
 
 
+class EpochSeededSampler(WeightedRandomSampler):
+    """Weighted draws seeded by (seed, epoch): a resumed run draws what it would have drawn.
+
+    Lightning calls `set_epoch` before each training epoch.
+    """
+
+    def __init__(self, weights, num_samples: int, seed: int) -> None:
+        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
 class BirdclefDataModule(L.LightningDataModule):
     """Competition-layout folder -> cached frames -> windows cut at read time -> dict batches.
 
@@ -252,20 +267,17 @@ class BirdclefDataModule(L.LightningDataModule):
             return self._loader(self.train_set, shuffle=True)
         return self._loader(self.train_set, sampler=self.balanced_sampler())
 
-    def balanced_sampler(self) -> WeightedRandomSampler:
+    def balanced_sampler(self) -> EpochSeededSampler:
         """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
 
         Power 0 is plain shuffling; 1 makes every class equally likely per draw; the
-        default 0.5 lifts the long tail without repeating a 1-clip class endlessly.
+        default 0.5 lifts the long tail without repeating a 1-recording class endlessly.
         Lightning wraps it in a distributed sampler under DDP.
         """
         primary = torch.as_tensor(self.train_set.primary)
         counts = torch.bincount(primary, minlength=len(self.classes)).clamp_min(1).double()
         weights = counts[primary].pow(-self.balance_power)
-        generator = torch.Generator().manual_seed(self.seed)
-        return WeightedRandomSampler(
-            weights, num_samples=len(primary), replacement=True, generator=generator
-        )
+        return EpochSeededSampler(weights, num_samples=len(primary), seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -42,7 +42,9 @@ class RatingFilter:
         rescued = []
         for label, rows in train.groupby("primary_label"):
             if not keep[rows.index].any():
-                best = rows.sort_values("rating", ascending=False).index[: self.keep_top]
+                best = rows.sort_values("rating", ascending=False, kind="stable").index[
+                    : self.keep_top
+                ]
                 keep[best] = True
                 rescued.append(label)
         log.info(

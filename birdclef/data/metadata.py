@@ -36,7 +36,7 @@ class Metadata:
     """A validated competition folder: labelled rows, the class list and where audio lives."""
 
     root: Path
-    train: pd.DataFrame  # one row per clip; secondary_labels and type parsed to lists
+    train: pd.DataFrame  # one row per recording; secondary_labels and type parsed to lists
     classes: list[str]  # scored order (sample_submission.csv, else taxonomy.csv)
     class_names: dict[str, str]  # label -> taxon class (Aves, Amphibia, ...)
     unknown_secondary: Counter = field(default_factory=Counter)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import MeanMaxPool, Standardize, conv_block
+from birdclef.models.layers import MeanMaxPool, build_input_norm, conv_block
 
 
 class CNN(nn.Module):
@@ -25,6 +25,7 @@ class CNN(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
         convs_per_block: int = 2,
         dropout: float = 0.3,
+        input_norm: str = "window",
     ) -> None:
         super().__init__()
         channels = list(channels)
@@ -34,7 +35,7 @@ class CNN(nn.Module):
                 f"positive and model.dropout={dropout} in [0, 1)."
             )
         widths = [1, *channels]
-        self.norm = Standardize()
+        self.norm = build_input_norm(input_norm)
         self.features = nn.Sequential(
             *(conv_block(a, b, convs=convs_per_block) for a, b in pairwise(widths))
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from birdclef.errors import ConfigError
+
 EPS = 1e-5
 
 
@@ -18,6 +20,23 @@ class Standardize(nn.Module):
         mean = x.mean(dim=(-2, -1), keepdim=True)
         std = x.std(dim=(-2, -1), keepdim=True)
         return (x - mean) / (std + EPS)
+
+
+INPUT_NORMS = ("window", "dataset")
+
+
+def build_input_norm(kind: str) -> nn.Module:
+    """How a net normalises its input features.
+
+    `window`: per-window standardisation (level-free: a quiet and a loud call look the
+    same); `dataset`: one mean and variance learned over the training data (BatchNorm on
+    the single input channel), so a window's level and contrast survive.
+    """
+    if kind == "window":
+        return Standardize()
+    if kind == "dataset":
+        return nn.BatchNorm2d(1)
+    raise ConfigError(f"model.input_norm={kind!r} must be one of {INPUT_NORMS}.")
 
 
 def conv_block(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import MeanMaxPool, Standardize, conv_block
+from birdclef.models.layers import MeanMaxPool, build_input_norm, conv_block
 
 
 class MelCNN(nn.Module):
@@ -19,7 +19,11 @@ class MelCNN(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.2
+        self,
+        num_classes: int,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        dropout: float = 0.2,
+        input_norm: str = "window",
     ) -> None:
         super().__init__()
         if not channels or min(channels) < 1 or not 0 <= dropout < 1:
@@ -27,7 +31,7 @@ class MelCNN(nn.Module):
                 f"model.channels={list(channels)} must be positive and model.dropout={dropout} in [0, 1)."
             )
         widths = [1, *channels]
-        self.norm = Standardize()
+        self.norm = build_input_norm(input_norm)
         stem = nn.Sequential(
             nn.Conv2d(1, channels[0], 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(channels[0]),

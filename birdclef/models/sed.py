@@ -1,7 +1,7 @@
 """SED net: a timm CNN's feature map, pooled over frequency, attention-pooled over time (PANNs).
 
 The recipe of the top BirdCLEF solutions: per-frame class logits plus attention weights
-(softmax over time); the clip output is the attention-weighted sum of the frame outputs.
+(softmax over time); the window output is the attention-weighted sum of the frame outputs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import Standardize
+from birdclef.models.layers import build_input_norm
 from birdclef.models.timm_nets import check_common, drop_path
 from birdclef.models.weights import BACKBONE, classifier_names, create_backbone, load_weights
 
@@ -51,9 +51,9 @@ def drop_unused_layers(backbone: nn.Module) -> list[str]:
 
 
 class AttBlock(nn.Module):
-    """Attention pooling over time: [B, features, frames] -> clip and frame logits.
+    """Attention pooling over time: [B, features, frames] -> window and frame logits.
 
-    The clip logit is the attention-weighted mean of the frame logits (PANNs' `clipwise`
+    The window logit is the attention-weighted mean of the frame logits (PANNs' `clipwise`
     in logit space, so every loss, softmax or sigmoid, applies to both outputs alike).
     `tanh` bounds the attention logits, as in the Kaggle SED models, so no frame takes all.
     """
@@ -67,7 +67,7 @@ class AttBlock(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clip logits [B, K], frame logits [B, K, T], attention weights [B, K, T]."""
+        """Window logits [B, K], frame logits [B, K, T], attention weights [B, K, T]."""
         weights = torch.softmax(torch.tanh(self.att(x)), dim=-1)
         frames = self.cla(x)
         return (weights * frames).sum(dim=-1), frames, weights
@@ -90,6 +90,7 @@ class SEDNet(nn.Module):
         drop_rate: float = 0.25,
         drop_path_rate: float = 0.0,
         frame_loss_weight: float = 0.5,
+        input_norm: str = "window",
     ) -> None:
         super().__init__()
         check_common(pretrained, weights, drop_rate, drop_path_rate)
@@ -98,7 +99,7 @@ class SEDNet(nn.Module):
         if frame_loss_weight < 0:
             raise ConfigError(f"model.frame_loss_weight={frame_loss_weight} must be >= 0.")
         self.freq_pool, self.frame_loss_weight = freq_pool, float(frame_loss_weight)
-        self.norm = Standardize()
+        self.norm = build_input_norm(input_norm)
         self.backbone = create_backbone(
             backbone, pretrained, num_classes=0, global_pool="", **drop_path(drop_path_rate)
         )
@@ -130,5 +131,5 @@ class SEDNet(nn.Module):
         )
         x = self.dropout(x).transpose(1, 2)
         x = self.dropout(F.relu(self.fc(x))).transpose(1, 2)
-        clip, frames, _ = self.att_block(x)
-        return {"logits": clip, "frame_logits": frames.transpose(1, 2)}
+        window, frames, _ = self.att_block(x)
+        return {"logits": window, "frame_logits": frames.transpose(1, 2)}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import Standardize
+from birdclef.models.layers import build_input_norm
 from birdclef.models.weights import BACKBONE, classifier_names, create_backbone, load_weights
 
 GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax")  # timm's SelectAdaptivePool2d types
@@ -45,12 +45,13 @@ class TimmNet(nn.Module):
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        input_norm: str = "window",
     ) -> None:
         super().__init__()
         check_common(pretrained, weights, drop_rate, drop_path_rate)
         if global_pool not in GLOBAL_POOLS:
             raise ConfigError(f"model.global_pool={global_pool!r} must be one of {GLOBAL_POOLS}.")
-        self.norm = Standardize()
+        self.norm = build_input_norm(input_norm)
         self.backbone = create_backbone(
             backbone,
             pretrained,

@@ -16,7 +16,7 @@ from birdclef.modules.losses import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 from birdclef.modules.rng import rng_states, set_rng_states
 
-EVAL_KEYS = ("labels", "primary", "index")  # batch keys the validation/test metrics need
+EVAL_KEYS = ("truth", "primary", "index")  # batch keys the validation/test metrics need
 NO_PRETRAINED = {"weights": None, "pretrained": False}  # net kwargs that would fetch weights
 
 
@@ -88,9 +88,9 @@ class Classifier(L.LightningModule):
         model.load_state_dict(state["state_dict"])
         return model.eval()
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Clip-wise logits [B, outputs], whatever auxiliary outputs the net also gives."""
-        return self._logits(self.net(mel))[0]
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Window logits [B, outputs], whatever auxiliary outputs the net also gives."""
+        return self._logits(self.net(features))[0]
 
     def _logits(self, outputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Net output contract: a logits tensor, or a dict with `logits` [B, outputs] and
@@ -100,7 +100,7 @@ class Classifier(L.LightningModule):
         return outputs, None
 
     def _loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        """The loss on clip-wise logits, plus `net.frame_loss_weight` x the loss on the
+        """The loss on window logits, plus `net.frame_loss_weight` x the loss on the
         frame-wise maximum where the net gives frame logits (the SED recipe)."""
         logits, frames = self._logits(outputs)
         loss = self.loss_fn(logits, target)
@@ -117,14 +117,14 @@ class Classifier(L.LightningModule):
         if stage == "train" and self.augment is not None:
             null_index = len(self.classes) if len(self.output_names) > len(self.classes) else None
             batch = self.augment(batch, softmax=self.activation == "softmax", null_index=null_index)
-        outputs = self.net(batch["mel"])
+        outputs = self.net(batch["features"])
         logits = self._logits(outputs)[0]
         if stage != "train":
             rows = {k: batch[k] for k in EVAL_KEYS}
             self._eval_rows.append({**rows, "scores": self.scores(logits).detach()})
         if stage == "test":
             return None
-        # train on the full objective; report val/loss on the clip output alone, comparable across nets
+        # train on the full objective; report val/loss on the window output alone, comparable across nets
         loss = (
             self._loss(outputs, batch["target"])
             if stage == "train"
@@ -176,7 +176,7 @@ class Classifier(L.LightningModule):
         rows = self._gather_rows()
         if rows is None:
             return
-        self.val_auc.update(rows["scores"], rows["labels"])
+        self.val_auc.update(rows["scores"], rows["truth"])
         self.val_balanced_acc.update(rows["scores"], rows["primary"])
         # the same value on every process (all rows were gathered); sync_dist only silences a warning
         self.log("val/auc", self.val_auc.compute(), prog_bar=True, sync_dist=True)
@@ -192,13 +192,13 @@ class Classifier(L.LightningModule):
         if rows is None:
             self.test_scores = None
             return
-        self.test_auc.update(rows["scores"], rows["labels"])
+        self.test_auc.update(rows["scores"], rows["truth"])
         self.log("test/soundscape_auc", self.test_auc.compute(), sync_dist=True)
         self.test_auc.reset()
         self.test_scores = rows["scores"].float().cpu().numpy()
 
     def predict_step(self, batch, batch_idx):
-        return self.scores(self(batch["mel"]))
+        return self.scores(self(batch["features"]))
 
     def configure_optimizers(self):
         optim = self.hparams.optim

@@ -1,4 +1,4 @@
-"""Render one synthetic clip or soundscape and the events placed in it."""
+"""Render one synthetic recording or soundscape and the events placed in it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _add(signal: np.ndarray, piece: np.ndarray, start: int, gain: float) -> int:
 
 
 def render_recording(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """A train_audio clip: calls of the primary (and secondary) species over noise,
+    """A train_audio recording: calls of the primary (and secondary) species over noise,
     with an optional spoken introduction and silent stretch."""
     sr, seconds, name = job["sample_rate"], job["seconds"], job["filename"]
     n = max(1, int(seconds * sr))

@@ -22,12 +22,15 @@ TYPES = {
 RATINGS = np.arange(1.0, 5.5, 0.5)  # Xeno-canto grades in half steps
 COLLECTION_SHARES = (0.6, 0.3, 0.1)  # XC, iNat, CSA
 UNRATED_XC_SHARE = 0.1  # XC rows with rating 0 (unrated)
-MIN_SECONDS, LONG_SECONDS = 1.0, 60.0  # s: shortest clip; "long" clips are 60 s .. max_seconds
-DURATION_SPREAD = 0.9  # sigma of the log-normal clip length around median_seconds
+MIN_SECONDS, LONG_SECONDS = (
+    1.0,
+    60.0,
+)  # s: shortest recording; "long" recordings are 60 s .. max_seconds
+DURATION_SPREAD = 0.9  # sigma of the log-normal recording length around median_seconds
 INTRO_SECONDS = (2.0, 6.0)  # s, length of a spoken introduction
-INTRO_MIN_CLIP = 8.0  # s, clips shorter than this get no introduction
-SILENCE_SECONDS = (2.0, 10.0)  # s, length of a silent stretch (at most a third of the clip)
-SILENCE_MIN_CLIP = 12.0  # s, clips shorter than this get no silent stretch
+INTRO_MIN_SECONDS = 8.0  # s, recordings shorter than this get no introduction
+SILENCE_SECONDS = (2.0, 10.0)  # s, length of a silent stretch (at most a third of the recording)
+SILENCE_MIN_SECONDS = 12.0  # s, recordings shorter than this get no silent stretch
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,12 @@ class SynthSpec:
     long_fraction: float = 0.08  # share of recordings 60 s .. max_seconds long
     max_seconds: float = 120.0  # s
     snr_db: tuple = (0.0, 25.0)  # dB, call level over noise in train_audio
-    intro_fraction: float = 0.3  # clips opening with a spoken introduction
-    silence_fraction: float = 0.3  # clips with a silent stretch inside
-    secondary_fraction: float = 0.25  # clips with audible secondary species
-    outside_secondary_fraction: float = 0.05  # clips naming a secondary label outside the taxonomy
+    intro_fraction: float = 0.3  # recordings opening with a spoken introduction
+    silence_fraction: float = 0.3  # recordings with a silent stretch inside
+    secondary_fraction: float = 0.25  # recordings with audible secondary species
+    outside_secondary_fraction: float = (
+        0.05  # recordings naming a secondary label outside the taxonomy
+    )
     n_train_soundscapes: int = 6
     n_test_soundscapes: int = 8
     soundscape_seconds: int = 60  # s
@@ -150,7 +155,7 @@ def plan_classes(spec: SynthSpec, rng: np.random.Generator) -> pd.DataFrame:
 def plan_recordings(
     spec: SynthSpec, taxonomy: pd.DataFrame, rng: np.random.Generator
 ) -> pd.DataFrame:
-    """One row per train_audio clip, with the train.csv columns and how to render it."""
+    """One row per train_audio recording, with the train.csv columns and how to render it."""
     classes = taxonomy["primary_label"].tolist()
     ranks = rng.permutation(len(classes)) + 1
     counts = np.maximum(1, np.round(spec.max_recordings / ranks**spec.tail_power)).astype(int)
@@ -175,10 +180,10 @@ def plan_recordings(
             secondary = list(audible)
             if rng.random() < spec.outside_secondary_fraction:
                 secondary.append(str(rng.choice(["unknwn1", "outsid1", "1000001"])))
-            has_intro = seconds > INTRO_MIN_CLIP and rng.random() < spec.intro_fraction
+            has_intro = seconds > INTRO_MIN_SECONDS and rng.random() < spec.intro_fraction
             intro = float(rng.uniform(*INTRO_SECONDS)) if has_intro else 0.0
             silence = (0.0, 0.0)
-            if seconds > SILENCE_MIN_CLIP and rng.random() < spec.silence_fraction:
+            if seconds > SILENCE_MIN_SECONDS and rng.random() < spec.silence_fraction:
                 length = float(
                     rng.uniform(SILENCE_SECONDS[0], min(SILENCE_SECONDS[1], seconds / 3))
                 )

@@ -1,0 +1,120 @@
+"""Models on real audio: train on real_xc, score its own test soundscapes and the multi-label mixtures.
+
+Each named setting (Hydra overrides) trains once per seed on `--root`'s train_audio; its
+best checkpoint then scores the labelled soundscapes of `--root` (single-species
+recordings and annotated Screaming Piha windows) and of `--mix` (windows mixing two or
+three of those recordings over real background, made by `python run.py task=mix`).
+
+    python run.py task=mix task.source=../shared/data/real_xc task.output=data/real_xc_mix
+    python benchmarks/real_audio.py --seeds 42 1 2 \\
+        floor="model=linear model.n_features=128" old="label.m=1.0" default=""
+
+Finished runs are kept under `--work` (one metrics file per setting and seed) and are
+not trained again, so an interrupted benchmark resumes. Prints a Markdown table of
+means and standard deviations over the seeds and writes it to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from birdclef.modules.classifier import Classifier
+from birdclef.modules.metrics import macro_auc
+from birdclef.train import build_datamodule, run
+from birdclef.utils import write_json, write_text
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REAL_XC = ROOT.parent / "shared" / "data" / "real_xc"
+COLUMNS = ("val/auc", "test/soundscape_auc", "mix/soundscape_auc", "train/epoch_seconds")
+
+
+def config(overrides: list[str], out: Path, data_dir: Path):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *overrides],
+        )
+
+
+@torch.inference_mode()
+def score(checkpoint: Path, cfg) -> float:
+    """The competition metric of `checkpoint` on the labelled soundscapes of `cfg.data.root`."""
+    model = Classifier.from_checkpoint(checkpoint)
+    dm = build_datamodule(cfg)
+    dm.setup()
+    if dm.classes != model.classes:
+        raise SystemExit(f"{cfg.data.root} has other classes than the model was trained on")
+    scores, truth = [], []
+    for batch in dm.test_dataloader():
+        scores.append(model.scores(model(batch["features"])))
+        truth.append(batch["truth"])
+    return macro_auc(torch.cat(truth).numpy(), torch.cat(scores).numpy())
+
+
+def one(name: str, overrides: list[str], seed: int, args) -> dict:
+    out = args.work / name / str(seed)
+    done = out / "benchmark.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    base = [f"data.root={args.root}", f"seed={seed}", *overrides]
+    start = time.perf_counter()
+    metrics = run(config(base, out, args.data_dir))
+    metrics["run/seconds"] = time.perf_counter() - start
+    mix_cfg = config([*base, f"data.root={args.mix}"], out / "mix", args.data_dir)
+    metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
+    result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
+    write_json(done, result)
+    return result
+
+
+def table(results: list[dict], names: list[str]) -> str:
+    lines = [
+        "| setting | seeds | " + " | ".join(COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(COLUMNS),
+    ]
+    for name in names:
+        rows = [r for r in results if r["name"] == name]
+        cells = []
+        for key in COLUMNS:
+            values = [r[key] for r in rows if key in r]
+            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.3f}{spread}" if values else "-")
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("settings", nargs="+", help='name="override override ..."')
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--root", type=Path, default=REAL_XC)
+    parser.add_argument("--mix", type=Path, default=ROOT / "data" / "real_xc_mix")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--work", type=Path, default=HERE / "results" / "real_audio")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "real_audio.md")
+    args = parser.parse_args()
+    for path, hint in ((args.root, "--root"), (args.mix / "soundscape_labels.csv", "task=mix")):
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist; see {hint} in this script's help")
+    settings = {}
+    for item in args.settings:
+        name, _, overrides = item.partition("=")
+        settings[name] = overrides.split()
+    results = [one(n, o, s, args) for n, o in settings.items() for s in args.seeds]
+    text = table(results, list(settings))
+    write_text(args.out, text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
