@@ -42,7 +42,10 @@ def in_multirun() -> bool:
 
 
 def job_num() -> int:
-    return int(HydraConfig.get().job.num) if HydraConfig.initialized() else 0
+    """This job's number in its sweep (0 outside a multirun, where Hydra leaves it unset)."""
+    if not HydraConfig.initialized():
+        return 0
+    return int(OmegaConf.select(HydraConfig.get(), "job.num", default=0))
 
 
 def concurrent_jobs() -> int:

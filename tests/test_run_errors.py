@@ -67,9 +67,11 @@ def test_cli_crash_while_handling_a_user_error_keeps_its_traceback(tmp_path):
         [sys.executable, "run.py", f"task.fn={HERE}.crash_during_handling",
          f"hydra.run.dir={tmp_path}/run", f"paths.data_dir={tmp_path}/data"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "BIRDCLEF_CONCURRENT_JOBS": "2"},  # the share's log line, outside a sweep
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-2000:]  # Hydra's exit status for a crash, not 2
+    assert "job 0: " in output
     assert "Traceback" in output and "KeyError: 'missing'" in output
 
 

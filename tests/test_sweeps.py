@@ -123,8 +123,8 @@ def sweep_config(tmp_path, launcher=LOCAL_LAUNCHER, cpus_per_task=None, max_batc
 
 def test_local_sweep_splits_the_cores_over_jobs_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(jobs, "available_cpus", lambda: 12)
-    monkeypatch.delenv(jobs.CPUS_ENV, raising=False)
-    monkeypatch.delenv(jobs.CONCURRENT_ENV, raising=False)
+    for name in (jobs.CPUS_ENV, jobs.CONCURRENT_ENV):  # recorded, so the callback's values go
+        monkeypatch.setenv(name, "")
     callback = jobs.SweepCallback()
     for kwargs, cpus, at_once in [
         ({}, "2", "6"),  # 2 x 3 jobs, all at once
@@ -136,9 +136,9 @@ def test_local_sweep_splits_the_cores_over_jobs_at_once(monkeypatch, tmp_path):
             cpus,
             at_once,
         )
-    monkeypatch.delenv(jobs.CPUS_ENV)
+    monkeypatch.setenv(jobs.CPUS_ENV, "")
     callback.on_multirun_start(sweep_config(tmp_path, launcher="hydra.BasicLauncher"))
-    assert jobs.CPUS_ENV not in jobs.os.environ  # jobs one after another: each has all cores
+    assert jobs.os.environ[jobs.CPUS_ENV] == ""  # jobs one after another: each has all cores
 
 
 def sweep(tmp_path, *overrides):
