@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from birdclef.callbacks import EpochTimer
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
+from birdclef.jobs import job_info
 from birdclef.modules.classifier import Classifier
 from birdclef.synth import synthetic_root
 from birdclef.timing import cpu_ms_per_window
@@ -128,6 +129,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if main_process:
             window = SCORE_SECONDS * cfg.sample_rate
             metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(dm.frontend, module.net, window)
+            metrics.update(job_info())  # timings above are shared with this many jobs
             write_json(out / "metrics.json", metrics)
             log.info(summary(metrics, out, best))
         return metrics
