@@ -316,3 +316,33 @@ def test_a_checkpoint_reloads_without_its_init_weights_file(tiny_root, tmp_path)
     assert torch.load(path, weights_only=True)["hyper_parameters"]["net"]["weights"] is None
     reloaded = Classifier.load_from_checkpoint(path, map_location="cpu")
     assert reloaded.net.backbone.conv_stem.weight.shape[1] == 1
+
+
+def test_band_pooling_keeps_where_in_frequency_a_pattern_sits():
+    from birdclef.models.layers import BandPool, MeanMaxPool
+
+    low, high = torch.zeros(1, 1, 16, 10), torch.zeros(1, 1, 16, 10)
+    low[..., :4, :], high[..., 12:, :] = 1.0, 1.0
+    assert torch.equal(MeanMaxPool()(low), MeanMaxPool()(high))  # global pooling cannot tell
+    pooled_low, pooled_high = BandPool(4)(low), BandPool(4)(high)
+    assert pooled_low.shape == (1, 4)
+    assert torch.equal(pooled_low, torch.tensor([[2.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(pooled_high, torch.tensor([[0.0, 0.0, 0.0, 2.0]]))
+
+
+def test_melcnn_options_input_norm_bands_and_stats():
+    from birdclef.models.melcnn import MelCNN
+
+    x = mel(0, (3, 1, 32, 40))
+    plain = MelCNN(5, channels=[8, 16]).eval()
+    # per-window standardisation makes the output blind to level; the dataset norm does not
+    assert torch.allclose(plain(x), plain(x + 20), atol=1e-4)
+    dataset = MelCNN(5, channels=[8, 16], input_norm="dataset").eval()
+    assert not torch.allclose(dataset(x), dataset(x + 20), atol=1e-3)
+    full = MelCNN(5, channels=[8, 16], freq_bins=4, band_stats=True, n_features=32)
+    assert full.head[1].in_features == 16 * 4 + 2 * 32
+    assert full(x).shape == (3, 5)
+    with pytest.raises(ConfigError, match="input_norm"):
+        MelCNN(5, input_norm="none")
+    with pytest.raises(ConfigError, match="n_features"):
+        full(mel(1, (3, 1, 64, 40)))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import MeanMaxPool, build_input_norm, conv_block
+from birdclef.models.layers import build_input_norm, build_pool, conv_block
 
 
 class CNN(nn.Module):
@@ -26,6 +26,7 @@ class CNN(nn.Module):
         convs_per_block: int = 2,
         dropout: float = 0.3,
         input_norm: str = "window",
+        freq_bins: int = 0,
     ) -> None:
         super().__init__()
         channels = list(channels)
@@ -39,8 +40,10 @@ class CNN(nn.Module):
         self.features = nn.Sequential(
             *(conv_block(a, b, convs=convs_per_block) for a, b in pairwise(widths))
         )
-        self.pool = MeanMaxPool()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(widths[-1], num_classes))
+        self.pool, per_channel = build_pool(freq_bins)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(widths[-1] * per_channel, num_classes)
+        )
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(self.norm(mel))))

@@ -59,3 +59,29 @@ class MeanMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(-2, -1)) + x.amax(dim=(-2, -1))
+
+
+class BandPool(nn.Module):
+    """Pooling that keeps where in frequency a pattern sits: [B, C, F, T] -> [B, C * bins].
+
+    The feature map is averaged into `bins` frequency bands, then mean+max pooled
+    over time only. Global pooling (`MeanMaxPool`) throws the absolute frequency
+    away, and a species' frequency band is one of its plainest cues.
+    """
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        if bins < 1:
+            raise ConfigError(f"model.freq_bins={bins} must be >= 1 (0 = global pooling).")
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(x, (self.bins, x.shape[-1]))
+        return (x.mean(dim=-1) + x.amax(dim=-1)).flatten(1)
+
+
+def build_pool(freq_bins: int) -> tuple[nn.Module, int]:
+    """The pooling before a CNN's head and how many features per channel it gives."""
+    if freq_bins == 0:
+        return MeanMaxPool(), 1
+    return BandPool(freq_bins), freq_bins

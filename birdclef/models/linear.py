@@ -44,6 +44,18 @@ class RunningStandardize(nn.Module):
         return (x - self.mean) / torch.sqrt(self.var + EPS)
 
 
+def band_statistics(x: torch.Tensor, n_features: int) -> torch.Tensor:
+    """[B, 1, F, T] -> [B, 2F]: each band's mean over time, then each band's std."""
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != n_features:
+        raise ConfigError(
+            f"the model expects features [batch, 1, {n_features}, frames] but got "
+            f"{list(x.shape)}: set model.n_features to the front end's band count "
+            "(frontend.n_mels, or frontend.n_mfcc with frontend=mfcc)."
+        )
+    x = x.squeeze(1).float()
+    return torch.cat([x.mean(dim=-1), x.std(dim=-1, correction=0)], dim=-1)
+
+
 class PooledLinear(nn.Module):
     """Features [B, 1, F, T] -> each band's mean and std over time (2F statistics)
     -> running standardisation -> one nn.Linear -> logits [B, num_classes].
@@ -64,15 +76,7 @@ class PooledLinear(nn.Module):
         self.head = nn.Linear(2 * n_features, num_classes)
 
     def statistics(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 1, F, T] -> [B, 2F]: each band's mean over time, then each band's std."""
-        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.n_features:
-            raise ConfigError(
-                f"model=linear expects features [batch, 1, {self.n_features}, frames] but got "
-                f"{list(x.shape)}: set model.n_features to the front end's band count "
-                "(frontend.n_mels, or frontend.n_mfcc with frontend=mfcc)."
-            )
-        x = x.squeeze(1).float()
-        return torch.cat([x.mean(dim=-1), x.std(dim=-1, correction=0)], dim=-1)
+        return band_statistics(x, self.n_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(self.statistics(x)))

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import MeanMaxPool, build_input_norm, conv_block
+from birdclef.models.layers import build_input_norm, build_pool, conv_block
+from birdclef.models.linear import RunningStandardize, band_statistics
 
 
 class MelCNN(nn.Module):
-    """A strided conv stem, then conv blocks (conv-BN-ReLU-maxpool), global mean+max pool, linear head.
+    """A strided conv stem, then conv blocks (conv-BN-ReLU-maxpool), mean+max pooling (global, or over time
+    within `freq_bins` frequency bands), linear head.
 
     The stem halves both axes with a stride-2 convolution instead of conv + pool at
     full resolution: the same output size at 60 % of the CPU time.
@@ -24,6 +26,9 @@ class MelCNN(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
         dropout: float = 0.2,
         input_norm: str = "window",
+        freq_bins: int = 0,
+        band_stats: bool = False,
+        n_features: int = 128,
     ) -> None:
         super().__init__()
         if not channels or min(channels) < 1 or not 0 <= dropout < 1:
@@ -40,8 +45,16 @@ class MelCNN(nn.Module):
         self.features = nn.Sequential(
             stem, *(conv_block(a, b) for a, b in zip(widths[1:], widths[2:], strict=False))
         )
-        self.pool = MeanMaxPool()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(widths[-1], num_classes))
+        self.pool, per_channel = build_pool(freq_bins)
+        # the linear floor's input beside the CNN's: each band's mean and std over time
+        self.n_features = n_features
+        self.stats = RunningStandardize(2 * n_features) if band_stats else None
+        width = widths[-1] * per_channel + (2 * n_features if band_stats else 0)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(self.norm(mel))))
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(self.features(self.norm(features)))
+        if self.stats is not None:
+            stats = self.stats(band_statistics(features, self.n_features))
+            pooled = torch.cat([pooled, stats], dim=-1)
+        return self.head(pooled)
