@@ -105,7 +105,7 @@ def main() -> None:
     results["cache_mb"] = sum(p.stat().st_size for p in keep_dir.rglob("*.npy")) / 1e6
 
     def cut(i, start):
-        return frontend.finish(torch.from_numpy(frames.window(i, start, n)))
+        return frontend.finish(frames.window(i, start, n))
 
     pt_dir = keep_dir / "pt"
     pt_dir.mkdir()

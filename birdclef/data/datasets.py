@@ -58,9 +58,8 @@ class WindowDataset(Dataset):
         return len(self.recording)
 
     def _features(self, frames: CachedFrames, i: int, start: int) -> torch.Tensor:
-        window = torch.from_numpy(frames.window(i, start, self.n_frames))
         with torch.no_grad():
-            return self.finish(window).unsqueeze(0)
+            return self.finish(frames.window(i, start, self.n_frames)).unsqueeze(0)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rec = int(self.recording[i])
