@@ -28,12 +28,12 @@ from hydra import compose, initialize_config_dir
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import macro_auc
 from birdclef.train import build_datamodule, run
-from birdclef.utils import write_json, write_text
+from birdclef.utils import available_cpus, write_json, write_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REAL_XC = ROOT.parent / "shared" / "data" / "real_xc"
-COLUMNS = ("val/auc", "test/soundscape_auc", "mix/soundscape_auc", "train/epoch_seconds")
+COLUMNS = ("test/soundscape_auc", "mix/soundscape_auc", "val/auc", "train/epoch_seconds")
 
 
 def config(overrides: list[str], out: Path, data_dir: Path):
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "results" / "real_audio")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "real_audio.md")
     args = parser.parse_args()
+    torch.set_num_threads(available_cpus())  # BIRDCLEF_CPUS=1 when sharing the machine
     for path, hint in ((args.root, "--root"), (args.mix / "soundscape_labels.csv", "task=mix")):
         if not path.exists():
             raise SystemExit(f"{path} does not exist; see {hint} in this script's help")

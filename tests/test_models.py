@@ -339,10 +339,10 @@ def test_melcnn_options_input_norm_bands_and_stats():
     assert torch.allclose(plain(x), plain(x + 20), atol=1e-4)
     dataset = MelCNN(5, channels=[8, 16], input_norm="dataset").eval()
     assert not torch.allclose(dataset(x), dataset(x + 20), atol=1e-3)
-    full = MelCNN(5, channels=[8, 16], freq_bins=4, band_stats=True, n_features=32)
-    assert full.head[1].in_features == 16 * 4 + 2 * 32
-    assert full(x).shape == (3, 5)
+    full = MelCNN(5, channels=[8, 16], freq_bins=4, band_stats=16)
+    assert full.head[1].in_features == 16 * 4 + 2 * 16
+    assert full(x).shape == (3, 5) and full(mel(1, (3, 1, 40, 40))).shape == (3, 5)  # any bands
     with pytest.raises(ConfigError, match="input_norm"):
         MelCNN(5, input_norm="none")
-    with pytest.raises(ConfigError, match="n_features"):
-        full(mel(1, (3, 1, 64, 40)))
+    with pytest.raises(ConfigError, match="band_stats"):
+        MelCNN(5, band_stats=-1)

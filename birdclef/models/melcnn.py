@@ -27,8 +27,7 @@ class MelCNN(nn.Module):
         dropout: float = 0.2,
         input_norm: str = "window",
         freq_bins: int = 0,
-        band_stats: bool = False,
-        n_features: int = 128,
+        band_stats: int = 0,
     ) -> None:
         super().__init__()
         if not channels or min(channels) < 1 or not 0 <= dropout < 1:
@@ -47,14 +46,19 @@ class MelCNN(nn.Module):
         )
         self.pool, per_channel = build_pool(freq_bins)
         # the linear floor's input beside the CNN's: each band's mean and std over time
-        self.n_features = n_features
-        self.stats = RunningStandardize(2 * n_features) if band_stats else None
-        width = widths[-1] * per_channel + (2 * n_features if band_stats else 0)
+        if band_stats < 0:
+            raise ConfigError(f"model.band_stats={band_stats} must be >= 0 (0 = off).")
+        self.band_stats = band_stats
+        self.stats = RunningStandardize(2 * band_stats) if band_stats else None
+        width = widths[-1] * per_channel + 2 * band_stats
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(self.features(self.norm(features)))
         if self.stats is not None:
-            stats = self.stats(band_statistics(features, self.n_features))
+            bands = nn.functional.adaptive_avg_pool2d(
+                features, (self.band_stats, features.shape[-1])
+            )
+            stats = self.stats(band_statistics(bands, self.band_stats))
             pooled = torch.cat([pooled, stats], dim=-1)
         return self.head(pooled)
