@@ -95,7 +95,7 @@ def main() -> None:
             keep, keep_dir = frames, out
     frames = keep
     window = 5 * 32000
-    n = window // frontend.hop_length
+    n_frames = window // frontend.hop_length
     fixed = [  # (recording, start sample) of every window of the study's rule
         (i, s)
         for i in range(len(frames))
@@ -105,24 +105,27 @@ def main() -> None:
     results["cache_mb"] = sum(p.stat().st_size for p in keep_dir.rglob("*.npy")) / 1e6
 
     def cut(i, start):
-        return frontend.finish(frames.window(i, start, n))
+        return frontend.finish(frames.window(i, start, n_frames))
 
-    pt_dir = keep_dir / "pt"
-    pt_dir.mkdir()
-    for k, (i, s) in enumerate(fixed):
-        torch.save(cut(i, s // frontend.hop_length), pt_dir / f"{k}.pt")
     paths = [meta.audio_path(frames.index["file"].iat[i]) for i, _ in fixed]
     starts = [s for _, s in fixed]
     rng_crop = np.random.default_rng(1)
 
     def from_random(k):
         i = fixed[k % len(fixed)][0]
-        span = max(frames.n_frames(i) - n, 0)
+        span = max(frames.n_frames(i) - n_frames, 0)
         return cut(i, int(rng_crop.integers(span + 1)))
 
     def from_fixed(k):
         i, s = fixed[k % len(fixed)]
         return cut(i, s // frontend.hop_length)
+
+    pt_dir = keep_dir / "pt"
+
+    def write_pt_files():
+        pt_dir.mkdir()
+        for k, (i, s) in enumerate(fixed):
+            torch.save(cut(i, s // frontend.hop_length), pt_dir / f"{k}.pt")
 
     def from_pt(k):
         return torch.load(pt_dir / f"{k % len(fixed)}.pt", weights_only=True)
@@ -147,6 +150,9 @@ def main() -> None:
     rates = {
         "random": read_rate(from_random, n, args.repeats, rng),
         "fixed": read_rate(from_fixed, n, args.repeats, rng),
+    }
+    write_pt_files()
+    rates |= {
         "pt": read_rate(from_pt, n, args.repeats, rng),
         "seek": read_rate(seek, max(50, n // 10), args.repeats, rng),
         "decode": read_rate(decode, max(50, n // 10), args.repeats, rng),

@@ -84,8 +84,8 @@ class MelFrontend(nn.Module):
         """Everything `frames` depends on; the cache key is built from it (MFCCs share it)."""
         return {
             "kind": "log_mel_db", "sample_rate": self.sample_rate, "n_mels": self.n_mels,
-            "n_fft": self.n_fft, "hop_length": self.hop_length, "f_min": self.f_min,
-            "f_max": self.f_max, "floor_db": SILENCE_DB,
+            "n_fft": self.n_fft, "hop_length": self.hop_length, "f_min": float(self.f_min),
+            "f_max": float(self.f_max), "floor_db": SILENCE_DB,
         }  # fmt: skip
 
     def params(self) -> dict:
@@ -122,6 +122,8 @@ class MelFrontend(nn.Module):
         """Cut dB frames [..., n_mels, n] -> the window's features (the top-dB floor)."""
         if self.top_db is None:
             return frames
+        if frames.dim() == 2:  # one window, as the dataset reads it: a scalar floor is faster
+            return frames.clamp(min=float(frames.max()) - self.top_db)
         return torch.maximum(frames, frames.amax(dim=(-2, -1), keepdim=True) - self.top_db)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
