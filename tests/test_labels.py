@@ -56,3 +56,18 @@ def test_presence_is_primary_plus_known_secondaries():
 def test_bad_m_is_a_clear_error(m):
     with pytest.raises(ConfigError, match="label.m"):
         InformedLabels(m=m)
+
+
+def test_multilabel_targets_make_secondary_species_positive():
+    from birdclef.data.labels import MultiLabels
+
+    rule = MultiLabels(secondary_weight=0.5)
+    targets = rule.encode_all(["a", "b"], [["c", "zzz", "a"], []], CLASSES)
+    np.testing.assert_array_equal(targets, [[1, 0, 0.5, 0], [0, 1, 0, 0]])
+    assert rule.output_names(CLASSES) == CLASSES and rule.activation == "sigmoid"
+    smoothed = MultiLabels(secondary_weight=0.0, smoothing=0.1).encode_all(
+        ["1139490"], [["a"]], CLASSES
+    )
+    np.testing.assert_allclose(smoothed, [[0.1, 0.1, 0.1, 0.9]])
+    with pytest.raises(ConfigError, match="label.secondary_weight"):
+        MultiLabels(secondary_weight=1.5)

@@ -158,6 +158,25 @@ def test_cli_synth_task(tmp_path):
     assert str(roots[0]) in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("loss=bce", "label=informed"), "use label=multilabel with it"),
+        (("loss=focal", "label=multilabel"), "use label=informed with it"),
+    ],
+)
+def test_label_rule_for_the_other_kind_of_loss_is_refused(tiny_root, tmp_path, overrides, message):
+    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", *overrides, tmp=tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        build_datamodule(cfg)
+
+
+def test_sigmoid_losses_select_multilabel_targets(tmp_path):
+    cfg = compose_cfg("loss=focal_bce", tmp=tmp_path)
+    assert cfg.label._target_.endswith("MultiLabels")
+    assert compose_cfg("experiment=top_sed", tmp=tmp_path).label._target_.endswith("MultiLabels")
+
+
 def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
     pytest.importorskip("ai_edge_litert")
     cfg = compose_cfg(
