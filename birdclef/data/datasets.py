@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from birdclef.data.cache import CachedFrames
 from birdclef.data.labels import presence
 from birdclef.data.windows import grid_window_starts, recording_window_starts
-from birdclef.errors import ConfigError, DataError
+from birdclef.errors import DataError
 
 NO_PRIMARY = -1  # soundscape rows have no primary label
 CROPS = ("fixed", "random")
@@ -47,8 +47,6 @@ class WindowDataset(Dataset):
         self, frames: CachedFrames, recording, start, n_frames: int, finish, target, truth, primary,
         crop: str = "fixed", crop_frames: int | None = None, background: CachedFrames | None = None,
     ) -> None:  # fmt: skip
-        if crop not in CROPS:
-            raise ConfigError(f"data.crop={crop!r} must be one of {CROPS}.")
         self.frames, self.n_frames, self.finish = frames, n_frames, finish
         self.recording, self.start = np.asarray(recording), np.asarray(start)
         self.target, self.truth, self.primary = target, truth, primary
@@ -88,15 +86,8 @@ def recording_windows(
 
     `which="all"`: every window of `recording_window_starts`; `"first"`: the first of
     each recording. `window` is in samples; starts are rounded to the nearest frame.
+    The DataModule validates `which`, `crop` and `crop_seconds` before any cache is built.
     """
-    if which not in WINDOW_CHOICES:
-        raise ConfigError(
-            f"data.train_windows/val_windows={which!r} must be one of {WINDOW_CHOICES}."
-        )
-    if crop_seconds is not None and crop_seconds <= 0:
-        raise ConfigError(
-            f"data.crop_seconds={crop_seconds} must be positive or null (whole recording)."
-        )
     meta = rows.drop_duplicates("filename").set_index("filename")
     hop = frames.hop_length
     recording, start, files = [], [], []
