@@ -236,8 +236,3 @@ class CachedFrames:
         out = torch.full((piece.shape[0], n), self.pad_value, dtype=torch.float32)
         out[:, : stop - start] = piece
         return out
-
-    def write_bad_report(self, path: Path) -> None:
-        from birdclef.utils import write_csv
-
-        write_csv(path, self.bad)

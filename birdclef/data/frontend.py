@@ -76,10 +76,6 @@ class MelFrontend(nn.Module):
     def n_features(self) -> int:
         return self.n_mels
 
-    def output_shape(self, n_samples: int) -> tuple[int, int]:
-        """Shape of one window's features: (features, frames)."""
-        return (self.n_features, n_samples // self.hop_length)
-
     def frame_params(self) -> dict:
         """Everything `frames` depends on; the cache key is built from it (MFCCs share it)."""
         return {
