@@ -38,7 +38,11 @@ def test_mixup_mixes_power_and_targets_by_rule(rule):
     b = batch()
     torch.manual_seed(swapped())
     out = BatchAugment(mixup_p=1.0, mixup_rule=rule)(b)
-    p_a, p_b, p_mix = _to_power(b["features"][0]), _to_power(b["features"][1]), _to_power(out["features"][0])
+    p_a, p_b, p_mix = (
+        _to_power(b["features"][0]),
+        _to_power(b["features"][1]),
+        _to_power(out["features"][0]),
+    )
     lam = ((p_mix - p_b) / (p_a - p_b)).flatten()
     assert torch.allclose(lam, lam[0].expand_as(lam), atol=1e-3)  # one weight for the whole window
     lam = lam[0].item()
