@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,birdnet]'
+	$(PY) -m pip install -q -e '.[dev,birdnet,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,7 @@
 """User-facing errors: one clear message that names the thing and the fix."""
 
+from birdclef.inference.errors import InferenceError
+
 
 class BirdclefError(Exception):
     """An error the user can fix (bad path, bad CSV, bad config value).
@@ -20,7 +22,7 @@ class AudioError(DataError):
     """An audio file cannot be decoded or holds no usable samples."""
 
 
-def user_error(err: BaseException | None) -> BirdclefError | None:
+def user_error(err: BaseException | None) -> BirdclefError | InferenceError | None:
     """The BirdclefError behind `err`: itself, or one it was raised `from`.
 
     Only explicit causes are followed (Hydra's instantiate wraps errors with
@@ -29,7 +31,7 @@ def user_error(err: BaseException | None) -> BirdclefError | None:
     not a user error, and keeps its traceback.
     """
     while err is not None:
-        if isinstance(err, BirdclefError):
+        if isinstance(err, BirdclefError | InferenceError):
             return err
         err = err.__cause__
     return None

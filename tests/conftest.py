@@ -62,3 +62,17 @@ def write_wav(path: Path, audio: np.ndarray, sr: int = SR) -> Path:
 def tone(seconds: float, freq: float = 1000.0, sr: int = SR) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root, tmp_path_factory) -> Path:
+    """best.ckpt of a one-epoch MelCNN on the tiny dataset (shared by the submission tests)."""
+    from birdclef.train import run
+
+    tmp = tmp_path_factory.mktemp("ckpt")
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        "trainer.max_epochs=1", "model.channels=[8,16]", tmp=tmp,
+    )  # fmt: skip
+    run(cfg)
+    return tmp / "out" / "checkpoints" / "best.ckpt"

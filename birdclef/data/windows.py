@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-SCORE_SECONDS = 5  # s, the competition scores one row per 5-s window of a soundscape
-ROW_TOLERANCE_SECONDS = 0.1  # s, a last window starting less than this before the end is no row
+# the scored row grid lives with the submission code, which must not import the data layer
+from birdclef.inference.rows import (  # noqa: F401  (re-exported)
+    ROW_TOLERANCE_SECONDS,
+    SCORE_SECONDS,
+    grid_window_starts,
+    row_id,
+    soundscape_ends,
+    split_row_id,
+)
 
 
 def recording_window_starts(n_samples: int, window: int) -> list[int]:
@@ -42,40 +47,3 @@ def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
     out = np.zeros(window, dtype=audio.dtype)
     out[: len(piece)] = piece
     return out
-
-
-def grid_window_starts(n_samples: int, window: int, sample_rate: int | None = None) -> list[int]:
-    """Start samples of back-to-back windows 0, window, 2 window, ...: the scored rows.
-
-    Every started window is a row, the last one zero-padded, so a soundscape a few
-    samples short of 60 s still has 12 rows. A window that would start less than
-    `ROW_TOLERANCE_SECONDS` before the end (a file a few samples *over* 60 s) is
-    not a row. A file shorter than one window still gets one.
-    """
-    if window <= 0:
-        raise ValueError(f"window must be positive, got {window}")
-    tolerance = int(ROW_TOLERANCE_SECONDS * sample_rate) if sample_rate else 0
-    count = max(1, math.ceil(max(n_samples - tolerance, 0) / window))
-    return [i * window for i in range(count)]
-
-
-def soundscape_ends(n_samples: int, sample_rate: int, seconds: int = SCORE_SECONDS) -> list[int]:
-    """End seconds of the scored rows of a soundscape: 5, 10, ... (12 for 1 minute)."""
-    window = seconds * sample_rate
-    return [
-        (start + window) // sample_rate
-        for start in grid_window_starts(n_samples, window, sample_rate)
-    ]
-
-
-def row_id(stem: str, end_second: int) -> str:
-    """The competition's row id: `<soundscape stem>_<end second>`."""
-    return f"{stem}_{int(end_second)}"
-
-
-def split_row_id(value: str) -> tuple[str, int]:
-    """Inverse of `row_id`; the stem may itself contain underscores."""
-    stem, _, end = str(value).rpartition("_")
-    if not stem or not end.isdigit():
-        raise ValueError(f"row_id {value!r} is not of the form <stem>_<end second>")
-    return stem, int(end)

@@ -1,0 +1,157 @@
+"""Models a submission runs: exported ONNX / OpenVINO graphs and (via torch_backend) checkpoints.
+
+Every model answers the same contract, so the predict loop, blends and the bundle treat
+them alike:
+- `classes` (the scored columns it outputs, in its order), `sample_rate`, `frame_key`;
+- `frames(wave)`: a whole recording -> frames [T, features] (computed once per file and
+  shared by every model with the same `frame_key`);
+- `window_frames` and `pad_value`: how windows are cut from those frames;
+- `predict(windows [B, features, n]) -> (scores [B, classes], frame_scores [B, T', classes]
+  or None)`, scores in [0, 1]; `frame_scores` where the net is a SED net.
+
+An exported graph takes the raw dB frames of its windows as `frames` and does the rest
+(per-window floor, net, activation); its description (`META_KEY`) is stored in the ONNX
+file's metadata and, for OpenVINO, in `model.json` beside `model.xml`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InferenceError
+from .features import MEL_KINDS, LogMelFrames
+
+META_KEY = "birdclef"  # ONNX metadata key holding the model's description (JSON)
+META_FORMAT = "birdclef-window-model-1"
+OPENVINO_META = "model.json"
+
+
+def frame_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+class WindowModel:
+    """Shared part of every backend: the description and the numpy front end."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        if meta.get("format") != META_FORMAT:
+            raise InferenceError(
+                f"{path} is not a model exported by this version of birdclef (format "
+                f"{meta.get('format')!r}, expected {META_FORMAT!r}): export it again with "
+                "`python run.py task=export export.model=<checkpoint>`."
+            )
+        self.path, self.meta = Path(path), meta
+        self.name = str(meta.get("name") or self.path.stem)
+        self.classes = [str(c) for c in meta["classes"]]
+        self.frame_params = dict(meta["frame_params"])
+        self.frame_key = frame_key(self.frame_params)
+        self.sample_rate = int(self.frame_params["sample_rate"])
+        self.window_frames = int(meta["window_frames"])
+        self.pad_value = float(meta["pad_value"])
+        self.has_frame_scores = "frame_scores" in meta.get("outputs", ["scores"])
+        self._frames = (
+            LogMelFrames(self.frame_params) if self.frame_params.get("kind") in MEL_KINDS else None
+        )
+
+    def frames(self, wave: np.ndarray) -> np.ndarray:
+        if self._frames is None:
+            raise InferenceError(
+                f"{self.path}: frames of kind {self.frame_params.get('kind')!r} cannot be "
+                "computed without the project (only log-mel models are exported)."
+            )
+        return self._frames(wave)
+
+    def predict(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _split(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = np.asarray(outputs[0], dtype=np.float32)
+        frame_scores = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
+        return scores, frame_scores
+
+
+class OnnxModel(WindowModel):
+    """An exported `.onnx` graph (fp32 or int8) run by onnxruntime on the CPU."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        try:
+            import onnx
+            import onnxruntime as ort
+        except ImportError as err:
+            raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as err:
+            raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
+        props = {p.key: p.value for p in proto.metadata_props}
+        if META_KEY not in props:
+            raise InferenceError(
+                f"{path} has no '{META_KEY}' metadata (classes, front end): only ONNX files "
+                "written by `task=export` can be used as models."
+            )
+        super().__init__(path, json.loads(props[META_KEY]))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        frames = np.ascontiguousarray(windows, dtype=np.float32)
+        return self._split(self.session.run(self.output_names, {"frames": frames}))
+
+
+class OpenVinoModel(WindowModel):
+    """An OpenVINO IR (`model.xml` + `model.bin`, description in `model.json`) on the CPU."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        xml = path / "model.xml" if path.is_dir() else path
+        meta_file = xml.with_name(OPENVINO_META)
+        if not xml.is_file() or not meta_file.is_file():
+            raise InferenceError(
+                f"{path}: an OpenVINO model is a folder with model.xml, model.bin and "
+                f"{OPENVINO_META}, as `task=export` writes it."
+            )
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise InferenceError(f"{path} needs OpenVINO: pip install openvino") from err
+        super().__init__(xml, json.loads(meta_file.read_text()))
+        config = {"INFERENCE_NUM_THREADS": max(1, int(threads)), "NUM_STREAMS": 1}
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.name = str(self.meta.get("name") or xml.parent.name)
+
+    def predict(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        frames = np.ascontiguousarray(windows, dtype=np.float32)
+        result = self.request.infer({"frames": frames})
+        return self._split([result[out] for out in self.compiled.outputs])
+
+
+def load_model(path: str | os.PathLike, threads: int = 1):
+    """The model at `path`: `.onnx`, an OpenVINO folder or `.xml`, or a project `.ckpt`."""
+    path = Path(path)
+    if not path.exists():
+        raise InferenceError(f"model not found: {path}")
+    if path.suffix == ".onnx":
+        return OnnxModel(path, threads)
+    if path.suffix == ".xml" or (path.is_dir() and (path / "model.xml").is_file()):
+        return OpenVinoModel(path, threads)
+    if path.suffix == ".ckpt":
+        try:
+            from .torch_backend import TorchModel
+        except ImportError as err:
+            raise InferenceError(
+                f"{path} is a training checkpoint, which needs the birdclef project and torch; "
+                "export it (`task=export`) to run it without them."
+            ) from err
+        return TorchModel(path, threads)
+    raise InferenceError(
+        f"{path} is not a model this project can run: give a .ckpt checkpoint, an exported "
+        ".onnx file or an OpenVINO folder (model.xml)."
+    )

@@ -1,0 +1,99 @@
+"""Log-mel frames of a whole recording in numpy: the training cache's features without torch.
+
+`LogMelFrames(frame_params)` computes what `birdclef.data.frontend.MelFrontend.frames`
+computes (the same centred STFT, periodic Hann window, HTK mel filters and dB floor; tested
+equal to ~1e-4 dB), from the `frame_params()` dict a model stores. scipy's FFT on float32 is
+about 2.5x faster than torch's STFT on one core, and this module runs where torch is absent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # scipy's FFT keeps float32 and is faster; numpy's works everywhere
+    from scipy import fft as _fft
+
+    def _rfft(frames: np.ndarray) -> np.ndarray:
+        return _fft.rfft(frames, axis=-1, workers=1)
+except ImportError:  # pragma: no cover - scipy ships with the project, not with every bundle host
+
+    def _rfft(frames: np.ndarray) -> np.ndarray:
+        return np.fft.rfft(frames, axis=-1)
+
+
+MEL_KINDS = ("log_mel_db",)  # frame kinds this module computes
+FRAME_BLOCK = 4096  # frames per FFT call: bounds memory on 29-min recordings
+
+
+def _hz_to_mel(hz):
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(mel):
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
+) -> np.ndarray:
+    """Triangular HTK mel filters [n_fft // 2 + 1, n_mels], unnormalised (torchaudio's default)."""
+    freqs = np.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    points = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    widths = np.diff(points)
+    slopes = points[None, :] - freqs[:, None]
+    down = -slopes[:, :-2] / widths[:-1]
+    up = slopes[:, 2:] / widths[1:]
+    return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+
+
+class LogMelFrames:
+    """A whole recording [samples] -> float32 dB frames [1 + samples // hop, n_mels]."""
+
+    def __init__(self, params: dict) -> None:
+        if params.get("kind") not in MEL_KINDS:
+            raise ValueError(
+                f"LogMelFrames computes {MEL_KINDS} frames, not {params.get('kind')!r}"
+            )
+        self.sample_rate = int(params["sample_rate"])
+        self.n_fft, self.hop = int(params["n_fft"]), int(params["hop_length"])
+        self.floor_db = float(params["floor_db"])
+        self.pad_value = self.floor_db
+        self.filters = mel_filterbank(
+            self.sample_rate, self.n_fft, int(params["n_mels"]), params["f_min"], params["f_max"]
+        )
+        n = np.arange(self.n_fft)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(np.float32)
+        self.power_floor = np.float32(10.0 ** (self.floor_db / 10.0))
+
+    def _pad(self, wave: np.ndarray) -> np.ndarray:
+        half = self.n_fft // 2
+        if len(wave) > half:
+            return np.pad(wave, half, mode="reflect")
+        return np.pad(wave, half)  # too short to reflect: silence around it
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, dtype=np.float32)
+        total = 1 + len(wave) // self.hop
+        padded = self._pad(wave)
+        needed = (total - 1) * self.hop + self.n_fft
+        if len(padded) < needed:
+            padded = np.pad(padded, (0, needed - len(padded)))
+        out = np.empty((total, self.filters.shape[1]), dtype=np.float32)
+        strided = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop]
+        for first in range(0, total, FRAME_BLOCK):
+            block = strided[first : first + FRAME_BLOCK] * self.window
+            spectrum = _rfft(block)
+            power = spectrum.real**2 + spectrum.imag**2
+            mel = power.astype(np.float32, copy=False) @ self.filters
+            out[first : first + len(block)] = 10.0 * np.log10(np.maximum(mel, self.power_floor))
+        return out
+
+
+def cut_windows(frames: np.ndarray, starts, n: int, pad_value: float) -> np.ndarray:
+    """Windows [len(starts), features, n] cut from frames [T, features], padded past either end."""
+    out = np.full((len(starts), frames.shape[1], n), pad_value, dtype=np.float32)
+    for i, start in enumerate(starts):
+        first, last = max(start, 0), min(start + n, len(frames))
+        if last > first:
+            out[i, :, first - start : last - start] = frames[first:last].T
+    return out

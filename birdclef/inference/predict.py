@@ -1,0 +1,214 @@
+"""Row scores of every audio file in a folder, per model: decode once, frames once, windows cut.
+
+Per file: decode (soundfile, mono, resampled if needed), compute the frames once per front
+end (models with the same `frame_key` share them), cut the 5-s row windows (or overlapping
+windows every `stride_seconds`) from the frames, run every model on the file's windows in
+one batch, and map window scores back to rows. A file that cannot be decoded or holds no
+samples gets no scores and an error; the caller fills its rows. Files are spread over
+`workers` processes, each running its models on `threads` threads (the top teams' one
+thread per worker process), so decoding in one process overlaps the model in another.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .backends import load_model
+from .errors import InferenceError
+from .features import cut_windows
+from .rows import SCORE_SECONDS, grid_window_starts
+
+AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
+DEFAULT_BAD_ROWS = 12  # rows given to a file whose length is unknown: one competition minute
+
+
+@dataclass
+class FileScores:
+    """One file's row scores per model (each [rows, model classes]) or the error that stopped it."""
+
+    path: str
+    rows: int
+    scores: dict[int, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0  # audio duration
+    timing: dict[str, float] = field(default_factory=dict)  # s spent decoding, in frames, in models
+
+
+def list_audio(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InferenceError(f"predict.soundscapes={folder} is not a folder of audio files.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise InferenceError(
+            f"{folder} holds no audio ({', '.join(AUDIO_SUFFIXES)} files); point "
+            "predict.soundscapes at the folder of test soundscapes."
+        )
+    return files
+
+
+def decode(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 at `sample_rate`; raises ValueError on unreadable or empty audio."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if data.shape[0] == 0:
+        raise ValueError("no samples (empty audio)")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(rate), int(sample_rate))
+        wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)
+    if not np.isfinite(wave).all():
+        raise ValueError("NaN or infinite samples")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def window_starts(n_rows: int, stride_seconds: float) -> np.ndarray:
+    """Start seconds of the 5-s windows: every `stride_seconds` from 0 while inside the rows."""
+    if not 0 < stride_seconds <= SCORE_SECONDS:
+        raise InferenceError(
+            f"predict.stride_seconds={stride_seconds} must be in (0, {SCORE_SECONDS}]: 5 = one "
+            "window per row, 2.5 = windows overlapping by half."
+        )
+    count = max(1, math.ceil(n_rows * SCORE_SECONDS / stride_seconds - 1e-9))
+    return np.arange(count) * float(stride_seconds)
+
+
+def rows_from_windows(
+    scores: np.ndarray, frame_scores: np.ndarray | None, starts: np.ndarray, n_rows: int
+) -> np.ndarray:
+    """Window scores -> row scores [n_rows, classes], each row the overlap-weighted mean.
+
+    With frame scores (SED nets), a window's contribution to a row is the maximum of its
+    frames that lie inside the row, rather than its whole-window score.
+    """
+    out = np.zeros((n_rows, scores.shape[1]), dtype=np.float64)
+    weight = np.zeros((n_rows, 1))
+    for w, start in enumerate(starts):
+        for r in range(n_rows):
+            lo, hi = (
+                max(start, r * SCORE_SECONDS),
+                min(start + SCORE_SECONDS, (r + 1) * SCORE_SECONDS),
+            )
+            if hi - lo <= 1e-9:
+                continue
+            if frame_scores is None:
+                value = scores[w]
+            else:
+                n = frame_scores.shape[1]
+                centres = start + (np.arange(n) + 0.5) * SCORE_SECONDS / n
+                inside = (centres >= lo) & (centres < hi)
+                value = frame_scores[w][inside].max(axis=0) if inside.any() else scores[w]
+            out[r] += (hi - lo) * value
+            weight[r] += hi - lo
+    return (out / weight).astype(np.float32)
+
+
+class FilePredictor:
+    """The models and settings one process needs to score files."""
+
+    def __init__(
+        self, model_paths, threads: int = 1, stride_seconds: float = 5.0, sed_frames: bool = False
+    ):
+        self.models = [load_model(p, threads) for p in model_paths]
+        rates = {m.sample_rate for m in self.models}
+        if len(rates) > 1:
+            raise InferenceError(f"the models expect different sample rates {sorted(rates)}.")
+        self.sample_rate = rates.pop()
+        self.stride_seconds, self.sed_frames = float(stride_seconds), bool(sed_frames)
+        window_starts(1, self.stride_seconds)  # validates the stride
+
+    def __call__(self, path: str | os.PathLike) -> FileScores:
+        path = Path(path)
+        tic = time.perf_counter()
+        try:
+            wave = decode(path, self.sample_rate)
+        except Exception as err:  # soundfile raises several types for corrupt files
+            return FileScores(str(path), DEFAULT_BAD_ROWS, error=f"{type(err).__name__}: {err}")
+        timing = {"decode": time.perf_counter() - tic, "frames": 0.0, "model": 0.0}
+        window = SCORE_SECONDS * self.sample_rate
+        n_rows = len(grid_window_starts(len(wave), window, self.sample_rate))
+        starts = window_starts(n_rows, self.stride_seconds)
+        result = FileScores(str(path), n_rows, seconds=len(wave) / self.sample_rate, timing=timing)
+        shared: dict[str, np.ndarray] = {}
+        for i, model in enumerate(self.models):
+            tic = time.perf_counter()
+            if model.frame_key not in shared:
+                shared[model.frame_key] = model.frames(wave)
+            frames = shared[model.frame_key]
+            hop = int(model.frame_params["hop_length"])
+            first = np.rint(starts * self.sample_rate / hop).astype(int)
+            windows = cut_windows(frames, first, model.window_frames, model.pad_value)
+            timing["frames"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            scores, frame_scores = model.predict(windows)
+            timing["model"] += time.perf_counter() - tic
+            frame_scores = frame_scores if self.sed_frames else None
+            result.scores[i] = rows_from_windows(scores, frame_scores, starts, n_rows)
+        return result
+
+
+_WORKER: FilePredictor | None = None
+
+
+def _init_worker(args) -> None:
+    global _WORKER
+    _WORKER = FilePredictor(*args)
+
+
+def _score(path: str) -> FileScores:
+    assert _WORKER is not None
+    return _WORKER(path)
+
+
+def predict_files(
+    model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
+    sed_frames: bool = False, progress: bool = True,
+) -> list[FileScores]:  # fmt: skip
+    """Every file's row scores per model, in the order of `files`."""
+    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames)
+    bar = _progress(len(files), progress)
+    if workers <= 1 or len(files) <= 1:
+        predictor = FilePredictor(*args)
+        results = []
+        for path in files:
+            results.append(predictor(path))
+            bar(1)
+        bar(None)
+        return results
+    FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
+    context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
+    with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(args,)) as pool:
+        results = []
+        for result in pool.map(_score, [str(p) for p in files], chunksize=1):
+            results.append(result)
+            bar(1)
+    bar(None)
+    return results
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bundle runs without tqdm
+        tqdm = None
+    if not enabled or tqdm is None:
+        return lambda n: None
+    bar = tqdm(total=total, desc="predict", unit="file")
+
+    def update(n):
+        if n is None:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return update

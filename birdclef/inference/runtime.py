@@ -1,0 +1,129 @@
+"""One call from a folder of soundscapes to `submission.csv`: what `task=predict` and the bundle run.
+
+`predict_folder(settings)` takes plain values (a dict, as `task=predict` composes it and as the
+bundle stores it in `settings.json`) and returns the submission frame and a report; `main()`
+is the bundle's command line. Nothing here imports the framework, Lightning or torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import InferenceError
+from .predict import FilePredictor, list_audio, predict_files
+from .submission import assemble, read_columns, validate, write_submission
+
+DEFAULTS = {
+    "models": [],  # .ckpt, .onnx or OpenVINO folders
+    "weights": None,  # one per model; null = equal
+    "blend": "rank",  # rank | mean | power
+    "power": 2.0,  # exponent of the power blend
+    "stride_seconds": 5.0,  # s between window starts; < 5 averages overlapping windows
+    "sed_frames": False,  # SED nets: rows from frame scores instead of window scores
+    "topk": None,  # post-processing: scale rows by the file's per-class top-k mean
+    "topk_power": 1.0,
+    "smooth_kernel": None,  # post-processing: e.g. [0.1, 0.8, 0.1]
+    "threads": 1,  # threads per worker process
+    "workers": 1,  # processes
+    "taxonomy": None,  # sample_submission.csv / taxonomy.csv / data root: column order
+}
+
+
+def settings_from(values: dict) -> dict:
+    unknown = set(values) - set(DEFAULTS)
+    if unknown:
+        raise InferenceError(
+            f"unknown predict settings {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
+    out = {**DEFAULTS, **values}
+    if not out["models"]:
+        raise InferenceError(
+            "no models given: set predict.models=[<.ckpt|.onnx|openvino folder>, ...]."
+        )
+    return out
+
+
+def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: bool = True):
+    """(submission frame, report) for every audio file in `soundscapes`."""
+    s = settings_from(settings)
+    files = list_audio(soundscapes)
+    tic = time.perf_counter()
+    probe = FilePredictor(s["models"], s["threads"], s["stride_seconds"], s["sed_frames"])
+    classes = [m.classes for m in probe.models]
+    names = [str(m.path) for m in probe.models]
+    columns = read_columns(s["taxonomy"]) if s["taxonomy"] else None
+    results = predict_files(
+        s["models"], files, s["threads"], s["workers"], s["stride_seconds"], s["sed_frames"],
+        progress,
+    )  # fmt: skip
+    frame, issues = assemble(
+        results, classes, names, columns, s["blend"], s["weights"], s["power"],
+        s["topk"], s["topk_power"], s["smooth_kernel"],
+    )  # fmt: skip
+    validate(frame, results, list(frame.columns[1:]))
+    wall = time.perf_counter() - tic
+    audio = sum(r.seconds for r in results)
+    report = {
+        "files": len(results),
+        "rows": len(frame),
+        "bad_files": issues,
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "realtime_factor": audio / wall if wall > 0 else float("nan"),
+        "models": names,
+        "timing": {
+            key: sum(r.timing.get(key, 0.0) for r in results)
+            for key in ("decode", "frames", "model")
+        },
+    }
+    return frame, report
+
+
+def run(soundscapes, output, settings: dict, progress: bool = True) -> dict:
+    frame, report = predict_folder(soundscapes, settings, progress)
+    write_submission(frame, output)
+    report["output"] = str(output)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The bundle's command line: `python predict.py SOUNDSCAPES [--output submission.csv]`."""
+    here = Path(sys.argv[0]).resolve().parent
+    parser = argparse.ArgumentParser(
+        description="Write submission.csv for a folder of soundscapes."
+    )
+    parser.add_argument("soundscapes", type=Path)
+    parser.add_argument("--output", type=Path, default=Path("submission.csv"))
+    parser.add_argument("--settings", type=Path, default=here / "settings.json")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: settings)")
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings.read_text())
+    base = args.settings.parent  # model paths in the settings are relative to its folder
+    settings["models"] = [str(base / m) for m in settings["models"]]
+    if settings.get("taxonomy"):
+        settings["taxonomy"] = str(base / settings["taxonomy"])
+    if args.workers is not None:
+        settings["workers"] = args.workers
+    try:
+        report = run(args.soundscapes, args.output, settings)
+    except InferenceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for issue in report["bad_files"]:
+        print(
+            f"skipped or short: {issue['file']}: {issue['problem']} ({issue['rows']})",
+            file=sys.stderr,
+        )
+    print(
+        f"wrote {report['rows']} rows for {report['files']} files to {args.output} in "
+        f"{report['wall_seconds']:.1f} s ({report['realtime_factor']:.0f}x real time)"
+    )
+    pd.set_option("display.width", 120)
+    return 0

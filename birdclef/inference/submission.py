@@ -1,0 +1,148 @@
+"""From per-file, per-model row scores to a validated `submission.csv`, written atomically.
+
+Steps: align every model's classes to the submission's columns, blend the models over all
+rows, post-process each file's rows, fill the rows of files that failed, validate, write.
+
+Rule for a file that could not be decoded or held no samples (documented in the README):
+it gets `DEFAULT_BAD_ROWS` (12) rows, and each of its cells is the median of that class's
+final scores over all other rows, so it ranks in the middle of every class and moves no
+class's AUC much either way. A file shorter than 5 s is scored (padded) and listed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .blend import blend
+from .errors import InferenceError
+from .postprocess import postprocess
+from .predict import FileScores
+from .rows import SCORE_SECONDS, row_id
+
+
+def read_columns(path: str | os.PathLike) -> list[str]:
+    """Class columns in the scored order: from sample_submission.csv, taxonomy.csv or a data root."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("sample_submission.csv", "taxonomy.csv"):
+            if (path / name).is_file():
+                return read_columns(path / name)
+        raise InferenceError(f"{path} holds neither sample_submission.csv nor taxonomy.csv.")
+    if not path.is_file():
+        raise InferenceError(f"predict.taxonomy={path} not found.")
+    frame = pd.read_csv(path, nrows=0 if path.name != "taxonomy.csv" else None, dtype=str)
+    if "primary_label" in frame.columns:
+        return [str(c) for c in frame["primary_label"]]
+    if frame.columns[0] != "row_id":
+        raise InferenceError(
+            f"{path} is neither a sample submission (row_id + class columns) nor a taxonomy "
+            "(primary_label column)."
+        )
+    return [str(c) for c in frame.columns[1:]]
+
+
+def align(
+    model_classes: list[list[str]], names: list[str], columns: list[str] | None
+) -> tuple[list[str], list[np.ndarray]]:
+    """The submission's columns and, per model, the index of each column in its outputs."""
+    columns = list(columns) if columns is not None else list(model_classes[0])
+    for classes, name in zip(model_classes, names, strict=True):
+        if set(classes) != set(columns) or len(classes) != len(columns):
+            missing = sorted(set(columns) - set(classes))[:5]
+            extra = sorted(set(classes) - set(columns))[:5]
+            raise InferenceError(
+                f"model {name} predicts {len(classes)} classes that differ from the "
+                f"{len(columns)} submission columns (missing {missing}, extra {extra}): every "
+                "model must be trained on the same taxonomy as the submission."
+            )
+    lookups = [{c: i for i, c in enumerate(classes)} for classes in model_classes]
+    return columns, [np.array([lookup[c] for c in columns]) for lookup in lookups]
+
+
+def assemble(
+    results: list[FileScores], model_classes: list[list[str]], names: list[str],
+    columns: list[str] | None = None, blend_how: str = "rank", weights=None, power: float = 2.0,
+    topk: int | None = None, topk_power: float = 1.0, smooth_kernel=None,
+) -> tuple[pd.DataFrame, list[dict]]:  # fmt: skip
+    """The submission frame and the list of files that failed or were short."""
+    columns, index = align(model_classes, names, columns)
+    good = [r for r in results if r.error is None]
+    if not good:
+        raise InferenceError(
+            f"none of the {len(results)} audio files could be decoded (first error: "
+            f"{results[0].error if results else 'no files'})."
+        )
+    per_model = [
+        np.concatenate([r.scores[m][:, index[m]] for r in good]) for m in range(len(names))
+    ]
+    blended = blend(per_model, blend_how, weights, power)
+    lengths = np.cumsum([0] + [r.rows for r in good])
+    processed = np.concatenate(
+        [
+            postprocess(blended[a:b], topk, topk_power, smooth_kernel)
+            for a, b in zip(lengths[:-1], lengths[1:], strict=True)
+        ]
+    )
+    fill = np.median(processed, axis=0)
+    blocks, ids, issues = [], [], []
+    by_path = dict(zip([r.path for r in good], np.split(processed, lengths[1:-1]), strict=True))
+    for r in results:
+        stem = Path(r.path).stem
+        ids += [row_id(stem, (i + 1) * SCORE_SECONDS) for i in range(r.rows)]
+        if r.error is not None:
+            blocks.append(np.repeat(fill[None], r.rows, axis=0))
+            issues.append({"file": r.path, "problem": r.error, "rows": "filled with class medians"})
+        else:
+            blocks.append(by_path[r.path])
+            if r.seconds < SCORE_SECONDS:
+                issues.append(
+                    {"file": r.path, "problem": f"only {r.seconds:.2f} s", "rows": "scored, padded"}
+                )
+    frame = pd.DataFrame(np.concatenate(blocks), columns=columns)
+    frame.insert(0, "row_id", ids)
+    return frame, issues
+
+
+def validate(frame: pd.DataFrame, results: list[FileScores], columns: list[str]) -> None:
+    """Refuse a malformed submission: duplicate ids, a file not covered, non-finite or out-of-range values."""
+    problems = []
+    if list(frame.columns) != ["row_id", *columns]:
+        problems.append("columns are not row_id + the class columns in order")
+    if frame["row_id"].duplicated().any():
+        problems.append(
+            f"duplicate row ids {frame['row_id'][frame['row_id'].duplicated()].head(3).tolist()}"
+        )
+    expected = sum(r.rows for r in results)
+    if len(frame) != expected:
+        problems.append(f"{len(frame)} rows where the files need {expected}")
+    stems = {Path(r.path).stem for r in results}
+    covered = {s.rpartition("_")[0] for s in frame["row_id"]}
+    if stems - covered:
+        problems.append(f"files without rows {sorted(stems - covered)[:3]}")
+    values = frame[columns].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        problems.append("non-finite scores")
+    elif values.size and (values.min() < 0 or values.max() > 1):
+        problems.append(f"scores outside [0, 1] ({values.min():.3g} .. {values.max():.3g})")
+    if problems:
+        raise InferenceError("the submission would be malformed: " + "; ".join(problems))
+
+
+def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write `frame` as CSV via a temporary file and a rename, so a killed run leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,62 @@
+"""Task `score`: the competition metric of a submission against a solution, and per-class AUCs.
+
+python run.py task=score predict.output=submission.csv score.solution=solution.csv
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from birdclef.errors import ConfigError, DataError
+from birdclef.tasks.common import (
+    data_root,
+    default_solution,
+    output_dir,
+    read_solution,
+    score_frames,
+)
+from birdclef.utils import write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict:
+    out = output_dir(cfg)
+    if not cfg.predict.output:
+        raise ConfigError("task=score needs predict.output=<submission.csv> to score.")
+    submission_path = Path(cfg.predict.output)
+    if not submission_path.is_file():
+        raise DataError(f"predict.output={submission_path} not found; write it with task=predict.")
+    solution_path = (
+        Path(cfg.score.solution) if cfg.score.solution else default_solution(data_root(cfg))
+    )
+    if solution_path is None:
+        raise ConfigError(
+            "score.solution is not set and the data root has no soundscape_labels.csv."
+        )
+    submission = pd.read_csv(submission_path)
+    if "row_id" not in submission.columns:
+        raise DataError(f"{submission_path} has no row_id column.")
+    submission["row_id"] = submission["row_id"].astype(str)
+    overall, per_class = score_frames(read_solution(solution_path), submission)
+    write_csv(out / "per_class_auc.csv", per_class.sort_values("auc"))
+    scored = per_class.dropna(subset=["auc"])
+    metrics = {
+        "score/auc": overall,
+        "score/classes": len(scored),
+        "score/rows": int(per_class["rows"].iloc[0]),
+    }
+    write_json(out / "metrics.json", metrics)
+    log.info(
+        "competition score %.4f over %d classes; worst: %s",
+        overall,
+        len(scored),
+        ", ".join(
+            f"{r['class']} {r['auc']:.3f}" for _, r in scored.sort_values("auc").head(5).iterrows()
+        ),
+    )
+    return metrics
