@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from birdclef.inference.runtime import run as run_predict
 from birdclef.tasks.common import (
     data_root,
+    default_solution,
     output_dir,
     predict_settings,
     read_solution,
@@ -42,12 +43,8 @@ def run(cfg: DictConfig) -> dict:
         "predict/realtime_factor": report["realtime_factor"],
         "predict/wall_seconds": report["wall_seconds"],
     }
-    labels = root / "soundscape_labels.csv" if root is not None else None
-    if (
-        labels is not None
-        and labels.is_file()
-        and folder.resolve() == (root / "test_soundscapes").resolve()
-    ):
+    labels = default_solution(root) if root is not None else None
+    if labels is not None and folder.resolve() == (root / "test_soundscapes").resolve():
         import pandas as pd
 
         overall, per_class = score_frames(read_solution(labels), pd.read_csv(output))
