@@ -40,7 +40,9 @@ class FileScores:
     scores: dict[int, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0  # audio duration
-    timing: dict[str, float] = field(default_factory=dict)  # s spent decoding, in frames, in models
+    timing: dict[str, float] = field(default_factory=dict)  # s: decode, frames, model, model<i>
+    started: float = 0.0  # wall clock (time.time) when this file's work began and ended
+    finished: float = 0.0
 
 
 def list_audio(folder: str | os.PathLike) -> list[Path]:
@@ -129,6 +131,12 @@ class FilePredictor:
 
     def __call__(self, path: str | os.PathLike) -> FileScores:
         path = Path(path)
+        started = time.time()
+        result = self._score(path)
+        result.started, result.finished = started, time.time()
+        return result
+
+    def _score(self, path: Path) -> FileScores:
         tic = time.perf_counter()
         try:
             wave = decode(path, self.sample_rate)
@@ -151,7 +159,8 @@ class FilePredictor:
             timing["frames"] += time.perf_counter() - tic
             tic = time.perf_counter()
             scores, frame_scores = model.predict(windows)
-            timing["model"] += time.perf_counter() - tic
+            timing[f"model{i}"] = time.perf_counter() - tic
+            timing["model"] += timing[f"model{i}"]
             frame_scores = frame_scores if self.sed_frames else None
             result.scores[i] = rows_from_windows(scores, frame_scores, starts, n_rows)
         return result
@@ -212,3 +221,9 @@ def _progress(total: int, enabled: bool):
             bar.update(n)
 
     return update
+
+
+def busy_seconds(results: list[FileScores]) -> float:
+    """Wall time from the first file's start to the last file's end (start-up excluded)."""
+    done = [r for r in results if r.finished > 0]
+    return max(r.finished for r in done) - min(r.started for r in done) if done else 0.0

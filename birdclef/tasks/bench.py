@@ -1,0 +1,204 @@
+"""Task `bench`: CPU time of each model and blend end to end, projected to the hidden test set.
+
+    python run.py task=bench "predict.models=[A.onnx,B.onnx,C.ckpt]" data.root=DATA
+
+For each model alone: decode, frames and model milliseconds per file (medians, one process,
+one thread) and the real-time factor of the whole path (decode + frames + model + rows) in
+one process with one thread, one process with all threads, and one process per core with
+one thread each. For each blend of up to `bench.max_blend` models: the real-time factor with
+one process per core, and the validation AUC of the blend on the data root's labelled
+soundscapes. The projected wall time of the hidden test set (`test_files` x `test_seconds`
+of audio) is `audio / real-time factor x cpu_factor`; the best blend by validation AUC
+whose projection fits `budget_minutes` is picked. Start-up (imports, loading models) is
+excluded from the real-time factors and reported apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from birdclef.errors import ConfigError
+from birdclef.inference.predict import busy_seconds, list_audio, predict_files
+from birdclef.inference.submission import assemble
+from birdclef.tasks.common import (
+    data_root,
+    default_solution,
+    output_dir,
+    predict_settings,
+    read_solution,
+    score_frames,
+)
+from birdclef.utils import available_cpus, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _timed(models, files, threads, workers, s) -> tuple[float, list]:
+    """(real-time factor, results) of one end-to-end pass, start-up excluded."""
+    tic = time.perf_counter()
+    results = predict_files(
+        models, files, threads, workers, s["stride_seconds"], s["sed_frames"], progress=False
+    )
+    startup = time.perf_counter() - tic - busy_seconds(results)
+    audio = sum(r.seconds for r in results)
+    return audio / max(busy_seconds(results), 1e-9), results, startup
+
+
+def _median_ms(results, key) -> float:
+    values = [r.timing[key] for r in results if key in r.timing]
+    return 1000.0 * statistics.median(values) if values else float("nan")
+
+
+def _name(path: str) -> str:
+    p = Path(path)
+    if p.name in ("best.ckpt", "last.ckpt") and p.parent.name == "checkpoints":
+        return f"{p.parent.parent.name}/{p.name}"
+    return f"{p.parent.name}/{p.name}"
+
+
+def run(cfg: DictConfig) -> dict:
+    b = cfg.bench
+    out = output_dir(cfg)
+    root = data_root(cfg)
+    s = predict_settings(cfg, root)
+    cores = available_cpus()
+    folder = Path(b.soundscapes) if b.soundscapes else root / "test_soundscapes"
+    files = list_audio(folder)[: b.files] if b.files else list_audio(folder)
+    if b.max_blend < 1 or b.repeats < 1 or b.cpu_factor <= 0:
+        raise ConfigError("bench.max_blend and bench.repeats must be >= 1, bench.cpu_factor > 0.")
+    models = s["models"]
+    names = [_name(m) for m in models]
+    budget = 60.0 * float(b.budget_minutes)
+    test_audio = float(b.test_files) * float(b.test_seconds)
+
+    # validation scores of every model once; blends are assembled from them
+    solution_path = Path(b.validation) if b.validation else default_solution(root)
+    solution = read_solution(solution_path) if solution_path else None
+    if solution is not None:
+        val_results = predict_files(
+            models, list_audio(root / "test_soundscapes"), 1, cores, s["stride_seconds"],
+            s["sed_frames"], progress=False,
+        )  # fmt: skip
+        from birdclef.inference.backends import load_model
+
+        classes = [load_model(m).classes for m in models]
+        columns = [c for c in solution.columns if c != "row_id"]
+
+    def val_auc(subset) -> float:
+        if solution is None:
+            return float("nan")
+        picked = [_subset(r, subset) for r in val_results]
+        frame, _ = assemble(
+            picked, [classes[i] for i in subset], [names[i] for i in subset], columns,
+            s["blend"], _weights(s, subset), s["power"], s["topk"], s["topk_power"],
+            s["smooth_kernel"],
+        )  # fmt: skip
+        return score_frames(solution, frame)[0]
+
+    rows = []
+    for i, model in enumerate(models):
+        settings = [(1, 1, "1 process x 1 thread")]
+        if cores > 1:
+            settings += [(cores, 1, f"1 process x {cores} threads"),
+                         (1, cores, f"{cores} processes x 1 thread")]  # fmt: skip
+        for threads, workers, setting in settings:
+            factors, startups, results = [], [], []
+            for _ in range(b.repeats):
+                factor, results, startup = _timed([model], files, threads, workers, s)
+                factors.append(factor)
+                startups.append(startup)
+            rows.append(_row(names[i], setting, factors, startups, results, test_audio, b, budget)
+                        | {"val AUC": val_auc([i]), "models": 1})  # fmt: skip
+    for size in range(2, min(b.max_blend, len(models)) + 1):
+        for subset in itertools.combinations(range(len(models)), size):
+            factors, startups = [], []
+            for _ in range(b.repeats):
+                factor, results, startup = _timed([models[i] for i in subset], files, 1, cores, s)
+                factors.append(factor)
+                startups.append(startup)
+            name = f"{s['blend']} blend: " + " + ".join(names[i] for i in subset)
+            row = _row(name, f"{cores} processes x 1 thread", factors, startups, results,
+                       test_audio, b, budget)  # fmt: skip
+            rows.append(row | {"val AUC": val_auc(list(subset)), "models": size})
+    table = pd.DataFrame(rows)
+    fitting = table[table["fits budget"] & table["val AUC"].notna()]
+    best = fitting.sort_values(["val AUC", "x real time"], ascending=False).head(1)
+    markdown = _markdown(table, best, b, cores, len(files), sum(r.seconds for r in results))
+    target = Path(b.output) if b.output else out / "bench.md"
+    write_text(target, markdown)
+    table.to_csv(out / "bench.csv", index=False)
+    metrics = {
+        "bench/best": best["model"].iloc[0] if len(best) else None,
+        "bench/best_val_auc": float(best["val AUC"].iloc[0]) if len(best) else float("nan"),
+        "bench/best_projected_minutes": float(best["projected min"].iloc[0]) if len(best) else float("nan"),
+        "bench/max_x_real_time": float(table["x real time"].max()),
+    }  # fmt: skip
+    write_json(out / "metrics.json", metrics)
+    log.info("\n%s", markdown)
+    return metrics
+
+
+def _subset(result, subset):
+    from dataclasses import replace
+
+    return replace(
+        result,
+        scores={k: result.scores[i] for k, i in enumerate(subset)} if result.error is None else {},
+    )
+
+
+def _weights(s, subset):
+    return None if s["weights"] is None else [s["weights"][i] for i in subset]
+
+
+def _row(name, setting, factors, startups, results, test_audio, b, budget) -> dict:
+    factor = statistics.median(factors)
+    projected = test_audio / factor * float(b.cpu_factor)
+    models = sorted(k for k in results[0].timing if k.startswith("model") and k != "model")
+    return {
+        "model": name,
+        "setting": setting,
+        "x real time": factor,
+        "spread": f"{min(factors):.0f}-{max(factors):.0f}",
+        "decode ms/file": _median_ms(results, "decode"),
+        "frames ms/file": _median_ms(results, "frames"),
+        "model ms/file": sum(_median_ms(results, k) for k in models),
+        "start-up s": statistics.median(startups),
+        "projected min": projected / 60.0,
+        "fits budget": projected <= budget,
+    }
+
+
+def _markdown(
+    table: pd.DataFrame, best: pd.DataFrame, b, cores: int, n_files: int, audio: float
+) -> str:
+    lines = [
+        f"Timed on {n_files} files ({audio:.0f} s of audio), {b.repeats} passes, medians; "
+        f"{cores} CPUs; projection: {b.test_files} x {b.test_seconds} s, CPU factor "
+        f"{b.cpu_factor}, budget {b.budget_minutes} min. ms/file are per file of the timed set "
+        "(one process); start-up is not in the real-time factor.",
+        "",
+        "| model | setting | x real time (range) | decode ms | frames ms | model ms | start-up s "
+        "| projected min | fits | val AUC |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for _, d in table.iterrows():
+        lines.append(
+            f"| {d['model']} | {d['setting']} | {d['x real time']:.0f} ({d['spread']}) | "
+            f"{d['decode ms/file']:.1f} | {d['frames ms/file']:.1f} | {d['model ms/file']:.1f} | "
+            f"{d['start-up s']:.1f} | {d['projected min']:.1f} | "
+            f"{'yes' if d['fits budget'] else 'no'} | {d['val AUC']:.3f} |"
+        )
+    if len(best):
+        lines += ["", f"Best within budget by validation AUC: **{best['model'].iloc[0]}** "
+                      f"({best['val AUC'].iloc[0]:.3f}, {best['projected min'].iloc[0]:.1f} min projected)."]  # fmt: skip
+    else:
+        lines += ["", "No model or blend with a validation AUC fits the budget."]
+    return "\n".join(lines) + "\n"
