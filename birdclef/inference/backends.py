@@ -28,6 +28,7 @@ from .features import MEL_KINDS, LogMelFrames
 META_KEY = "birdclef"  # ONNX metadata key holding the model's description (JSON)
 META_FORMAT = "birdclef-window-model-1"
 OPENVINO_META = "model.json"
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
 
 
 def frame_key(params: dict) -> str:
@@ -109,7 +110,7 @@ class OnnxModel(WindowModel):
 class OpenVinoModel(WindowModel):
     """An OpenVINO IR (`model.xml` + `model.bin`, description in `model.json`) on the CPU."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, precision: str = "f32") -> None:
         xml = path / "model.xml" if path.is_dir() else path
         meta_file = xml.with_name(OPENVINO_META)
         if not xml.is_file() or not meta_file.is_file():
@@ -122,7 +123,16 @@ class OpenVinoModel(WindowModel):
         except ImportError as err:
             raise InferenceError(f"{path} needs OpenVINO: pip install openvino") from err
         super().__init__(xml, json.loads(meta_file.read_text()))
-        config = {"INFERENCE_NUM_THREADS": max(1, int(threads)), "NUM_STREAMS": 1}
+        if precision not in OPENVINO_PRECISIONS:
+            raise InferenceError(
+                f"predict.openvino_precision={precision!r} is not one of {list(OPENVINO_PRECISIONS)}."
+            )
+        config = {
+            "INFERENCE_NUM_THREADS": max(1, int(threads)),
+            "NUM_STREAMS": 1,
+            # bf16 runs ~3x faster on CPUs with AVX512-BF16/AMX, at ~1e-2 score error
+            "INFERENCE_PRECISION_HINT": precision,
+        }
         self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.name = str(self.meta.get("name") or xml.parent.name)
@@ -133,7 +143,7 @@ class OpenVinoModel(WindowModel):
         return self._split([result[out] for out in self.compiled.outputs])
 
 
-def load_model(path: str | os.PathLike, threads: int = 1):
+def load_model(path: str | os.PathLike, threads: int = 1, openvino_precision: str = "f32"):
     """The model at `path`: `.onnx`, an OpenVINO folder or `.xml`, or a project `.ckpt`."""
     path = Path(path)
     if not path.exists():
@@ -141,7 +151,7 @@ def load_model(path: str | os.PathLike, threads: int = 1):
     if path.suffix == ".onnx":
         return OnnxModel(path, threads)
     if path.suffix == ".xml" or (path.is_dir() and (path / "model.xml").is_file()):
-        return OpenVinoModel(path, threads)
+        return OpenVinoModel(path, threads, openvino_precision)
     if path.suffix == ".ckpt":
         try:
             from .torch_backend import TorchModel

@@ -119,9 +119,10 @@ class FilePredictor:
     """The models and settings one process needs to score files."""
 
     def __init__(
-        self, model_paths, threads: int = 1, stride_seconds: float = 5.0, sed_frames: bool = False
-    ):
-        self.models = [load_model(p, threads) for p in model_paths]
+        self, model_paths, threads: int = 1, stride_seconds: float = 5.0, sed_frames: bool = False,
+        openvino_precision: str = "f32",
+    ):  # fmt: skip
+        self.models = [load_model(p, threads, openvino_precision) for p in model_paths]
         rates = {m.sample_rate for m in self.models}
         if len(rates) > 1:
             raise InferenceError(f"the models expect different sample rates {sorted(rates)}.")
@@ -181,10 +182,10 @@ def _score(path: str) -> FileScores:
 
 def predict_files(
     model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
-    sed_frames: bool = False, progress: bool = True,
+    sed_frames: bool = False, progress: bool = True, openvino_precision: str = "f32",
 ) -> list[FileScores]:  # fmt: skip
     """Every file's row scores per model, in the order of `files`."""
-    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames)
+    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
     bar = _progress(len(files), progress)
     if workers <= 1 or len(files) <= 1:
         predictor = FilePredictor(*args)

@@ -30,6 +30,7 @@ DEFAULTS = {
     "topk": None,  # post-processing: scale rows by the file's per-class top-k mean
     "topk_power": 1.0,
     "smooth_kernel": None,  # post-processing: e.g. [0.1, 0.8, 0.1]
+    "openvino_precision": "f32",  # f32 | bf16 | f16: OpenVINO models' inference precision
     "threads": 1,  # threads per worker process
     "workers": 1,  # processes
     "taxonomy": None,  # sample_submission.csv / taxonomy.csv / data root: column order
@@ -55,13 +56,15 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
     s = settings_from(settings)
     files = list_audio(soundscapes)
     tic = time.perf_counter()
-    probe = FilePredictor(s["models"], s["threads"], s["stride_seconds"], s["sed_frames"])
+    probe = FilePredictor(
+        s["models"], s["threads"], s["stride_seconds"], s["sed_frames"], s["openvino_precision"]
+    )
     classes = [m.classes for m in probe.models]
     names = [str(m.path) for m in probe.models]
     columns = read_columns(s["taxonomy"]) if s["taxonomy"] else None
     results = predict_files(
         s["models"], files, s["threads"], s["workers"], s["stride_seconds"], s["sed_frames"],
-        progress,
+        progress, s["openvino_precision"],
     )  # fmt: skip
     frame, issues = assemble(
         results, classes, names, columns, s["blend"], s["weights"], s["power"],

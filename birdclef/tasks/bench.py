@@ -40,12 +40,13 @@ from birdclef.utils import available_cpus, write_json, write_text
 log = logging.getLogger(__name__)
 
 
-def _timed(models, files, threads, workers, s) -> tuple[float, list]:
-    """(real-time factor, results) of one end-to-end pass, start-up excluded."""
+def _timed(models, files, threads, workers, s) -> tuple[float, list, float]:
+    """(real-time factor, results, start-up seconds) of one end-to-end pass."""
     tic = time.perf_counter()
     results = predict_files(
-        models, files, threads, workers, s["stride_seconds"], s["sed_frames"], progress=False
-    )
+        models, files, threads, workers, s["stride_seconds"], s["sed_frames"], False,
+        s["openvino_precision"],
+    )  # fmt: skip
     startup = time.perf_counter() - tic - busy_seconds(results)
     audio = sum(r.seconds for r in results)
     return audio / max(busy_seconds(results), 1e-9), results, startup
@@ -84,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
     if solution is not None:
         val_results = predict_files(
             models, list_audio(root / "test_soundscapes"), 1, cores, s["stride_seconds"],
-            s["sed_frames"], progress=False,
+            s["sed_frames"], False, s["openvino_precision"],
         )  # fmt: skip
         from birdclef.inference.backends import load_model
 

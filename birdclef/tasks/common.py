@@ -55,6 +55,7 @@ def predict_settings(cfg: DictConfig, root: Path | None) -> dict:
         "topk": post["topk"],
         "topk_power": float(post["topk_power"]),
         "smooth_kernel": post["smooth_kernel"],
+        "openvino_precision": str(p.openvino_precision),
         "threads": int(p.threads),
         "workers": int(workers),
         "taxonomy": taxonomy,
