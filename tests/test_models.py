@@ -346,3 +346,12 @@ def test_melcnn_options_input_norm_bands_and_stats():
         MelCNN(5, input_norm="none")
     with pytest.raises(ConfigError, match="band_stats"):
         MelCNN(5, band_stats=-1)
+
+
+@pytest.mark.parametrize(("n", "bins"), [(128, 8), (13, 5), (4, 8), (100, 7)])
+def test_band_average_equals_adaptive_pooling(n, bins):
+    from birdclef.models.layers import band_average
+
+    x = torch.randn(2, 3, n, 11)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, (bins, 11))
+    torch.testing.assert_close(band_average(x, bins), expected, rtol=0, atol=1e-6)

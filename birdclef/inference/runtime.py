@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from .errors import InferenceError
 from .predict import FilePredictor, list_audio, predict_files
 from .submission import assemble, read_columns, validate, write_submission
@@ -44,6 +42,15 @@ def settings_from(values: dict) -> dict:
             f"unknown predict settings {sorted(unknown)}; known: {sorted(DEFAULTS)}"
         )
     out = {**DEFAULTS, **values}
+    if out["workers"] is None:  # all the CPUs this process may use
+        out["workers"] = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    for key in ("workers", "threads"):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise InferenceError(f"predict.{key}={out[key]!r} must be a whole number >= 1.")
     if not out["models"]:
         raise InferenceError(
             "no models given: set predict.models=[<.ckpt|.onnx|openvino folder>, ...]."
@@ -98,7 +105,7 @@ def run(soundscapes, output, settings: dict, progress: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The bundle's command line: `python predict.py SOUNDSCAPES [--output submission.csv]`."""
-    here = Path(sys.argv[0]).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the bundle: this package sits in it
     parser = argparse.ArgumentParser(
         description="Write submission.csv for a folder of soundscapes."
     )
@@ -107,14 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, default=here / "settings.json")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: settings)")
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings.read_text())
-    base = args.settings.parent  # model paths in the settings are relative to its folder
-    settings["models"] = [str(base / m) for m in settings["models"]]
-    if settings.get("taxonomy"):
-        settings["taxonomy"] = str(base / settings["taxonomy"])
-    if args.workers is not None:
-        settings["workers"] = args.workers
     try:
+        try:
+            settings = json.loads(args.settings.read_text())
+        except (OSError, ValueError) as err:
+            raise InferenceError(f"cannot read the settings {args.settings}: {err}") from err
+        base = args.settings.parent  # model paths in the settings are relative to its folder
+        settings["models"] = [str(base / m) for m in settings.get("models", [])]
+        if settings.get("taxonomy"):
+            settings["taxonomy"] = str(base / settings["taxonomy"])
+        if args.workers is not None:
+            settings["workers"] = args.workers
         report = run(args.soundscapes, args.output, settings)
     except InferenceError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -128,5 +138,4 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {report['rows']} rows for {report['files']} files to {args.output} in "
         f"{report['wall_seconds']:.1f} s ({report['realtime_factor']:.0f}x real time)"
     )
-    pd.set_option("display.width", 120)
     return 0

@@ -35,7 +35,7 @@ def read_columns(path: str | os.PathLike) -> list[str]:
         raise InferenceError(f"{path} holds neither sample_submission.csv nor taxonomy.csv.")
     if not path.is_file():
         raise InferenceError(f"predict.taxonomy={path} not found.")
-    frame = pd.read_csv(path, nrows=0 if path.name != "taxonomy.csv" else None, dtype=str)
+    frame = pd.read_csv(path, dtype=str)
     if "primary_label" in frame.columns:
         return [str(c) for c in frame["primary_label"]]
     if frame.columns[0] != "row_id":
@@ -141,6 +141,9 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         frame.to_csv(tmp, index=False, float_format="%.6g")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only; a submission is a plain file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -61,6 +61,21 @@ class MeanMaxPool(nn.Module):
         return x.mean(dim=(-2, -1)) + x.amax(dim=(-2, -1))
 
 
+def band_average(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """[..., F, T] -> [..., bins, T]: mean over `bins` frequency bands, as `adaptive_avg_pool2d`.
+
+    Written as a product with a fixed [bins, F] averaging matrix (band i covers rows
+    floor(i F / bins) .. ceil((i + 1) F / bins)), so the ONNX exporter sees a constant
+    instead of adaptive pooling with a size it cannot resolve.
+    """
+    n = x.shape[-2]
+    weights = torch.zeros(bins, n, dtype=x.dtype, device=x.device)
+    for i in range(bins):
+        lo, hi = (i * n) // bins, -((-(i + 1) * n) // bins)
+        weights[i, lo:hi] = 1.0 / (hi - lo)
+    return torch.matmul(weights, x)
+
+
 class BandPool(nn.Module):
     """Pooling that keeps where in frequency a pattern sits: [B, C, F, T] -> [B, C * bins].
 
@@ -76,7 +91,7 @@ class BandPool(nn.Module):
         self.bins = bins
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.adaptive_avg_pool2d(x, (self.bins, x.shape[-1]))
+        x = band_average(x, self.bins)
         return (x.mean(dim=-1) + x.amax(dim=-1)).flatten(1)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from birdclef.errors import ConfigError
-from birdclef.models.layers import build_input_norm, build_pool, conv_block
+from birdclef.models.layers import band_average, build_input_norm, build_pool, conv_block
 from birdclef.models.linear import RunningStandardize, band_statistics
 
 
@@ -56,9 +56,7 @@ class MelCNN(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(self.features(self.norm(features)))
         if self.stats is not None:
-            bands = nn.functional.adaptive_avg_pool2d(
-                features, (self.band_stats, features.shape[-1])
-            )
+            bands = band_average(features, self.band_stats)
             stats = self.stats(band_statistics(bands, self.band_stats))
             pooled = torch.cat([pooled, stats], dim=-1)
         return self.head(pooled)
