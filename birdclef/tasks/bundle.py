@@ -1,0 +1,333 @@
+"""Task `bundle`: a self-contained folder that a competition notebook runs offline, without the project.
+
+    python run.py task=bundle "predict.models=[A.onnx,B_openvino]" bundle.output=DIR
+
+The folder holds `predict.py` (the command line), `birdclef_inference/` (a copy of
+`birdclef.inference` without its torch backend), `models/` (the exported models),
+`settings.json` (the `predict` group, model paths relative to the folder), the column
+order (`sample_submission.csv` or `taxonomy.csv`), `requirements.txt` and `README.md`.
+It is built in a temporary folder beside the target and renamed into place, and is checked
+before the rename: the models load from their copies and match the columns, and no copied
+file imports anything beyond the standard library and the packages in `requirements.txt`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+import birdclef.inference as inference_package
+from birdclef.errors import ConfigError
+from birdclef.inference.backends import OPENVINO_META
+from birdclef.inference.blend import BLENDS, check_weights
+from birdclef.inference.postprocess import check_kernel
+from birdclef.inference.predict import FilePredictor
+from birdclef.inference.runtime import settings_from
+from birdclef.inference.submission import align, read_columns
+from birdclef.tasks.common import output_dir, predict_settings
+from birdclef.utils import write_json
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "birdclef_inference"  # the copied package's name inside the bundle
+LEFT_OUT = ("torch_backend.py",)  # needs torch and the project
+COLUMN_FILES = ("sample_submission.csv", "taxonomy.csv")  # read_columns' order in a data root
+REQUIRED = ("numpy", "pandas", "soundfile")
+BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+OPTIONAL = {
+    "scipy": "faster FFT; needed to resample audio that is not at the models' sample rate",
+    "tqdm": "progress bar",
+}
+ALLOWED_IMPORTS = {*REQUIRED, *OPTIONAL, "onnx", "onnxruntime", "openvino", PACKAGE}
+
+PREDICT_PY = '''"""Write submission.csv for a folder of soundscapes, offline, without the birdclef project or torch.
+
+In a Kaggle notebook (this folder added as a dataset, requirements.txt installed offline):
+
+    !python /kaggle/input/<this dataset>/predict.py /kaggle/input/birdclef-2025/test_soundscapes --output /kaggle/working/submission.csv
+
+Options: --settings FILE (default: settings.json beside this file), --workers N (processes).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if __name__ == "__main__":  # worker processes import this file again and must not rerun it
+    from birdclef_inference.runtime import main
+
+    raise SystemExit(main())
+'''
+
+
+def model_kind(path: Path) -> str:
+    """`onnx` or `openvino`; a user error for checkpoints and anything else."""
+    if path.suffix == ".onnx" and path.is_file():
+        return "onnx"
+    if (path.suffix == ".xml" and path.is_file()) or (path / "model.xml").is_file():
+        return "openvino"
+    if not path.exists():
+        raise ConfigError(f"predict.models: {path} not found.")
+    raise ConfigError(
+        f"predict.models: {path} is neither an exported .onnx file nor an OpenVINO folder "
+        "(model.xml, model.bin, model.json), the only models a bundle can hold."
+    )
+
+
+def check_models(models: list[str]) -> list[str]:
+    """The kinds of `models`, after refusing checkpoints (they need torch and the project)."""
+    checkpoints = [m for m in models if Path(m).suffix == ".ckpt"]
+    if checkpoints:
+        raise ConfigError(
+            f"predict.models holds training checkpoints {checkpoints}, which need torch and "
+            "the project, so they cannot go into a bundle: export each first with "
+            "`python run.py task=export export.model=<checkpoint>` and bundle the .onnx file "
+            "or OpenVINO folder it writes."
+        )
+    return [model_kind(Path(m)) for m in models]
+
+
+def copy_model(source: Path, kind: str, models: Path) -> str:
+    """Copy one model into `models/` under a name not yet taken; its path inside the bundle.
+
+    An OpenVINO model is copied as its three files (`model.xml`, its `.bin` weights and
+    `model.json`), so that nothing else in its folder (say, the ONNX files) comes along.
+    """
+    xml = source / "model.xml" if source.is_dir() else source
+    name = xml.parent.name if kind == "openvino" else source.name
+    stem, suffix = (name[: -len(".onnx")], ".onnx") if kind == "onnx" else (name, "")
+    target, n = models / name, 1
+    while target.exists():
+        n += 1
+        target = models / f"{stem}_{n}{suffix}"
+    if kind == "onnx":
+        shutil.copy2(source, target)
+        return f"models/{target.name}"
+    parts = (xml, xml.with_suffix(".bin"), xml.with_name(OPENVINO_META))
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise ConfigError(
+            f"predict.models: the OpenVINO model {source} lacks {missing}; export it again "
+            "with `python run.py task=export`."
+        )
+    target.mkdir()
+    for part in parts:
+        shutil.copy2(part, target / part.name)
+    return (
+        f"models/{target.name}" if xml.name == "model.xml" else f"models/{target.name}/{xml.name}"
+    )
+
+
+def column_file(taxonomy: str | None) -> Path | None:
+    """The file that gives the submission's column order, as `read_columns` would pick it."""
+    if taxonomy is None:
+        return None
+    path = Path(taxonomy)
+    if path.is_dir():
+        found = [path / n for n in COLUMN_FILES if (path / n).is_file()]
+        if not found:
+            raise ConfigError(f"predict.taxonomy={path} holds neither of {list(COLUMN_FILES)}.")
+        return found[0]
+    if not path.is_file():
+        raise ConfigError(f"predict.taxonomy={path} not found.")
+    return path
+
+
+def copy_columns(source: Path, folder: Path) -> str:
+    """Copy the column file under the name that tells `read_columns` how to read it."""
+    with source.open() as f:
+        header = f.readline().strip().split(",")
+    name = "taxonomy.csv" if "primary_label" in header else "sample_submission.csv"
+    shutil.copy2(source, folder / name)
+    return name
+
+
+def check_settings(settings: dict) -> None:
+    """Refuse, now rather than in the scoring notebook, settings the runtime would refuse."""
+    settings_from(settings)
+    if settings["blend"] not in BLENDS:
+        raise ConfigError(f"predict.blend={settings['blend']!r} is not one of {list(BLENDS)}.")
+    check_weights(settings["weights"], len(settings["models"]))
+    check_kernel(settings["smooth_kernel"])
+    if settings["topk"] is not None and settings["topk"] < 1:
+        raise ConfigError(f"predict.postprocess.topk={settings['topk']} must be >= 1 or null.")
+
+
+def check_bundle(folder: Path, settings: dict) -> None:
+    """Load the copied models as the bundle will, and match them to its columns."""
+    paths = [str(folder / m) for m in settings["models"]]
+    probe = FilePredictor(paths, 1, settings["stride_seconds"], settings["sed_frames"])
+    columns = read_columns(folder / settings["taxonomy"]) if settings["taxonomy"] else None
+    align([m.classes for m in probe.models], paths, columns)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level module) of every absolute import in a Python file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+def check_imports(folder: Path) -> list[str]:
+    """Every import in the bundle's Python files that the bundle's host may lack (torch, birdclef ...)."""
+    problems = []
+    for path in sorted(folder.rglob("*.py")):
+        for line, module in imported_modules(path):
+            if module not in sys.stdlib_module_names and module not in ALLOWED_IMPORTS:
+                problems.append(f"{path.relative_to(folder)}:{line} imports {module}")
+    return problems
+
+
+def requirements(kinds: list[str]) -> str:
+    def line(name: str, note: str = "") -> str:
+        try:
+            built = f"built with {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            built = "not installed where the bundle was built"
+        return f"{name}  # {built}{'; optional: ' + note if note else ''}\n"
+
+    needed = [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
+    text = "# What predict.py needs (on Kaggle: install the wheels offline from a dataset).\n"
+    return (
+        text + "".join(line(n) for n in needed) + "".join(line(n, w) for n, w in OPTIONAL.items())
+    )
+
+
+def readme(settings: dict, sources: list[str]) -> str:
+    models = "".join(
+        f"- `{m}` (from `{s}`)\n" for m, s in zip(settings["models"], sources, strict=True)
+    )
+    return f"""# BirdCLEF submission bundle
+
+Writes `submission.csv` for a folder of soundscapes on the CPU, offline, without the
+birdclef project, torch or Lightning (written by `python run.py task=bundle`).
+
+    python predict.py SOUNDSCAPES [--output submission.csv] [--settings settings.json] [--workers N]
+
+In a Kaggle notebook, add this folder as a dataset, install `requirements.txt` offline
+(`pip install --no-index --find-links /kaggle/input/<wheels dataset> -r requirements.txt`), then
+
+    !python /kaggle/input/<this dataset>/predict.py /kaggle/input/birdclef-2025/test_soundscapes --output /kaggle/working/submission.csv
+
+- Exit code 0: `submission.csv` written: row_id + one column per class, in the order of
+  `{settings["taxonomy"] or "the first model's classes"}`. Files that cannot be decoded
+  are named on stderr and get 12 rows of class medians.
+- Exit code 2: one line on stderr saying what is wrong (e.g. a folder without audio, as
+  `test_soundscapes` is while the notebook is saved rather than scored); nothing is written.
+
+Models, blended by `{settings["blend"]}` with weights {settings["weights"] or "equal"}, windows
+every {settings["stride_seconds"]} s, on {settings["workers"]} process(es) of {settings["threads"]}
+thread(s) (all in `settings.json`; `--workers` overrides the processes):
+
+{models}"""
+
+
+def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path | None) -> dict:
+    """Write every file of the bundle into `folder`; the settings as stored there."""
+    package = Path(inference_package.__file__).parent
+    (folder / PACKAGE).mkdir()
+    for source in sorted(package.glob("*.py")):
+        if source.name not in LEFT_OUT:
+            shutil.copy2(source, folder / PACKAGE / source.name)
+    (folder / "models").mkdir()
+    sources = settings["models"]
+    stored = {
+        **settings,
+        "models": [
+            copy_model(Path(m), k, folder / "models") for m, k in zip(sources, kinds, strict=True)
+        ],
+        "taxonomy": copy_columns(columns, folder) if columns else None,
+    }
+    (folder / "predict.py").write_text(PREDICT_PY)
+    write_json(folder / "settings.json", stored)
+    (folder / "requirements.txt").write_text(requirements(kinds))
+    (folder / "README.md").write_text(readme(stored, sources))
+    mask = current_umask()  # atomic writes leave 0600 files: make the bundle readable like any
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    return stored
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`, moving an existing `target` aside first and deleting it after."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        os.replace(target, old / target.name)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def run(cfg: DictConfig) -> dict:
+    out = output_dir(cfg)
+    target = Path(cfg.bundle.output) if cfg.bundle.output else out / "bundle"
+    occupied = target.exists() and (not target.is_dir() or any(target.iterdir()))
+    if occupied and not (cfg.bundle.overwrite and target.is_dir()):
+        raise ConfigError(
+            f"bundle.output={target} exists and is not an empty folder: choose another "
+            "bundle.output, or set bundle.overwrite=true to replace the folder."
+        )
+    root = Path(cfg.data.root) if cfg.data.root is not None else None
+    settings = predict_settings(cfg, root)
+    kinds = check_models(settings["models"])
+    if cfg.bundle.workers is not None:
+        settings["workers"] = int(cfg.bundle.workers)
+    check_settings(settings)
+    if settings["taxonomy"] is None:
+        log.warning(
+            "no predict.taxonomy and no sample_submission.csv / taxonomy.csv in data.root=%s: "
+            "the submission's columns follow the first model's classes",
+            root,
+        )
+    columns = column_file(settings["taxonomy"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        settings = write_bundle(tmp, settings, kinds, columns)
+        problems = check_imports(tmp)
+        if problems:
+            raise RuntimeError(
+                "the bundle would need packages its host may lack (birdclef.inference may import "
+                f"only the standard library and {sorted(ALLOWED_IMPORTS)}): " + "; ".join(problems)
+            )
+        check_bundle(tmp, settings)
+        replace_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = [p for p in target.rglob("*") if p.is_file()]
+    metrics = {
+        "bundle/bytes": sum(p.stat().st_size for p in files),
+        "bundle/models": len(settings["models"]),
+        "bundle/files": len(files),
+    }
+    write_json(out / "metrics.json", metrics)
+    log.info(
+        "wrote %s: %d models, %d files, %.1f MB; run it with `python %s SOUNDSCAPES`",
+        target,
+        metrics["bundle/models"],
+        metrics["bundle/files"],
+        metrics["bundle/bytes"] / 1e6,
+        target / "predict.py",
+    )
+    return metrics
