@@ -3,7 +3,7 @@
 Each `--case NAME ROOT MODEL [MODEL ...]` scores ROOT's labelled test soundscapes with each
 model once per window stride (and with SED frame scores where a model has them), then
 assembles submissions under every setting below from those scores and scores them with the
-competition metric; with two or more models it also scores their rank and mean blends.
+competition metric; with two or more models it also scores the rank blend of every subset.
 
     python benchmarks/postprocess.py \\
         --case real_xc ../shared/data/real_xc data/models/xc_melcnn/checkpoints/best.ckpt \\
@@ -30,6 +30,7 @@ from birdclef.tasks.common import read_solution, score_frames
 from birdclef.utils import available_cpus, write_text
 
 HERE = Path(__file__).resolve().parent
+BLENDS = ("rank",)  # blends scored for every subset of two or more models
 
 # name -> (stride s, SED frames, assemble keyword arguments)
 SETTINGS = {
@@ -79,7 +80,7 @@ def case_table(name: str, root: Path, models: list[str]) -> pd.DataFrame:
             row[label] = auc(results, [i], **kw)
         for size in range(2, len(models) + 1):
             for subset in itertools.combinations(range(len(models)), size):
-                for how in ("rank", "mean"):
+                for how in BLENDS:
                     row[f"{how} blend " + " + ".join(labels[i] for i in subset)] = auc(
                         results, list(subset), how, **kw
                     )
