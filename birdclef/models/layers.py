@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -61,19 +63,24 @@ class MeanMaxPool(nn.Module):
         return x.mean(dim=(-2, -1)) + x.amax(dim=(-2, -1))
 
 
+@functools.lru_cache(maxsize=32)
+def _band_weights(n: int, bins: int) -> torch.Tensor:
+    weights = torch.zeros(bins, n)
+    for i in range(bins):
+        lo, hi = (i * n) // bins, ((i + 1) * n + bins - 1) // bins
+        weights[i, lo:hi] = 1.0 / (hi - lo)
+    return weights
+
+
 def band_average(x: torch.Tensor, bins: int) -> torch.Tensor:
     """[..., F, T] -> [..., bins, T]: mean over `bins` frequency bands, as `adaptive_avg_pool2d`.
 
     Written as a product with a fixed [bins, F] averaging matrix (band i covers rows
-    floor(i F / bins) .. ceil((i + 1) F / bins)), so the ONNX exporter sees a constant
-    instead of adaptive pooling with a size it cannot resolve.
+    floor(i F / bins) .. ceil((i + 1) F / bins)) built from plain integers, so the ONNX
+    exporter records one constant instead of adaptive pooling it cannot resolve.
     """
-    n = x.shape[-2]
-    weights = torch.zeros(bins, n, dtype=x.dtype, device=x.device)
-    for i in range(bins):
-        lo, hi = (i * n) // bins, -((-(i + 1) * n) // bins)
-        weights[i, lo:hi] = 1.0 / (hi - lo)
-    return torch.matmul(weights, x)
+    weights = _band_weights(int(x.shape[-2]), int(bins))
+    return torch.matmul(weights.to(dtype=x.dtype, device=x.device), x)
 
 
 class BandPool(nn.Module):

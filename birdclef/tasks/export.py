@@ -1,0 +1,259 @@
+"""Task `export`: a checkpoint -> ONNX fp32, ONNX int8 and OpenVINO IR, each checked on real windows.
+
+    python run.py task=export export.model=<run>/checkpoints/best.ckpt export.output=DIR
+
+Writes DIR/model_fp32.onnx, DIR/model_int8.onnx, DIR/openvino/ (model.xml, model.bin,
+model.json) and DIR/export.json. Each graph maps the raw dB frames of windows (`frames`,
+[B, features, window_frames]) to `scores` (and `frame_scores` for SED nets) and carries the
+checkpoint's description, so `birdclef.inference.backends.load_model` runs it without torch.
+fp32 and OpenVINO must match torch within `export.tolerance`; int8 is measured against fp32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from birdclef.errors import ConfigError
+from birdclef.inference.backends import META_KEY, OPENVINO_META, OnnxModel, load_model
+from birdclef.inference.features import MEL_KINDS
+from birdclef.inference.torch_backend import load_checkpoint
+from birdclef.tasks.common import data_root, output_dir
+from birdclef.tasks.export_int8 import (
+    METHODS,
+    differences,
+    outputs,
+    quantize_int8,
+    sample_windows,
+)
+from birdclef.utils import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+FP32_FILE, INT8_FILE, OPENVINO_DIR = "model_fp32.onnx", "model_int8.onnx", "openvino"
+OPENVINO_CHOICES = ("auto", True, False)
+
+
+def run(cfg: DictConfig) -> dict:
+    e = cfg.export
+    ckpt = _checked_settings(e)
+    want_openvino = _want_openvino(e.openvino)
+    folder = Path(e.output) if e.output else output_dir(cfg) / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    graph, meta = load_checkpoint(ckpt)
+    kind = meta["frame_params"].get("kind")
+    if kind not in MEL_KINDS:
+        raise ConfigError(
+            f"{ckpt} reads {kind!r} frames, which only the project computes (exported graphs "
+            f"start from {MEL_KINDS} frames): it cannot be exported; run it as the .ckpt."
+        )
+    root = data_root(cfg)
+    log.info("export: windows for the checks and calibration from %s", root)
+    check, calibration = sample_windows(
+        root, meta, int(e.check_windows), int(e.calibration_windows), int(e.seed)
+    )
+    reference = outputs(lambda w: _torch_predict(graph, w), check)
+
+    fp32 = folder / FP32_FILE
+    with atomic_path(fp32, ".onnx") as tmp:  # published only once it matches torch
+        export_onnx(graph, {**meta, "precision": "fp32"}, tmp, int(e.opset), check[:2], ckpt)
+        fp32_outputs = _run(lambda: outputs(OnnxModel(tmp).predict, check), fp32)
+        fp32_diff = differences(reference, fp32_outputs)
+        _require(fp32_diff["max"], float(e.tolerance), f"{fp32} (onnxruntime)")
+    metrics = {
+        "export/check_windows": len(check),
+        "export/calibration_windows": len(calibration),
+        "export/fp32_bytes": fp32.stat().st_size,
+        "export/fp32_max_diff": fp32_diff["max"],
+    }
+    files = {"fp32": str(fp32)}
+    if e.int8:
+        files["int8"] = str(folder / INT8_FILE)
+        metrics.update(_int8(e, fp32, Path(files["int8"]), meta, calibration, check, fp32_outputs))
+    if want_openvino:
+        files["openvino"] = str(folder / OPENVINO_DIR)
+        metrics.update(_openvino(e, fp32, Path(files["openvino"]), meta, check, reference))
+
+    settings = OmegaConf.to_container(e, resolve=True)
+    report = {"model": str(ckpt), "files": files, "metrics": metrics, "settings": settings}
+    write_json(folder / "export.json", {**report, "meta": meta})
+    write_json(output_dir(cfg) / "metrics.json", metrics)
+    log.info("export: %s", _summary(metrics, folder))
+    return metrics
+
+
+def _int8(e, fp32: Path, int8: Path, meta, calibration, check, fp32_outputs) -> dict:
+    """Quantize, then measure int8 against fp32 on the check windows (reported, not bounded)."""
+    with tempfile.TemporaryDirectory(dir=int8.parent) as work, atomic_path(int8, ".onnx") as tmp:
+        try:
+            quantize_int8(fp32, tmp, calibration, str(e.calibration_method), Path(work))
+        except Exception as err:
+            raise ConfigError(
+                f"int8 quantization of {fp32.name} failed ({_brief(err)}); set export.int8=false "
+                "to write the other formats only."
+            ) from err
+        _stamp(tmp, {**meta, "precision": "int8"})
+        diff = differences(fp32_outputs, _run(lambda: outputs(OnnxModel(tmp).predict, check), int8))
+    return {
+        "export/int8_bytes": int8.stat().st_size,
+        "export/size_ratio": fp32.stat().st_size / int8.stat().st_size,
+        "export/int8_max_diff": diff["max"],
+        "export/int8_mean_diff": diff["mean"],
+        "export/int8_top1_agreement": diff["top1"],
+    }
+
+
+def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
+    """Convert; publish the IR once it matches torch in f32; measure what bf16 would cost."""
+    import openvino as ov
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{ir.name}.", dir=ir.parent))
+    try:
+        try:  # fp32 weights: the IR is held to the same tolerance as the ONNX file
+            model = ov.convert_model(str(fp32))
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        except Exception as err:
+            raise ConfigError(
+                f"OpenVINO cannot convert {fp32.name} ({_brief(err)}); set export.openvino=false "
+                "to write the ONNX files only."
+            ) from err
+        write_json(tmp / OPENVINO_META, {**meta, "precision": "fp32"})
+        diff = differences(reference, _run(lambda: outputs(load_model(tmp).predict, check), ir))
+        _require(diff["max"], float(e.tolerance), f"{ir} (OpenVINO)")
+        # predict.openvino_precision=bf16: faster on AVX512-BF16/AMX CPUs (f32 on the others)
+        bf16 = outputs(load_model(tmp, openvino_precision="bf16").predict, check)
+        if ir.exists():
+            shutil.rmtree(ir)
+        os.replace(tmp, ir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "export/openvino_bytes": sum(p.stat().st_size for p in ir.iterdir()),
+        "export/openvino_max_diff": diff["max"],
+        "export/openvino_bf16_max_diff": differences(reference, bf16)["max"],
+    }
+
+
+def _checked_settings(e: DictConfig) -> Path:
+    if e.model is None:
+        raise ConfigError("export.model is not set: give export.model=<run>/checkpoints/best.ckpt.")
+    ckpt = Path(e.model)
+    if not ckpt.is_file():
+        raise ConfigError(f"export.model={ckpt} not found; give a best.ckpt / last.ckpt of a run.")
+    if not float(e.tolerance) > 0 or int(e.check_windows) < 1 or int(e.calibration_windows) < 1:
+        raise ConfigError(
+            f"export.tolerance={e.tolerance} must be > 0, export.check_windows="
+            f"{e.check_windows} and export.calibration_windows={e.calibration_windows} >= 1."
+        )
+    if str(e.calibration_method) not in METHODS:
+        raise ConfigError(
+            f"export.calibration_method={e.calibration_method!r} must be one of {sorted(METHODS)}."
+        )
+    if e.openvino not in OPENVINO_CHOICES:
+        raise ConfigError(f"export.openvino={e.openvino!r} must be auto, true or false.")
+    return ckpt
+
+
+def _want_openvino(setting) -> bool:
+    available = importlib.util.find_spec("openvino") is not None
+    if setting is True and not available:
+        raise ConfigError(
+            "export.openvino=true but openvino is not installed: pip install openvino, "
+            "or set export.openvino=auto."
+        )
+    return bool(setting) and available
+
+
+def export_onnx(graph, meta: dict, path: Path, opset: int, example: np.ndarray, ckpt) -> None:
+    """Write the window graph to `path` with its description in the metadata."""
+    names = list(meta["outputs"])
+    axes = {name: {0: "batch"} for name in ["frames", *names]}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
+            torch.onnx.export(
+                graph, (torch.from_numpy(example),), str(path), dynamo=False,
+                opset_version=opset, input_names=["frames"], output_names=names,
+                dynamic_axes=axes,
+            )  # fmt: skip
+    except Exception as err:
+        raise ConfigError(
+            f"{ckpt}: its net ({type(graph.net).__name__}) cannot be exported to ONNX "
+            f"opset {opset} ({_brief(err)}); run it as the .ckpt."
+        ) from err
+    _stamp(path, meta)
+
+
+def _stamp(path: Path, meta: dict) -> None:
+    """Store `meta` (JSON) in the ONNX file's metadata under META_KEY, replacing any earlier one."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=META_KEY, value=json.dumps(meta, sort_keys=True))
+    onnx.save(proto, str(path))
+
+
+@torch.inference_mode()
+def _torch_predict(graph, windows: np.ndarray):
+    out = graph(torch.from_numpy(windows))
+    out = out if isinstance(out, tuple) else (out, None)
+    return tuple(None if o is None else o.numpy() for o in out)
+
+
+def _run(compute, path: Path):
+    """`compute()`, with a failure of the exported graph on real windows as one clear error."""
+    try:
+        return compute()
+    except Exception as err:
+        raise ConfigError(
+            f"the exported {path.name} fails on real windows ({_brief(err)}), so it was not "
+            "written: the net does not export faithfully (often a net that computes with its "
+            "input's shape, which the ONNX tracer records as ops); run it as the .ckpt."
+        ) from err
+
+
+def _brief(err: Exception) -> str:
+    """The error's type and first line: library messages can run to pages (traced graphs)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _require(diff: float, tolerance: float, what: str) -> None:
+    if diff > tolerance:
+        raise ConfigError(
+            f"{what} differs from torch by {diff:.3g} on real windows, more than "
+            f"export.tolerance={tolerance:g}, so it was not written: the export is not faithful "
+            "(often a net that computes with its input's shape, which the ONNX tracer records "
+            "as ops); raise export.tolerance only if that difference is acceptable."
+        )
+
+
+def _summary(m: dict, folder: Path) -> str:
+    parts = [
+        f"fp32 {m['export/fp32_bytes'] / 1e6:.2f} MB (max diff {m['export/fp32_max_diff']:.1g})"
+    ]
+    if "export/int8_bytes" in m:
+        parts.append(
+            f"int8 {m['export/int8_bytes'] / 1e6:.2f} MB ({m['export/size_ratio']:.1f}x smaller, "
+            f"max diff {m['export/int8_max_diff']:.3f}, mean {m['export/int8_mean_diff']:.4f}, "
+            f"top-1 agreement {m['export/int8_top1_agreement']:.0%})"
+        )
+    if "export/openvino_bytes" in m:
+        parts.append(
+            f"OpenVINO {m['export/openvino_bytes'] / 1e6:.2f} MB "
+            f"(max diff {m['export/openvino_max_diff']:.1g})"
+        )
+    return f"{folder}: " + "; ".join(parts)
