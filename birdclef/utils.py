@@ -15,7 +15,8 @@ from typing import Any
 log = logging.getLogger("birdclef")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -35,7 +36,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it owner-only; a plain file is not
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes it owner-only; a plain file is not
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -65,10 +65,12 @@ class MeanMaxPool(nn.Module):
 
 @functools.lru_cache(maxsize=32)
 def _band_weights(n: int, bins: int) -> torch.Tensor:
-    weights = torch.zeros(bins, n)
-    for i in range(bins):
-        lo, hi = (i * n) // bins, ((i + 1) * n + bins - 1) // bins
-        weights[i, lo:hi] = 1.0 / (hi - lo)
+    # a normal tensor even when first built under inference mode, so a later trace can use it
+    with torch.inference_mode(False):
+        weights = torch.zeros(bins, n)
+        for i in range(bins):
+            lo, hi = (i * n) // bins, ((i + 1) * n + bins - 1) // bins
+            weights[i, lo:hi] = 1.0 / (hi - lo)
     return weights
 
 

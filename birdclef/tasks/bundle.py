@@ -33,7 +33,7 @@ from birdclef.inference.predict import FilePredictor
 from birdclef.inference.runtime import settings_from
 from birdclef.inference.submission import align, read_columns
 from birdclef.tasks.common import output_dir, predict_settings
-from birdclef.utils import write_json
+from birdclef.utils import current_umask, write_json
 
 log = logging.getLogger(__name__)
 
@@ -255,16 +255,10 @@ def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path |
     write_json(folder / "settings.json", stored)
     (folder / "requirements.txt").write_text(requirements(kinds))
     (folder / "README.md").write_text(readme(stored, sources))
-    mask = current_umask()  # atomic writes leave 0600 files: make the bundle readable like any
+    mask = current_umask()  # temporary folders are owner-only: make the bundle readable like any
     for path in [folder, *folder.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
     return stored
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def replace_folder(tmp: Path, target: Path) -> None:

@@ -36,7 +36,7 @@ from birdclef.tasks.export_int8 import (
     quantize_int8,
     sample_windows,
 )
-from birdclef.utils import atomic_path, write_json
+from birdclef.utils import atomic_path, current_umask, write_json
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
         bf16 = outputs(load_model(tmp, openvino_precision="bf16").predict, check)
         if ir.exists():
             shutil.rmtree(ir)
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
         os.replace(tmp, ir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
