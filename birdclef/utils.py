@@ -36,7 +36,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes it owner-only; a plain file is not
+        os.chmod(
+            tmp_path, 0o666 & ~current_umask()
+        )  # mkstemp makes it owner-only; a plain file is not
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

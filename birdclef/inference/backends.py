@@ -130,6 +130,8 @@ class OpenVinoModel(WindowModel):
         config = {
             "INFERENCE_NUM_THREADS": max(1, int(threads)),
             "NUM_STREAMS": 1,
+            # pinned threads of several worker processes would all land on the same cores
+            "ENABLE_CPU_PINNING": False,
             # bf16 runs ~3x faster on CPUs with AVX512-BF16/AMX, at ~1e-2 score error
             "INFERENCE_PRECISION_HINT": precision,
         }

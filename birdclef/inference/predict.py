@@ -11,6 +11,7 @@ thread per worker process), so decoding in one process overlaps the model in ano
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ class FileScores:
     timing: dict[str, float] = field(default_factory=dict)  # s: decode, frames, model, model<i>
     started: float = 0.0  # wall clock (time.time) when this file's work began and ended
     finished: float = 0.0
+    worker: int = 0  # process id of the worker that scored it
 
 
 def list_audio(folder: str | os.PathLike) -> list[Path]:
@@ -134,7 +136,7 @@ class FilePredictor:
         path = Path(path)
         started = time.time()
         result = self._score(path)
-        result.started, result.finished = started, time.time()
+        result.started, result.finished, result.worker = started, time.time(), os.getpid()
         return result
 
     def _score(self, path: Path) -> FileScores:
@@ -187,23 +189,54 @@ def predict_files(
     """Every file's row scores per model, in the order of `files`."""
     args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
     bar = _progress(len(files), progress)
-    if workers <= 1 or len(files) <= 1:
-        predictor = FilePredictor(*args)
-        results = []
-        for path in files:
-            results.append(predictor(path))
-            bar(1)
-        bar(None)
-        return results
-    FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
-    context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
-    with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(args,)) as pool:
-        results = []
-        for result in pool.map(_score, [str(p) for p in files], chunksize=1):
-            results.append(result)
-            bar(1)
+    with limit_threads(threads):
+        if workers <= 1 or len(files) <= 1:
+            predictor = FilePredictor(*args)
+            results = []
+            for path in files:
+                results.append(predictor(path))
+                bar(1)
+            bar(None)
+            return results
+        FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
+        context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
+        with ProcessPoolExecutor(
+            workers, context, initializer=_init_worker, initargs=(args,)
+        ) as pool:
+            results = []
+            for result in pool.map(_score, [str(p) for p in files], chunksize=1):
+                results.append(result)
+                bar(1)
     bar(None)
     return results
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def limit_threads(threads: int):
+    """numpy's BLAS (the mel product) on `threads` threads here and in spawned workers.
+
+    Without it every worker process's BLAS starts one thread per core, and two workers
+    on two cores ran their models 1.7x slower than one alone.
+    """
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})  # read by spawned workers
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # the bundle may run without it; its workers still get the variables
+            yield
+        else:
+            with threadpool_limits(threads):
+                yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _progress(total: int, enabled: bool):
@@ -228,3 +261,18 @@ def busy_seconds(results: list[FileScores]) -> float:
     """Wall time from the first file's start to the last file's end (start-up excluded)."""
     done = [r for r in results if r.finished > 0]
     return max(r.finished for r in done) - min(r.started for r in done) if done else 0.0
+
+
+def steady_realtime_factor(results: list[FileScores]) -> float:
+    """Seconds of audio per second with every worker busy: the sum of each worker's own rate.
+
+    Each worker's rate is its audio over the span from its first file's start to its last
+    file's end, so the staggered start of the workers and an uneven last file (which are
+    negligible over the 700 files of the hidden test set, not over a few dozen) do not count.
+    """
+    rate = 0.0
+    for worker in {r.worker for r in results}:
+        mine = [r for r in results if r.worker == worker]
+        span = max(r.finished for r in mine) - min(r.started for r in mine)
+        rate += sum(r.seconds for r in mine) / max(span, 1e-9)
+    return rate

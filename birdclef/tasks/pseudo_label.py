@@ -1,0 +1,305 @@
+"""Task `pseudo_label`: a teacher's soft scores for every 5-s row of unlabelled soundscapes.
+
+    python run.py task=pseudo_label "teacher.models=[A.ckpt,B.onnx]"
+    python run.py -m task=pseudo_label "teacher.models=[...]" teacher.shard=0,1,2,3 teacher.shards=4
+
+Settings in the `teacher` group. Layout of `teacher.output` (default
+`<paths.data_dir>/pseudo/<data root name>/<teacher key>`, the key hashing the model files'
+paths, sizes and mtimes, the blend settings and the soundscape folder):
+    files/<stem>.npy   float32 [rows, classes]: one finished file's blended row scores
+    files/<stem>.bad   why a file could not be scored (corrupt, empty): it gets no rows
+    bad_files.csv      file, problem: every .bad marker (rewritten by each run)
+    pseudo_labels.csv  row_id + one column per class (data root's column order), files in
+                       sorted order; written once every file of every shard is done
+    teacher.json       models (size, mtime), blend, weights, classes, counts, created
+A file with an .npy or a .bad is done and skipped by a rerun. Whichever shard finishes
+last merges (under a file lock); a run of any shard with every file done merges again.
+
+Blending is per file: `mean` (the default) and `power` work row by row, so they equal a
+blend over all rows. `rank` is refused: ranks over one file's rows (or over all rows) are
+not probabilities, and pseudo-labels are sharpened and mixed in as probabilities.
+Where the data root has `train_soundscapes_truth.csv` (the synthetic set) and the folder is
+its `train_soundscapes`, the merged labels are scored against it (`pseudo/auc`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from birdclef.errors import ConfigError, DataError
+from birdclef.inference import predict as predict_module
+from birdclef.inference.blend import blend, check_weights
+from birdclef.inference.errors import InferenceError
+from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor
+from birdclef.inference.rows import SCORE_SECONDS, row_id
+from birdclef.inference.submission import align, read_columns, write_submission
+from birdclef.modules.metrics import macro_auc
+from birdclef.tasks.common import data_root, output_dir
+from birdclef.utils import (
+    atomic_path,
+    available_cpus,
+    stable_hash,
+    write_csv,
+    write_json,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+
+TRUTH = "train_soundscapes_truth.csv"  # the synthetic set's hidden truth of train_soundscapes
+BLENDS = ("mean", "power")  # row-by-row blends; see the module docstring for rank
+FILES, LABELS, BAD, LOCK = "files", "pseudo_labels.csv", "bad_files.csv", ".lock"
+
+
+def run(cfg: DictConfig) -> dict:
+    """Score this shard's files not yet done; merge when all are; metrics of what is covered."""
+    tic = time.perf_counter()
+    out = output_dir(cfg)
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    t, root = cfg.teacher, data_root(cfg)
+    folder = Path(t.soundscapes) if t.soundscapes else root / "train_soundscapes"
+    s = settings(t)
+    files = soundscapes(folder)
+    stems = [p.stem for p in files]
+    stamps = model_stamps(s["models"])
+    blend_settings = {k: s[k] for k in ("blend", "weights", "power", "stride_seconds")}
+    key = stable_hash([stamps, blend_settings, str(folder.resolve())])
+    target = Path(t.output) if t.output else Path(cfg.paths.data_dir) / "pseudo" / root.name / key
+    columns = read_columns(root)
+    mine = files[s["shard"] :: s["shards"]]
+    todo = [p for p in mine if not done(target, p.stem)]
+    log.info("shard %d/%d: %d of %d files to score into %s",
+             s["shard"], s["shards"], len(todo), len(mine), target)  # fmt: skip
+    if todo:
+        score_files(todo, s, columns, target / FILES)
+    with locked(target):
+        bad = write_bad_list(target, files)
+        complete = all(done(target, stem) for stem in stems)
+        frame = merge(target, files, columns, stamps, s, bad) if complete else None
+    counted = files if frame is not None else mine  # all files once merged, else this shard's
+    n_rows, n_bad = counts(target, counted)
+    metrics = {
+        "pseudo/files": len(counted),
+        "pseudo/rows": n_rows,
+        "pseudo/bad_files": n_bad,
+        "pseudo/scored_files": len(todo),
+        "pseudo/merged": float(frame is not None),
+    }
+    labelled = folder.resolve() == (root / "train_soundscapes").resolve()
+    if frame is not None and labelled and (root / TRUTH).is_file():
+        metrics.update(truth_metrics(pd.read_csv(root / TRUTH), frame, columns))
+    metrics["pseudo/seconds"] = time.perf_counter() - tic
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "pseudo_label.json", {"output": str(target), "key": key, **metrics})
+    log.info("pseudo-labels in %s: %s", target, metrics)
+    return metrics
+
+
+def settings(t: DictConfig) -> dict:
+    """The plain, checked teacher settings (every one a user can get wrong named in its error)."""
+    if not t.models:
+        raise ConfigError(
+            'teacher.models is empty: give "teacher.models=[<run>/checkpoints/best.ckpt]" '
+            "(checkpoints, exported .onnx files or OpenVINO folders)."
+        )
+    if t.blend not in BLENDS:
+        raise ConfigError(
+            f"teacher.blend={t.blend!r} is not one of {list(BLENDS)}: pseudo-labels must stay "
+            "probabilities, and a rank blend gives ranks; use teacher.blend=mean (or power)."
+        )
+    if int(t.shards) < 1 or not 0 <= int(t.shard) < int(t.shards):
+        raise ConfigError(
+            f"teacher.shard={t.shard} must be in [0, teacher.shards={t.shards}) and shards >= 1."
+        )
+    if not 0 < float(t.stride_seconds) <= SCORE_SECONDS:
+        raise ConfigError(f"teacher.stride_seconds={t.stride_seconds} must be in (0, 5].")
+    for m in t.models:
+        if not Path(m).exists():
+            raise ConfigError(f"teacher.models: {m} not found.")
+    weights = None if t.weights is None else [float(w) for w in t.weights]
+    try:
+        check_weights(weights, len(t.models))
+    except InferenceError as err:
+        raise ConfigError(f"teacher.weights={weights}: one non-negative weight per model.") from err
+    workers = int(t.workers) if t.workers is not None else available_cpus()
+    if workers < 1 or int(t.threads) < 1:
+        raise ConfigError("teacher.workers and teacher.threads must be >= 1 (workers null = all).")
+    return {
+        "models": [str(m) for m in t.models],
+        "weights": weights,
+        "blend": str(t.blend),
+        "power": float(t.power),
+        "stride_seconds": float(t.stride_seconds),
+        "shard": int(t.shard),
+        "shards": int(t.shards),
+        "workers": workers,
+        "threads": int(t.threads),
+    }
+
+
+def soundscapes(folder: Path) -> list[Path]:
+    """The sorted audio files of `folder` (teacher.soundscapes), refusing a missing or empty one."""
+    if not folder.is_dir():
+        raise DataError(
+            f"teacher.soundscapes={folder} is not a folder; point it at a folder of unlabelled "
+            "soundscapes (null = the data root's train_soundscapes)."
+        )
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise DataError(
+            f"{folder} holds no audio ({', '.join(AUDIO_SUFFIXES)} files); point "
+            "teacher.soundscapes at a folder of unlabelled soundscapes."
+        )
+    stems = [p.stem for p in files]
+    if len(set(stems)) < len(stems):
+        raise DataError(f"{folder} holds files with the same name and different suffixes.")
+    return files
+
+
+def model_stamps(models: list[str]) -> list[list]:
+    """[path, size, mtime_ns] of every model file (each file of an OpenVINO folder)."""
+    stamps = []
+    for m in models:
+        path = Path(m).resolve()
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                st = f.stat()
+                stamps.append([str(f), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
+def done(target: Path, stem: str) -> bool:
+    return any((target / FILES / f"{stem}{suffix}").exists() for suffix in (".npy", ".bad"))
+
+
+def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> None:
+    """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done."""
+    args = (s["models"], s["threads"], s["stride_seconds"], False, "f32")
+    predictor = FilePredictor(*args)  # loads every model here once: bad models fail before the pool
+    classes = [m.classes for m in predictor.models]
+    for model, own in zip(s["models"], classes, strict=True):
+        if set(own) != set(columns) or len(own) != len(columns):
+            raise ConfigError(
+                f"teacher model {model} predicts {len(own)} classes that differ from the "
+                f"{len(columns)} classes of the data root's taxonomy (missing "
+                f"{sorted(set(columns) - set(own))[:5]}, extra {sorted(set(own) - set(columns))[:5]}): "
+                "a teacher must be trained on the taxonomy of the data it labels."
+            )
+    _, index = align(classes, s["models"], columns)
+    bar = tqdm(total=len(todo), desc="pseudo-label", unit="file")
+    with contextlib.ExitStack() as stack:
+        if s["workers"] <= 1 or len(todo) <= 1:
+            results = map(predictor, todo)
+        else:
+            del predictor  # the workers load their own copies
+            context = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    min(s["workers"], len(todo)), context,
+                    initializer=predict_module._init_worker, initargs=(args,),
+                )
+            )  # fmt: skip
+            results = pool.map(predict_module._score, [str(p) for p in todo], chunksize=1)
+        for result in results:
+            stem = Path(result.path).stem
+            if result.error is not None:
+                log.warning("%s: %s (no pseudo-labels)", result.path, result.error)
+                write_text(folder / f"{stem}.bad", f"{result.error}\n")
+            else:
+                per_model = [result.scores[m][:, index[m]] for m in range(len(index))]
+                rows = blend(per_model, s["blend"], s["weights"], s["power"])
+                with atomic_path(folder / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, np.asarray(rows, dtype=np.float32))
+            bar.update(1)
+    bar.close()
+
+
+def counts(target: Path, files: list[Path]) -> tuple[int, int]:
+    """(rows, bad files) written so far for `files`."""
+    rows = [target / FILES / f"{p.stem}.npy" for p in files]
+    n_rows = sum(len(np.load(p, mmap_mode="r")) for p in rows if p.exists())
+    return n_rows, sum((target / FILES / f"{p.stem}.bad").exists() for p in files)
+
+
+@contextlib.contextmanager
+def locked(target: Path):
+    """An exclusive lock on `target`, so concurrent shards merge one after another."""
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_bad_list(target: Path, files: list[Path]) -> pd.DataFrame:
+    markers = [(p, target / FILES / f"{p.stem}.bad") for p in files]
+    bad = pd.DataFrame(
+        [{"file": str(p), "problem": m.read_text().strip()} for p, m in markers if m.exists()],
+        columns=["file", "problem"],
+    )
+    write_csv(target / BAD, bad)
+    return bad
+
+
+def merge(
+    target: Path, files: list[Path], columns: list[str], stamps: list, s: dict, bad: pd.DataFrame
+) -> pd.DataFrame:
+    """Every file's rows in one frame; written as pseudo_labels.csv with teacher.json beside it."""
+    blocks, ids = [], []
+    for p in files:
+        path = target / FILES / f"{p.stem}.npy"
+        if path.exists():
+            rows = np.load(path)
+            if rows.ndim != 2 or rows.shape[1] != len(columns):
+                raise DataError(
+                    f"{path} holds {rows.shape}, not [rows, {len(columns)}]; delete it."
+                )
+            blocks.append(rows)
+            ids += [row_id(p.stem, (i + 1) * SCORE_SECONDS) for i in range(len(rows))]
+    values = np.concatenate(blocks) if blocks else np.zeros((0, len(columns)), np.float32)
+    frame = pd.DataFrame(values, columns=columns)
+    frame.insert(0, "row_id", ids)
+    write_submission(frame, target / LABELS)
+    write_json(
+        target / "teacher.json",
+        {
+            "models": [{"path": p, "size": size, "mtime_ns": mtime} for p, size, mtime in stamps],
+            **{k: s[k] for k in ("blend", "weights", "power", "stride_seconds")},
+            "classes": columns,
+            "files": len(files),
+            "bad_files": len(bad),
+            "rows": len(frame),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    return frame
+
+
+def truth_metrics(truth: pd.DataFrame, frame: pd.DataFrame, columns: list[str]) -> dict:
+    """Macro AUC of the pseudo-labels on the truth rows they cover, and mean scores by truth."""
+    truth = truth.assign(row_id=truth["row_id"].astype(str))
+    truth = truth[truth["row_id"].isin(frame["row_id"])]
+    if truth.empty:
+        return {}
+    y = truth.reindex(columns=columns, fill_value=0).to_numpy() > 0
+    scores = frame.set_index("row_id").loc[truth["row_id"], columns].to_numpy(np.float64)
+    return {
+        "pseudo/auc": macro_auc(y, scores),
+        "pseudo/truth_rows": len(truth),
+        "pseudo/positive_mean": float(scores[y].mean()) if y.any() else float("nan"),
+        "pseudo/negative_mean": float(scores[~y].mean()) if (~y).any() else float("nan"),
+    }
