@@ -42,7 +42,7 @@ from birdclef.errors import ConfigError, DataError
 from birdclef.inference import predict as predict_module
 from birdclef.inference.blend import blend, check_weights
 from birdclef.inference.errors import InferenceError
-from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor
+from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, limit_threads
 from birdclef.inference.rows import SCORE_SECONDS, row_id
 from birdclef.inference.submission import align, read_columns, write_submission
 from birdclef.modules.metrics import macro_auc
@@ -200,6 +200,7 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
     _, index = align(classes, s["models"], columns)
     bar = tqdm(total=len(todo), desc="pseudo-label", unit="file")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(limit_threads(s["threads"]))  # BLAS here and in the workers
         if s["workers"] <= 1 or len(todo) <= 1:
             results = map(predictor, todo)
         else:
