@@ -90,7 +90,9 @@ def case_table(name: str, root: Path, models: list[str]) -> pd.DataFrame:
 
 def _label(path: str) -> str:
     p = Path(path)
-    return p.parent.parent.name if p.parent.name == "checkpoints" else f"{p.parent.name}/{p.name}"
+    if p.parent.name in ("checkpoints", "export"):
+        return p.parent.parent.name if p.suffix == ".ckpt" else f"{p.parent.parent.name}/{p.name}"
+    return f"{p.parent.name}/{p.name}"
 
 
 def markdown(table: pd.DataFrame) -> str:

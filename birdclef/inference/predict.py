@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,31 +183,38 @@ def _score(path: str) -> FileScores:
     return _WORKER(path)
 
 
+def iter_predict_files(
+    model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
+    sed_frames: bool = False, openvino_precision: str = "f32",
+) -> Iterator[FileScores]:  # fmt: skip
+    """Every file's row scores per model, yielded in the order of `files` as they finish."""
+    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
+    with limit_threads(threads):
+        if workers <= 1 or len(files) <= 1:
+            predictor = FilePredictor(*args)
+            for path in files:
+                yield predictor(path)
+            return
+        FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
+        context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
+        with ProcessPoolExecutor(
+            min(workers, len(files)), context, initializer=_init_worker, initargs=(args,)
+        ) as pool:
+            yield from pool.map(_score, [str(p) for p in files], chunksize=1)
+
+
 def predict_files(
     model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
     sed_frames: bool = False, progress: bool = True, openvino_precision: str = "f32",
 ) -> list[FileScores]:  # fmt: skip
-    """Every file's row scores per model, in the order of `files`."""
-    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
+    """Every file's row scores per model, in the order of `files`, with a progress bar."""
     bar = _progress(len(files), progress)
-    with limit_threads(threads):
-        if workers <= 1 or len(files) <= 1:
-            predictor = FilePredictor(*args)
-            results = []
-            for path in files:
-                results.append(predictor(path))
-                bar(1)
-            bar(None)
-            return results
-        FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
-        context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
-        with ProcessPoolExecutor(
-            workers, context, initializer=_init_worker, initargs=(args,)
-        ) as pool:
-            results = []
-            for result in pool.map(_score, [str(p) for p in files], chunksize=1):
-                results.append(result)
-                bar(1)
+    results = []
+    for result in iter_predict_files(
+        model_paths, files, threads, workers, stride_seconds, sed_frames, openvino_precision
+    ):
+        results.append(result)
+        bar(1)
     bar(None)
     return results
 

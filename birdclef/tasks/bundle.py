@@ -45,6 +45,7 @@ BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
 OPTIONAL = {
     "scipy": "faster FFT; needed to resample audio that is not at the models' sample rate",
     "tqdm": "progress bar",
+    "threadpoolctl": "keeps numpy's BLAS on the worker's threads (faster with several workers)",
 }
 ALLOWED_IMPORTS = {*REQUIRED, *OPTIONAL, "onnx", "onnxruntime", "openvino", PACKAGE}
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,10 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from birdclef.errors import ConfigError, DataError
-from birdclef.inference import predict as predict_module
+from birdclef.inference.backends import load_model
 from birdclef.inference.blend import blend, check_weights
 from birdclef.inference.errors import InferenceError
-from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, limit_threads
+from birdclef.inference.predict import AUDIO_SUFFIXES, iter_predict_files
 from birdclef.inference.rows import SCORE_SECONDS, row_id
 from birdclef.inference.submission import align, read_columns, write_submission
 from birdclef.modules.metrics import macro_auc
@@ -186,9 +184,7 @@ def done(target: Path, stem: str) -> bool:
 
 def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> None:
     """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done."""
-    args = (s["models"], s["threads"], s["stride_seconds"], False, "f32")
-    predictor = FilePredictor(*args)  # loads every model here once: bad models fail before the pool
-    classes = [m.classes for m in predictor.models]
+    classes = [load_model(m).classes for m in s["models"]]  # bad models fail before any work
     for model, own in zip(s["models"], classes, strict=True):
         if set(own) != set(columns) or len(own) != len(columns):
             raise ConfigError(
@@ -199,31 +195,20 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
             )
     _, index = align(classes, s["models"], columns)
     bar = tqdm(total=len(todo), desc="pseudo-label", unit="file")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(limit_threads(s["threads"]))  # BLAS here and in the workers
-        if s["workers"] <= 1 or len(todo) <= 1:
-            results = map(predictor, todo)
+    results = iter_predict_files(
+        s["models"], todo, s["threads"], s["workers"], s["stride_seconds"], False, "f32"
+    )
+    for result in results:
+        stem = Path(result.path).stem
+        if result.error is not None:
+            log.warning("%s: %s (no pseudo-labels)", result.path, result.error)
+            write_text(folder / f"{stem}.bad", f"{result.error}\n")
         else:
-            del predictor  # the workers load their own copies
-            context = multiprocessing.get_context("spawn")
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    min(s["workers"], len(todo)), context,
-                    initializer=predict_module._init_worker, initargs=(args,),
-                )
-            )  # fmt: skip
-            results = pool.map(predict_module._score, [str(p) for p in todo], chunksize=1)
-        for result in results:
-            stem = Path(result.path).stem
-            if result.error is not None:
-                log.warning("%s: %s (no pseudo-labels)", result.path, result.error)
-                write_text(folder / f"{stem}.bad", f"{result.error}\n")
-            else:
-                per_model = [result.scores[m][:, index[m]] for m in range(len(index))]
-                rows = blend(per_model, s["blend"], s["weights"], s["power"])
-                with atomic_path(folder / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
-                    np.save(fh, np.asarray(rows, dtype=np.float32))
-            bar.update(1)
+            per_model = [result.scores[m][:, index[m]] for m in range(len(index))]
+            rows = blend(per_model, s["blend"], s["weights"], s["power"])
+            with atomic_path(folder / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(rows, dtype=np.float32))
+        bar.update(1)
     bar.close()
 
 
