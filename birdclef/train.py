@@ -40,14 +40,18 @@ def check_targets(labels, loss) -> None:
         )
 
 
-def build_datamodule(cfg: DictConfig, background: bool = False):
-    """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset."""
+def build_datamodule(cfg: DictConfig, background: bool = False, teacher_frontend=None):
+    """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset.
+
+    `teacher_frontend` (distillation): training items also carry `teacher_features`.
+    """
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
     labels = instantiate(cfg.label)
     check_targets(labels, instantiate(cfg.loss))
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
-        row_filter=instantiate(cfg.filter), background=background, _recursive_=False,
+        row_filter=instantiate(cfg.filter), background=background,
+        teacher_frontend=teacher_frontend, _recursive_=False,
     )  # fmt: skip
 
 
@@ -67,11 +71,16 @@ def checkpoint_callbacks(cfg: DictConfig, out: Path) -> tuple[ModelCheckpoint, M
     return best, last
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(
+    cfg: DictConfig, module_factory=Classifier, teacher_frontend=None, extra_metrics=None
+) -> dict[str, float]:
     """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`.
 
     `val/*` and `test/*` are those of the best checkpoint (by `monitor`); `train/loss`
-    is the last epoch's.
+    is the last epoch's. Other tasks reuse this loop (task=distill): `module_factory`
+    takes `Classifier`'s arguments and returns the LightningModule to fit,
+    `teacher_frontend` goes to the DataModule, and `extra_metrics` (a dict) joins
+    the metrics.
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             )
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
-        dm = build_datamodule(cfg, background=augment.needs_background)
+        dm = build_datamodule(cfg, augment.needs_background, teacher_frontend)
         if augment.active and not getattr(dm.frontend, "log_mel_image", False):
             raise ConfigError(
                 f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
@@ -98,7 +107,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             write_csv(out / "split.csv", dm.split[["filename", "primary_label", "split"]])
             if len(dm.bad_files):
                 write_csv(out / "skipped_files.csv", dm.bad_files)
-        module = Classifier(
+        module = module_factory(
             cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
             augment=augment, frontend=cfg.frontend,
         )  # fmt: skip
@@ -116,6 +125,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in evaluated.items()})
         metrics["train/epoch_seconds"] = timer.median
         metrics["train/epochs"] = float(trainer.current_epoch)
+        metrics.update(extra_metrics or {})
         metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
         if dm.test_set is not None:
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]

@@ -1,7 +1,8 @@
 """The DataModule: validated metadata -> cached frames -> train/val/soundscape batches of windows.
 
 Batches are dicts of the items in `birdclef.data.datasets` (keys `features`, `target`,
-`truth`, `primary`, `index`, and `background` when the augmentation asks for it),
+`truth`, `primary`, `index`, `background` when the augmentation asks for it, and
+`teacher_features` in training batches when a distillation teacher's front end is given),
 stacked along a first batch dimension.
 """
 
@@ -19,6 +20,7 @@ from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.datasets import (
     CROPS,
     WINDOW_CHOICES,
+    TeacherFrames,
     WindowDataset,
     recording_windows,
     soundscape_rows,
@@ -56,7 +58,9 @@ class BirdclefDataModule(L.LightningDataModule):
 
     The module is built from `conf/data/*.yaml` with the front end, label rule and
     row filter passed in as objects; it hands `classes` and `output_names` to the
-    LightningModule so nothing mutates the config.
+    LightningModule so nothing mutates the config. With `teacher_frontend` (distillation),
+    the training recordings are also cached with the teacher's front end (a cache of its
+    own key) and training items carry `teacher_features`.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class BirdclefDataModule(L.LightningDataModule):
         balance_power: float = 0.5,
         background: bool = False,
         seed: int = 0,
+        teacher_frontend=None,
     ) -> None:
         super().__init__()
         for name, value, choices in (
@@ -122,6 +127,7 @@ class BirdclefDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_workers = cache_workers
         self.sampler, self.balance_power, self.background = sampler, balance_power, background
+        self.teacher_frontend = teacher_frontend
         self.meta: Metadata | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
 
@@ -145,16 +151,19 @@ class BirdclefDataModule(L.LightningDataModule):
         """Samples per training window."""
         return int(round(self.window_seconds * self.frontend.sample_rate))
 
-    def _frames(self, paths, keys, groups, desc: str) -> CachedFrames:
-        cache = FrameCache(self.cache_dir, self.frontend, self.cache_workers)
+    def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
+        cache = FrameCache(
+            self.cache_dir, frontend if frontend is not None else self.frontend, self.cache_workers
+        )
         return cache.build(paths, keys, groups, desc)
 
-    def _train_frames(self) -> CachedFrames:
+    def _train_frames(self, frontend=None) -> CachedFrames:
         meta = self._metadata()
         files = meta.train["filename"].drop_duplicates().tolist()
         groups = [f.split("/")[0] for f in files]  # shards never mix class folders
         paths = [meta.audio_path(f) for f in files]
-        return self._frames(paths, files, groups, "caching train_audio")
+        desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
+        return self._frames(paths, files, groups, desc, frontend)
 
     def _scored_frames(self, stems: list[str]) -> CachedFrames:
         """The labelled test soundscapes, whose 5-s rows are cut from their frames."""
@@ -184,6 +193,8 @@ class BirdclefDataModule(L.LightningDataModule):
         its file lock in turn, so one process builds and the others find it built.
         """
         self._train_frames()
+        if self.teacher_frontend is not None:
+            self._train_frames(self.teacher_frontend)
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is not None:
             self._scored_frames(sorted(solution["stem"].unique()))
@@ -224,6 +235,11 @@ class BirdclefDataModule(L.LightningDataModule):
             windows, train, self.train_windows, self.label_rule, self.classes, self.window,
             self.frontend.finish, self.crop, self.crop_seconds,
         )  # fmt: skip
+        if self.teacher_frontend is not None:
+            self.train_set.teacher = TeacherFrames(
+                self._train_frames(self.teacher_frontend), self.teacher_frontend.finish,
+                windows, self.train_set.n_frames,
+            )  # fmt: skip
         if self.background:
             self.train_set.background = self._background_frames()
             self.bad_files = pd.concat(

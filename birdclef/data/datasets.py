@@ -8,9 +8,13 @@ Items are dicts:
     index       int64   []          the item's position in its dataset (to de-duplicate DDP rows)
     background  float32 [1, features, frames]  a random crop of a train_soundscapes recording
                 (training items only, when the augmentation asks for it)
+    teacher_features  float32 [1, teacher features, teacher frames]  the same time span in a
+                distillation teacher's own front end (training items only, with a teacher)
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -27,6 +31,40 @@ CROPS = ("fixed", "random")
 WINDOW_CHOICES = ("first", "all")
 
 
+class TeacherFrames:
+    """A teacher's cached frames of the same recordings, cut to the student's window span.
+
+    A student window starting at frame `start` begins at `start * hop / sample_rate`
+    seconds; the teacher's window starts at the nearest teacher frame to that time
+    (halves round up) and lasts the student's window length in teacher frames, rounded
+    to the nearest. With the same front end the spans are identical; with BirdNET's 1-s
+    hop, a log-mel window is moved by at most half a second (its 3-s chunks already
+    reach 1 s either side of the window).
+    """
+
+    def __init__(self, frames: CachedFrames, finish, student: CachedFrames, n_frames: int):
+        missing = [k for k in student.index["file"] if k not in frames.position]
+        if missing:
+            raise DataError(
+                f"the teacher's front end could not read {len(missing)} recording(s) the student "
+                f"reads, e.g. {missing[0]}: drop them from train.csv or use another teacher."
+            )
+        self.frames, self.finish = frames, finish
+        self.recording = np.array([frames.position[k] for k in student.index["file"]])
+        # teacher frames per student frame (both front ends may differ in rate and hop)
+        self.scale = (student.hop_length / student.sample_rate) * (
+            frames.sample_rate / frames.hop_length
+        )
+        self.n_frames = max(1, math.floor(n_frames * self.scale + 0.5))
+
+    def features(self, rec: int, start: int) -> torch.Tensor:
+        """The teacher's input for the student's window (recording `rec`, frame `start`)."""
+        first = math.floor(start * self.scale + 0.5)
+        with torch.no_grad():
+            frames = self.frames.window(int(self.recording[rec]), first, self.n_frames)
+            return self.finish(frames).unsqueeze(0)
+
+
 def _random_start(total: int, n: int, limit: int | None) -> int:
     """A uniform start frame for an `n`-frame window inside the first `limit` frames."""
     span = min(total, limit) if limit else total
@@ -40,17 +78,20 @@ class WindowDataset(Dataset):
     recording (or over its first `crop_frames` frames); the items, and so an epoch's
     length and the class balance, stay those of the fixed windows. `finish` is the
     front end's per-window step. With `background` (cached soundscapes), each item
-    also carries a random crop of one of them, for background-noise augmentation.
+    also carries a random crop of one of them, for background-noise augmentation;
+    with `teacher` (`TeacherFrames`), the teacher's input for the same span (and crop).
     """
 
     def __init__(
         self, frames: CachedFrames, recording, start, n_frames: int, finish, target, truth, primary,
         crop: str = "fixed", crop_frames: int | None = None, background: CachedFrames | None = None,
+        teacher: TeacherFrames | None = None,
     ) -> None:  # fmt: skip
         self.frames, self.n_frames, self.finish = frames, n_frames, finish
         self.recording, self.start = np.asarray(recording), np.asarray(start)
         self.target, self.truth, self.primary = target, truth, primary
         self.crop, self.crop_frames, self.background = crop, crop_frames, background
+        self.teacher = teacher
 
     def __len__(self) -> int:
         return len(self.recording)
@@ -71,6 +112,8 @@ class WindowDataset(Dataset):
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
             "index": torch.tensor(i, dtype=torch.long),
         }
+        if self.teacher is not None:
+            item["teacher_features"] = self.teacher.features(rec, start)
         if self.background is not None:
             j = int(torch.randint(len(self.background), ()))
             start = _random_start(self.background.n_frames(j), self.n_frames, None)

@@ -1,0 +1,115 @@
+"""Knowledge distillation: a `Classifier` whose loss also follows a frozen teacher's soft scores.
+
+    loss = (1 - kd_weight) * label_loss + kd_weight * T^2 * kd
+
+with `kd` = KL(q || softmax(student_logits / T)) for a softmax student and the mean
+binary cross-entropy of sigmoid(student_logits / T) against q for a sigmoid one, where
+q are the teacher's scores at temperature T (softmax or sigmoid of teacher_logits / T,
+by the teacher's own loss) mapped onto the student's outputs by class name. A student
+`null` column gets the teacher's leftover mass, max(0, 1 - sum of its class scores):
+the teacher's own `null` score for a softmax teacher with one, 0 for a softmax teacher
+without. For a softmax student q is then renormalised to sum to one (it already does,
+except for a sigmoid teacher, or a teacher with a `null` column and a student without).
+T^2 keeps the teacher term's gradients on the scale of the label loss's (Hinton et al.).
+
+The teacher is a project checkpoint read by `Classifier.from_checkpoint`; it reads the
+batch key `teacher_features` (its own front end's features of the student's window).
+It is held outside the module's registered children: it is never trained, never put in
+train mode, and neither its weights nor its settings reach the student's checkpoint,
+which therefore loads as a plain `Classifier` (and in `birdclef.inference`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from birdclef.errors import ConfigError
+from birdclef.modules.classifier import Classifier
+from birdclef.modules.losses import activate
+
+
+class Distiller(Classifier):
+    """A `Classifier` trained on its labels and on a frozen teacher's scores (see module doc)."""
+
+    def __init__(
+        self,
+        net: dict,
+        loss: dict,
+        optim: dict,
+        classes: list[str],
+        output_names: list[str],
+        teacher: Classifier,
+        temperature: float = 2.0,
+        kd_weight: float = 0.7,
+        augment: torch.nn.Module | None = None,
+        frontend: dict | None = None,
+    ) -> None:
+        if temperature <= 0 or not 0.0 <= kd_weight <= 1.0:
+            raise ConfigError(
+                f"teacher.temperature={temperature} must be positive and teacher.kd_weight="
+                f"{kd_weight} in [0, 1] (the weight of the teacher term)."
+            )
+        if sorted(teacher.classes) != sorted(classes):
+            extra = sorted(set(teacher.classes) ^ set(classes))
+            raise ConfigError(
+                f"the teacher has {len(teacher.classes)} classes and the data {len(classes)}, "
+                f"differing in {extra[:5]}: distil from a teacher trained on the same classes."
+            )
+        super().__init__(
+            net, loss, optim, classes, output_names, augment=augment, frontend=frontend
+        )
+        teacher = teacher.eval().requires_grad_(False)
+        # not registered as a child: kept out of state_dict, parameters() and .train()
+        object.__setattr__(self, "teacher", teacher)
+        self.temperature, self.kd_weight = float(temperature), float(kd_weight)
+        lookup = {c: i for i, c in enumerate(teacher.output_names)}
+        self.register_buffer(
+            "teacher_columns",
+            torch.tensor([lookup[c] for c in self.classes], dtype=torch.long),
+            persistent=False,
+        )
+        self._teacher_logits: torch.Tensor | None = None
+
+    def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The teacher's scores at temperature T on the student's outputs [B, outputs]."""
+        scores = activate(teacher_logits / self.temperature, self.teacher.activation)
+        q = scores[:, self.teacher_columns.to(scores.device)]
+        if len(self.output_names) > len(self.classes):  # the student's `null` column
+            q = torch.cat([q, (1.0 - q.sum(dim=1, keepdim=True)).clamp_min(0.0)], dim=1)
+        if self.activation == "softmax":
+            q = q / q.sum(dim=1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+        return q
+
+    def kd_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """T^2 x the distance of the student's scores at temperature T from the teacher's."""
+        q = self.teacher_targets(teacher_logits)
+        z = student_logits.float() / self.temperature
+        if self.activation == "softmax":
+            distance = F.kl_div(F.log_softmax(z, dim=1), q, reduction="batchmean")
+        else:
+            distance = F.binary_cross_entropy_with_logits(z, q)
+        return self.temperature**2 * distance
+
+    def _loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        label = super()._loss(outputs, target)
+        if self._teacher_logits is None or self.kd_weight == 0.0:
+            return label
+        kd = self.kd_loss(self._logits(outputs)[0], self._teacher_logits)
+        if self._trainer is not None:  # also called by hand, outside a Trainer
+            self.log("train/kd_loss", kd, on_step=False, on_epoch=True, batch_size=len(target))
+        return (1.0 - self.kd_weight) * label + self.kd_weight * kd
+
+    def training_step(self, batch, batch_idx):
+        if "teacher_features" not in batch:
+            raise ConfigError(
+                "distillation batches need `teacher_features`: build the DataModule with "
+                "teacher_frontend= (task=distill does)."
+            )
+        self.teacher.to(self.device)
+        with torch.no_grad():
+            self._teacher_logits = self.teacher(batch["teacher_features"]).float()
+        try:
+            return self._step(batch, "train")
+        finally:
+            self._teacher_logits = None
