@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import macro_auc
-from birdclef.train import build_datamodule, run
+from birdclef.tasks.train import build_datamodule, run
 from birdclef.utils import available_cpus, write_json, write_text
 
 HERE = Path(__file__).resolve().parent

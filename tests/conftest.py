@@ -67,7 +67,7 @@ def tone(seconds: float, freq: float = 1000.0, sr: int = SR) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_root, tmp_path_factory) -> Path:
     """best.ckpt of a one-epoch MelCNN on the tiny dataset (shared by the submission tests)."""
-    from birdclef.train import run
+    from birdclef.tasks.train import run
 
     tmp = tmp_path_factory.mktemp("ckpt")
     cfg = compose_cfg(

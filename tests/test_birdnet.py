@@ -25,7 +25,7 @@ from birdclef.data.windows import cut_window  # noqa: E402
 from birdclef.errors import ConfigError  # noqa: E402
 from birdclef.models.head import EmbeddingHead  # noqa: E402
 from birdclef.modules.classifier import Classifier  # noqa: E402
-from birdclef.train import build_datamodule, run  # noqa: E402
+from birdclef.tasks.train import build_datamodule, run  # noqa: E402
 from tests.conftest import SR, compose_cfg, tone, write_wav  # noqa: E402
 
 WINDOW = 5 * SR

@@ -12,7 +12,7 @@ from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
 from birdclef.tasks.distill import run
-from birdclef.train import build_datamodule
+from birdclef.tasks.train import build_datamodule
 from tests.conftest import compose_cfg
 
 TINY = ("data.cache_workers=0", "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip

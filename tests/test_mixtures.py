@@ -23,7 +23,7 @@ from birdclef.data.mixtures import (
     rms,
 )
 from birdclef.errors import ConfigError, DataError
-from birdclef.mix import load_windows, run
+from birdclef.tasks.mix import load_windows, run
 from tests.conftest import ROOT, SR, compose_cfg
 
 N = 2  # soundscapes per test folder

@@ -17,7 +17,7 @@ from birdclef.models.sed import SEDNet
 from birdclef.models.timm_nets import TimmNet
 from birdclef.models.weights import from_efficientnet_pytorch
 from birdclef.modules.classifier import Classifier
-from birdclef.train import build_datamodule, run
+from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import CONF, compose_cfg
 
 TINY_TIMM = "mobilenetv3_small_050"  # the smallest timm CNN: a training step in ~0.1 s on CPU

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from birdclef.data.metadata import load_metadata
-from birdclef.train import run
+from birdclef.tasks.train import run
 from tests.conftest import REAL_XC, compose_cfg
 
 pytestmark = pytest.mark.skipif(

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from birdclef.callbacks import EMA
 from birdclef.modules.metrics import competition_score
-from birdclef.train import build_datamodule, run
+from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 
 FAST = (

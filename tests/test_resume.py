@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from birdclef.errors import ConfigError
 from birdclef.modules.schedules import RESUME_MODES, WarmupCosine
-from birdclef.train import run
+from birdclef.tasks.train import run
 from tests.conftest import compose_cfg
 from tests.test_recipe import tiny_cfg
 

@@ -1,4 +1,4 @@
-"""End-to-end: `birdclef.train.run` and `run.py` on tiny synthetic data in a temp dir."""
+"""End-to-end: `birdclef.tasks.train.run` and `run.py` on tiny synthetic data in a temp dir."""
 
 import json
 import shutil
@@ -15,7 +15,7 @@ from birdclef.data.metadata import load_soundscape_labels
 from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import competition_score
-from birdclef.train import build_datamodule, run
+from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 
 

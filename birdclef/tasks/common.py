@@ -17,7 +17,7 @@ def data_root(cfg: DictConfig) -> Path:
     """`data.root`, or the built-in synthetic dataset (generated if absent)."""
     if cfg.data.root is not None:
         return Path(cfg.data.root)
-    from birdclef.synth import synthetic_root
+    from birdclef.tasks.synth import synthetic_root
 
     return synthetic_root(cfg)
 

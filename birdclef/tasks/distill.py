@@ -5,7 +5,7 @@
 The teacher is one project checkpoint (`teacher.models`), read with its own front end:
 the DataModule caches the training recordings a second time with it and every training
 window carries the teacher's features of the same span (`teacher_features`). Training,
-checkpoints, evaluation and `metrics.json` are those of `birdclef.train.run`, with a
+checkpoints, evaluation and `metrics.json` are those of `birdclef.tasks.train.run`, with a
 `birdclef.modules.distill.Distiller` as the module; the student's checkpoint is a plain
 `Classifier` checkpoint. `metrics.json` adds `distill/teacher` (the checkpoint's path),
 `distill/temperature`, `distill/kd_weight` and `distill/teacher_soundscape_auc` (the test
@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
-from birdclef.train import run as train
+from birdclef.tasks.train import run as train
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def recorded_auc(path: Path) -> float:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Distil `teacher.models[0]` into the `model=` student; the metrics of `birdclef.train.run`."""
+    """Distil `teacher.models[0]` into the `model=` student; the metrics of `birdclef.tasks.train.run`."""
     path = teacher_path(cfg)
     augment = cfg.augment
     mixing = [k for k in MIXING if float(augment.get(k) or 0.0) > 0]

@@ -150,7 +150,7 @@ def readme(fingerprint: dict, summary: dict, source: Path, output: Path) -> str:
     low, high = spec["sources_per_window"]
     return f"""# {output.name}: multi-label mixtures of real labelled windows
 
-Made by `python run.py task=mix task.source={source} task.output={output}` (birdclef.mix)
+Made by `python run.py task=mix task.source={source} task.output={output}` (birdclef.tasks.mix)
 with seed {spec["seed"]}; every setting is in `{SPEC}`. Train on the source's train_audio and
 score on these rows with `python run.py data.root={output}`.
 

@@ -17,7 +17,7 @@ from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 from birdclef.jobs import job_info
 from birdclef.modules.classifier import Classifier
-from birdclef.synth import synthetic_root
+from birdclef.tasks.synth import synthetic_root
 from birdclef.timing import cpu_ms_per_window
 from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
 
