@@ -127,6 +127,13 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
     return json.loads(metrics.read_text())
 
 
+def write_config(cfg: DictConfig) -> Path:
+    """`<output_dir>/config.yaml`, the resolved config, for every task (the sweep skip reads it)."""
+    path = Path(cfg.paths.output_dir) / CONFIG
+    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
 def record_failure(out: Path, err: Exception) -> Path:
     """Write `out/failed.txt` (one-line reason, then the traceback) and log it."""
     cause = user_error(err)
@@ -158,6 +165,7 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], Any]) -> Any:
     for stale in (METRICS, FAILED):  # a new attempt: nothing of an older one may remain
         (out / stale).unlink(missing_ok=True)
     try:
+        write_config(cfg)
         return task(cfg)
     except Exception as err:
         record_failure(out, err)

@@ -129,6 +129,7 @@ def test_cli_predict_error_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "holds no audio" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+    assert "task:" in (tmp_path / "config.yaml").read_text()  # every task leaves its config
 
 
 def test_resampled_and_stereo_audio_are_scored(tiny_checkpoint, tmp_path):
