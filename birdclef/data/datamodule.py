@@ -3,7 +3,8 @@
 Batches are dicts of the items in `birdclef.data.datasets` (keys `features`, `target`,
 `truth`, `primary`, `index`, `background` when the augmentation asks for it, and
 `teacher_features` in training batches when a distillation teacher's front end is given),
-stacked along a first batch dimension.
+stacked along a first batch dimension. With `pseudo` (data.pseudo.labels), training batches
+also draw pseudo-labelled train_soundscapes windows (`birdclef.data.pseudo`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
 from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.datasets import (
@@ -28,6 +29,7 @@ from birdclef.data.datasets import (
 from birdclef.data.filters import NoFilter
 from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
+from birdclef.data.pseudo import check_pseudo, pseudo_windows, read_pseudo
 from birdclef.data.splits import grouped_split
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
@@ -60,7 +62,9 @@ class BirdclefDataModule(L.LightningDataModule):
     row filter passed in as objects; it hands `classes` and `output_names` to the
     LightningModule so nothing mutates the config. With `teacher_frontend` (distillation),
     the training recordings are also cached with the teacher's front end (a cache of its
-    own key) and training items carry `teacher_features`.
+    own key) and training items carry `teacher_features`. With `pseudo.labels` (a
+    pseudo_labels.csv), round(pseudo.ratio x labelled windows) pseudo-labelled windows
+    join the training set (`fit_set`); validation and test stay labelled only.
     """
 
     def __init__(
@@ -85,8 +89,20 @@ class BirdclefDataModule(L.LightningDataModule):
         background: bool = False,
         seed: int = 0,
         teacher_frontend=None,
+        pseudo=None,
     ) -> None:
         super().__init__()
+        pseudo = dict(pseudo or {})
+        self.pseudo_labels = pseudo.get("labels")
+        self.pseudo_ratio = float(pseudo.get("ratio", 0.5))
+        self.pseudo_power = float(pseudo.get("power", 1.0))
+        self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
+        check_pseudo(self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence)
+        if self.pseudo_labels is not None and teacher_frontend is not None:
+            raise ConfigError(
+                "data.pseudo.labels cannot be combined with distillation (no teacher features "
+                "of train_soundscapes); set data.pseudo.labels=null."
+            )
         for name, value, choices in (
             ("data.train_windows", train_windows, WINDOW_CHOICES),
             ("data.val_windows", val_windows, WINDOW_CHOICES),
@@ -129,6 +145,7 @@ class BirdclefDataModule(L.LightningDataModule):
         self.sampler, self.balance_power, self.background = sampler, balance_power, background
         self.teacher_frontend = teacher_frontend
         self.meta: Metadata | None = None
+        self.pseudo_set: WindowDataset | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
 
     # ---- what the LightningModule needs -------------------------------------------------
@@ -172,17 +189,20 @@ class BirdclefDataModule(L.LightningDataModule):
             paths, stems, ["test_soundscapes"] * len(stems), "caching test_soundscapes"
         )
 
-    def _background_frames(self) -> CachedFrames:
-        """train_soundscapes, cropped at random for background augmentation."""
-        folder = self.root / "train_soundscapes"
-        paths = sorted(folder.glob("*.ogg"))
-        frames = self._frames(
+    def _soundscape_frames(self) -> CachedFrames | None:
+        """train_soundscapes (background crops and pseudo-labelled windows); None if absent."""
+        paths = sorted((self.root / "train_soundscapes").glob("*.ogg"))
+        return self._frames(
             paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), "caching train_soundscapes"
         ) if paths else None  # fmt: skip
+
+    def _background_frames(self) -> CachedFrames:
+        """train_soundscapes, cropped at random for background augmentation."""
+        frames = self._soundscape_frames()
         if frames is None or frames.index.empty:
             raise DataError(
-                f"background augmentation needs readable soundscapes in {folder}, and there are "
-                "none; set augment.background_p=0 or use augment=none."
+                f"background augmentation needs readable soundscapes in {self.root / 'train_soundscapes'}, "
+                "and there are none; set augment.background_p=0 or use augment=none."
             )
         return frames
 
@@ -200,6 +220,8 @@ class BirdclefDataModule(L.LightningDataModule):
             self._scored_frames(sorted(solution["stem"].unique()))
         if self.background:
             self._background_frames()
+        if self.pseudo_labels is not None:
+            self._soundscape_frames()
 
     # ---- datasets ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -245,16 +267,44 @@ class BirdclefDataModule(L.LightningDataModule):
             self.bad_files = pd.concat(
                 [self.bad_files, self.train_set.background.bad], ignore_index=True
             )
+        self.pseudo_set = self._pseudo_set() if self.pseudo_labels is not None else None
         self.val_set = recording_windows(  # always the fixed windows, comparable across runs
             windows, usable[is_val], self.val_windows, self.label_rule, self.classes, self.window,
             self.frontend.finish,
         )  # fmt: skip
         self.test_set = self._soundscape_set()
         log.info(
-            "data: %d classes, %d/%d train/val recordings -> %d/%d windows, %d soundscape rows",
-            len(meta.classes), len(train), is_val.sum(), len(self.train_set), len(self.val_set),
-            0 if self.test_set is None else len(self.test_set),
+            "data: %d classes, %d/%d train/val recordings -> %d/%d windows, %d soundscape rows, "
+            "%d pseudo windows", len(meta.classes), len(train), is_val.sum(), len(self.train_set),
+            len(self.val_set), 0 if self.test_set is None else len(self.test_set),
+            0 if self.pseudo_set is None else len(self.pseudo_set),
         )  # fmt: skip
+
+    def _pseudo_set(self) -> WindowDataset:
+        """round(ratio x labelled) pseudo windows, with the training set's background crops."""
+        rows = read_pseudo(self.pseudo_labels, self.classes, self.pseudo_min_confidence)
+        frames = self._soundscape_frames()
+        if frames is None:
+            raise DataError(
+                f"data.pseudo.labels needs the soundscapes in {self.root / 'train_soundscapes'}, "
+                "and there are none; use the data root the labels were made from."
+            )
+        if not self.background:  # else already reported with the background crops
+            self.bad_files = pd.concat([self.bad_files, frames.bad], ignore_index=True)
+        pseudo = pseudo_windows(
+            frames, rows, self.classes, self.output_names, self.label_rule.activation,
+            self.pseudo_power, self.window, self.frontend.finish,
+            round(self.pseudo_ratio * len(self.train_set)), self.seed,
+        )  # fmt: skip
+        pseudo.background = self.train_set.background
+        return pseudo
+
+    @property
+    def fit_set(self) -> Dataset:
+        """What training draws from: the labelled windows, then the pseudo windows if any."""
+        if self.pseudo_set is None or len(self.pseudo_set) == 0:
+            return self.train_set
+        return ConcatDataset([self.train_set, self.pseudo_set])
 
     def _soundscape_set(self) -> WindowDataset | None:
         solution = load_soundscape_labels(self.root, self.classes)
@@ -280,20 +330,23 @@ class BirdclefDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.sampler == "random":
-            return self._loader(self.train_set, shuffle=True)
-        return self._loader(self.train_set, sampler=self.balanced_sampler())
+            return self._loader(self.fit_set, shuffle=True)
+        return self._loader(self.fit_set, sampler=self.balanced_sampler())
 
     def balanced_sampler(self) -> EpochSeededSampler:
         """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
 
         Power 0 is plain shuffling; 1 makes every class equally likely per draw; the
         default 0.5 lifts the long tail without repeating a 1-recording class endlessly.
-        Lightning wraps it in a distributed sampler under DDP.
+        Pseudo windows (no primary class) get the labelled windows' mean weight, so they
+        keep their share of draws. Lightning wraps it in a distributed sampler under DDP.
         """
         primary = torch.as_tensor(self.train_set.primary)
         counts = torch.bincount(primary, minlength=len(self.classes)).clamp_min(1).double()
         weights = counts[primary].pow(-self.balance_power)
-        return EpochSeededSampler(weights, num_samples=len(primary), seed=self.seed)
+        extra = len(self.fit_set) - len(primary)
+        weights = torch.cat([weights, weights.mean().expand(extra)])
+        return EpochSeededSampler(weights, num_samples=len(weights), seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -1,0 +1,129 @@
+"""Pseudo-labelled soundscape windows (task=pseudo_label's pseudo_labels.csv) for training batches.
+
+Each row `<stem>_<end>` of the file is the 5-s window ending at `end` seconds of
+`train_soundscapes/<stem>.ogg`, cut from the soundscape cache at read time. Its target is
+the teacher's score sharpened by a power (the BirdCLEF 2025 winners' recipe), mapped to
+the model's outputs; windows whose highest class score is below `min_confidence` are
+dropped. Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdclef.data.cache import CachedFrames
+from birdclef.data.datasets import NO_PRIMARY, WindowDataset
+from birdclef.data.labels import NULL_CLASS
+from birdclef.data.windows import SCORE_SECONDS
+from birdclef.errors import ConfigError, DataError
+from birdclef.inference.rows import split_row_id
+
+PRESENT = 0.5  # a target above this counts as present in the item's truth
+SEED_STRIDE = 7_919  # keeps the pseudo draw apart from other draws seeded by `seed`
+
+
+def check_pseudo(ratio: float, power: float, min_confidence: float) -> None:
+    """Refuse settings that cannot mean anything, before any cache is built."""
+    if ratio < 0:
+        raise ConfigError(
+            f"data.pseudo.ratio={ratio} must be >= 0 (pseudo windows per labelled one)."
+        )
+    if power <= 0:
+        raise ConfigError(
+            f"data.pseudo.power={power} must be > 0 (1 keeps the scores, 2 sharpens)."
+        )
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ConfigError(f"data.pseudo.min_confidence={min_confidence} must be in [0, 1].")
+
+
+def read_pseudo(path: str | Path, classes: list[str], min_confidence: float) -> pd.DataFrame:
+    """The rows of `path` (row_id + one column per class) whose best score >= min_confidence.
+
+    Columns come back in `classes` order, with `stem` and `end` split from the row id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"data.pseudo.labels={path} is not a file; run task=pseudo_label and give its pseudo_labels.csv."
+        )
+    table = pd.read_csv(path)
+    columns = [c for c in table.columns if c != "row_id"]
+    if "row_id" not in table.columns or sorted(columns) != sorted(classes):
+        missing, extra = sorted(set(classes) - set(columns)), sorted(set(columns) - set(classes))
+        raise DataError(
+            f"{path} must have row_id and one column per class of the taxonomy; "
+            f"missing {missing[:5]}, unknown {extra[:5]}: make it with the same data root."
+        )
+    scores = table[classes].to_numpy(np.float64)
+    if not np.isfinite(scores).all() or (scores < 0).any() or (scores > 1).any():
+        raise DataError(f"{path} has scores outside [0, 1]; pseudo-labels must be probabilities.")
+    try:
+        parts = [split_row_id(r) for r in table["row_id"]]
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    table = table.assign(stem=[s for s, _ in parts], end=[e for _, e in parts])
+    kept = table[scores.max(axis=1) >= min_confidence].reset_index(drop=True)
+    if kept.empty:
+        raise DataError(
+            f"no row of {path} has a class score >= data.pseudo.min_confidence={min_confidence}; "
+            "lower it."
+        )
+    return kept
+
+
+def pseudo_targets(
+    scores: np.ndarray, power: float, output_names: list[str], activation: str
+) -> np.ndarray:
+    """Targets p ** power over the model's outputs.
+
+    Sigmoid outputs take them as they are. Softmax outputs are renormalised to sum to
+    one; with a `null` output it first gets max(0, 1 - sum of the sharpened scores), so a
+    window the teacher hears nothing in trains towards null. Without a null output an
+    all-zero row stays all zero (it adds no loss).
+    """
+    sharp = np.power(scores, power, dtype=np.float64)
+    if activation != "softmax":
+        return sharp.astype(np.float32)
+    if len(output_names) > sharp.shape[1] and output_names[-1] == NULL_CLASS:
+        null = np.maximum(0.0, 1.0 - sharp.sum(axis=1, keepdims=True))
+        sharp = np.concatenate([sharp, null], axis=1)
+    total = sharp.sum(axis=1, keepdims=True)
+    return (sharp / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+def pseudo_windows(
+    frames: CachedFrames, rows: pd.DataFrame, classes: list[str], output_names: list[str],
+    activation: str, power: float, window: int, finish, count: int, seed: int,
+) -> WindowDataset:  # fmt: skip
+    """`count` pseudo windows of `window` samples drawn from `rows` (see `read_pseudo`).
+
+    The draw is fixed for the run: a permutation of the rows seeded by `seed`, repeated
+    when `count` exceeds them. A window longer or shorter than the 5-s row is centred on
+    it, moved to start at 0 when it would begin before the recording (past the end it is
+    padded with silence by the cache).
+    """
+    missing = sorted(set(rows["stem"]) - set(frames.position))
+    if missing:
+        raise DataError(
+            f"pseudo-label rows name soundscapes that are not readable in train_soundscapes, "
+            f"e.g. {missing[:3]}: make the labels from this data root's train_soundscapes."
+        )
+    rng = np.random.default_rng(seed * SEED_STRIDE)
+    order = np.concatenate(
+        [rng.permutation(len(rows)) for _ in range(-(-count // len(rows)))] or [[]]
+    )[:count].astype(np.int64)
+    rows = rows.iloc[order].reset_index(drop=True)
+    rate, hop = frames.sample_rate, frames.hop_length
+    row = SCORE_SECONDS * rate
+    first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
+    start = np.maximum(first, 0) // hop
+    recording = np.array([frames.position[s] for s in rows["stem"]], dtype=np.int64)
+    target = pseudo_targets(rows[classes].to_numpy(np.float64), power, output_names, activation)
+    truth = (target[:, : len(classes)] > PRESENT).astype(np.float32)
+    return WindowDataset(
+        frames, recording, start, window // hop, finish, target, truth,
+        np.full(len(rows), NO_PRIMARY, dtype=np.int64),
+    )  # fmt: skip

@@ -1,0 +1,147 @@
+"""data.pseudo: pseudo-labelled train_soundscapes windows joined to the training set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from birdclef.data.metadata import load_metadata
+from birdclef.errors import ConfigError, DataError, user_error
+from birdclef.tasks.train import build_datamodule, run
+from tests.conftest import compose_cfg
+
+SR, HOP = 32000, 500  # the mel front end's rate and hop
+ROW = 5  # s
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_root, tmp_path_factory) -> dict:
+    """The tiny root's classes and stem, a frame cache shared by the tests, a labels file."""
+    tmp = tmp_path_factory.mktemp("pseudo")
+    classes = load_metadata(tiny_root).classes
+    (stem,) = [p.stem for p in (tiny_root / "train_soundscapes").glob("*.ogg")]
+    # row j: class j % n gets 0.3 + 0.1 j, every other class 0.05 j / n: distinct rows
+    n = len(classes)
+    scores = np.array(
+        [[0.3 + 0.1 * j if c == j % n else 0.05 * j / n for c in range(n)] for j in range(6)]
+    )
+    table = pd.DataFrame(scores, columns=classes)
+    table.insert(0, "row_id", [f"{stem}_{ROW * (j + 1)}" for j in range(6)])
+    labels = tmp / "pseudo_labels.csv"
+    table.to_csv(labels, index=False)
+    return {"tmp": tmp, "classes": classes, "stem": stem, "scores": scores, "labels": labels}
+
+
+def datamodule(shared, tmp: Path, *overrides: str):
+    cfg = compose_cfg(
+        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}", *overrides, tmp=tmp,
+    )  # fmt: skip
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def expected_softmax(scores: np.ndarray, power: float) -> np.ndarray:
+    sharp = scores**power
+    full = np.concatenate([sharp, np.maximum(0.0, 1.0 - sharp.sum(1, keepdims=True))], axis=1)
+    return (full / full.sum(1, keepdims=True)).astype(np.float32)
+
+
+def row_of(target: torch.Tensor, expected: np.ndarray) -> int:
+    (match,) = [j for j in range(len(expected)) if np.array_equal(target.numpy(), expected[j])]
+    return match
+
+
+def test_pseudo_windows_join_training_with_sharpened_targets_and_their_frames(
+    shared, tiny_root, tmp_path
+):
+    root = f"data.root={tiny_root}"
+    plain = datamodule(shared, tmp_path / "a", root)
+    dm = datamodule(
+        shared, tmp_path / "b", root, f"data.pseudo.labels={shared['labels']}",
+        "data.pseudo.ratio=0.5", "data.pseudo.power=2",
+    )  # fmt: skip
+    labelled = len(plain.train_set)
+    assert len(dm.train_set) == labelled
+    assert len(dm.fit_set) == labelled + round(0.5 * labelled)
+    assert len(dm.val_set) == len(plain.val_set) and len(dm.test_set) == len(plain.test_set)
+    expected = expected_softmax(shared["scores"], 2.0)
+    frames = dm._soundscape_frames()
+    n = dm.train_set.n_frames
+    for k in range(len(dm.pseudo_set)):
+        item = dm.pseudo_set[k]
+        j = row_of(item["target"], expected)
+        start = j * ROW * SR // HOP  # row j ends at 5 (j + 1) s
+        want = dm.frontend.finish(frames.window(frames.position[shared["stem"]], start, n))
+        assert torch.equal(item["features"], want.unsqueeze(0))
+        assert torch.equal(item["truth"], torch.tensor(expected[j, :-1] > 0.5, dtype=torch.float32))
+        assert item["primary"].item() == -1
+    batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
+    assert batch["features"].shape[0] == len(dm.fit_set)
+    assert set(batch) == set(dm.train_set[0])
+
+
+def test_sigmoid_targets_are_the_powered_scores_and_min_confidence_drops_rows(
+    shared, tiny_root, tmp_path
+):
+    dm = datamodule(
+        shared, tmp_path, f"data.root={tiny_root}", "loss=bce",
+        f"data.pseudo.labels={shared['labels']}", "data.pseudo.ratio=3",
+        "data.pseudo.power=1.5", "data.pseudo.min_confidence=0.65",
+    )  # fmt: skip
+    expected = (shared["scores"] ** 1.5).astype(np.float32)
+    rows = {row_of(dm.pseudo_set[k]["target"], expected) for k in range(len(dm.pseudo_set))}
+    assert rows == {4, 5}  # max scores 0.3 .. 0.8: only rows 4 (0.7) and 5 (0.8) are kept
+    assert len(dm.pseudo_set) == round(3 * len(dm.train_set))
+    weights = dm.balanced_sampler().weights  # pseudo windows keep their share of draws
+    assert len(weights) == len(dm.fit_set)
+    assert torch.allclose(weights[len(dm.train_set) :], weights[: len(dm.train_set)].mean())
+
+
+@pytest.mark.parametrize(
+    ("change", "overrides", "error", "message"),
+    [
+        ("none", ["data.pseudo.ratio=-1"], ConfigError, "ratio"),
+        ("none", ["data.pseudo.power=0"], ConfigError, "power"),
+        ("none", ["data.pseudo.min_confidence=1.5"], ConfigError, "min_confidence"),
+        ("missing", [], DataError, "not a file"),
+        ("columns", [], DataError, "one column per class"),
+        ("stem", [], DataError, "not readable in train_soundscapes"),
+        ("none", ["data.pseudo.min_confidence=0.95"], DataError, "no row"),
+    ],
+)
+def test_bad_pseudo_settings_and_files_are_one_clear_error(
+    shared, tiny_root, tmp_path, change, overrides, error, message
+):
+    table = pd.read_csv(shared["labels"])
+    if change == "columns":
+        table = table.drop(columns=shared["classes"][0])
+    if change == "stem":
+        table["row_id"] = table["row_id"].str.replace(shared["stem"], "elsewhere")
+    labels = tmp_path / "pseudo_labels.csv"
+    if change != "missing":
+        table.to_csv(labels, index=False)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 (Hydra wraps errors of __init__)
+        datamodule(
+            shared, tmp_path, f"data.root={tiny_root}", f"data.pseudo.labels={labels}", *overrides
+        )
+    found = user_error(caught.value)  # what run.py shows: the user error behind the wrapping
+    assert isinstance(found, error) and message in str(found)
+
+
+def test_one_epoch_with_pseudo_labels_writes_metrics(shared, tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}",
+        "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]",
+        f"data.pseudo.labels={shared['labels']}", "data.pseudo.power=2", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = run(cfg)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.isfinite(written["train/loss"]) and "test/soundscape_auc" in written
+    assert written["train/loss"] == pytest.approx(metrics["train/loss"])
