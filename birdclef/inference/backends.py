@@ -99,6 +99,8 @@ class OnnxModel(WindowModel):
         options.intra_op_num_threads = max(1, int(threads))
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads > 1:  # idle pool threads spinning took the core decoding needs: 296x -> 414x
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
