@@ -185,17 +185,22 @@ def _score(path: str) -> FileScores:
 
 def iter_predict_files(
     model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
-    sed_frames: bool = False, openvino_precision: str = "f32",
+    sed_frames: bool = False, openvino_precision: str = "f32", predictor: FilePredictor | None = None,
 ) -> Iterator[FileScores]:  # fmt: skip
-    """Every file's row scores per model, yielded in the order of `files` as they finish."""
+    """Every file's row scores per model, yielded in the order of `files` as they finish.
+
+    `predictor`: the same models already loaded by the caller (used in-process, and
+    spares loading them once more only to check them before the workers start).
+    """
     args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
     with limit_threads(threads):
         if workers <= 1 or len(files) <= 1:
-            predictor = FilePredictor(*args)
+            predictor = predictor or FilePredictor(*args)
             for path in files:
                 yield predictor(path)
             return
-        FilePredictor(*args)  # fail here, once, on a bad model rather than in every worker
+        if predictor is None:  # fail here, once, on a bad model rather than in every worker
+            FilePredictor(*args)
         context = multiprocessing.get_context("spawn")  # torch and onnxruntime are not fork-safe
         with ProcessPoolExecutor(
             min(workers, len(files)), context, initializer=_init_worker, initargs=(args,)
@@ -206,13 +211,15 @@ def iter_predict_files(
 def predict_files(
     model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
     sed_frames: bool = False, progress: bool = True, openvino_precision: str = "f32",
+    predictor: FilePredictor | None = None,
 ) -> list[FileScores]:  # fmt: skip
     """Every file's row scores per model, in the order of `files`, with a progress bar."""
     bar = _progress(len(files), progress)
     results = []
     for result in iter_predict_files(
-        model_paths, files, threads, workers, stride_seconds, sed_frames, openvino_precision
-    ):
+        model_paths, files, threads, workers, stride_seconds, sed_frames, openvino_precision,
+        predictor,
+    ):  # fmt: skip
         results.append(result)
         bar(1)
     bar(None)

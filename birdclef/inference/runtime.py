@@ -71,7 +71,7 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
     columns = read_columns(s["taxonomy"]) if s["taxonomy"] else None
     results = predict_files(
         s["models"], files, s["threads"], s["workers"], s["stride_seconds"], s["sed_frames"],
-        progress, s["openvino_precision"],
+        progress, s["openvino_precision"], probe,
     )  # fmt: skip
     frame, issues = assemble(
         results, classes, names, columns, s["blend"], s["weights"], s["power"],
