@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from birdclef.data.metadata import find_soundscape_labels
 from birdclef.errors import ConfigError
 from birdclef.inference.predict import (
     busy_seconds,
@@ -35,7 +36,6 @@ from birdclef.inference.predict import (
 from birdclef.inference.submission import assemble
 from birdclef.tasks.common import (
     data_root,
-    default_solution,
     output_dir,
     predict_settings,
     read_solution,
@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict:
     test_audio = float(b.test_files) * float(b.test_seconds)
 
     # validation scores of every model once; blends are assembled from them
-    solution_path = Path(b.validation) if b.validation else default_solution(root)
+    solution_path = Path(b.validation) if b.validation else find_soundscape_labels(root)
     solution = read_solution(solution_path) if solution_path else None
     if solution is not None:
         val_results = predict_files(

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.data.metadata import find_soundscape_labels
 from birdclef.errors import ConfigError, DataError
 from birdclef.modules.metrics import macro_auc
 from birdclef.utils import available_cpus
@@ -73,10 +72,6 @@ def read_solution(path: Path) -> pd.DataFrame:
         )
     frame["row_id"] = frame["row_id"].astype(str)
     return frame
-
-
-def default_solution(root: Path) -> Path | None:
-    return find_soundscape_labels(root)
 
 
 def score_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> tuple[float, pd.DataFrame]:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from birdclef.data.metadata import find_soundscape_labels
 from birdclef.inference.runtime import run as run_predict
 from birdclef.tasks.common import (
     data_root,
-    default_solution,
     output_dir,
     predict_settings,
     read_solution,
@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
         "predict/realtime_factor": report["realtime_factor"],
         "predict/wall_seconds": report["wall_seconds"],
     }
-    labels = default_solution(root) if root is not None else None
+    labels = find_soundscape_labels(root) if root is not None else None
     if labels is not None and folder.resolve() == (root / "test_soundscapes").resolve():
         import pandas as pd
 

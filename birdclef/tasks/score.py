@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from birdclef.data.metadata import find_soundscape_labels
 from birdclef.errors import ConfigError, DataError
 from birdclef.tasks.common import (
     data_root,
-    default_solution,
     output_dir,
     read_solution,
     score_frames,
@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> dict:
     if not submission_path.is_file():
         raise DataError(f"predict.output={submission_path} not found; write it with task=predict.")
     solution_path = (
-        Path(cfg.score.solution) if cfg.score.solution else default_solution(data_root(cfg))
+        Path(cfg.score.solution) if cfg.score.solution else find_soundscape_labels(data_root(cfg))
     )
     if solution_path is None:
         raise ConfigError(
