@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,birdnet,openvino]'
+	$(PY) -m pip install -q -e '.[dev,birdnet,openvino,curation,analysis]'
 	touch $(STAMP)
 
 install: $(STAMP)
