@@ -65,8 +65,10 @@ def load_windows(root: Path, labels: pd.DataFrame, sample_rate: int) -> dict[str
     return windows
 
 
-def output_state(output: Path, fingerprint: dict, overwrite: bool) -> str:
+def output_state(output: Path, fingerprint: dict, overwrite: bool, finished: str = LABELS) -> str:
     """What to do with `output`: "new", "resume" (same settings, unfinished), "done" or "replace".
+
+    A folder is done when its `finished` file (written last) exists.
 
     Only a folder that an earlier `task=mix` made (it has mix.json) is ever replaced,
     and only with `task.overwrite=true`.
@@ -76,11 +78,11 @@ def output_state(output: Path, fingerprint: dict, overwrite: bool) -> str:
     spec_path = output / SPEC
     if not spec_path.is_file():
         raise ConfigError(
-            f"task.output={output} already exists and was not made by task=mix (no {SPEC}); "
+            f"task.output={output} already exists and was not made by task=mix or mix_train (no {SPEC}); "
             "choose a new or empty folder."
         )
     if json.loads(spec_path.read_text()) == fingerprint:
-        return "done" if (output / LABELS).is_file() else "resume"
+        return "done" if (output / finished).is_file() else "resume"
     if not overwrite:
         raise ConfigError(
             f"task.output={output} holds mixtures made with other settings or another source "
