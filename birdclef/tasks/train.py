@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.callbacks import EpochTimer
+from birdclef.analysis.runlog import finish
+from birdclef.callbacks import EpochTimer, RunFigures
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 from birdclef.jobs import job_info
@@ -113,9 +114,11 @@ def run(
         )  # fmt: skip
         (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()
         extra = [instantiate(c) for c in cfg.callbacks.values() if c]
+        figures = RunFigures(out, OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(
-            cfg.trainer, callbacks=[checkpoint, last, timer, *extra], logger=instantiate(cfg.logger)
-        )
+            cfg.trainer, callbacks=[checkpoint, last, timer, figures, *extra],
+            logger=instantiate(cfg.logger),
+        )  # fmt: skip
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
@@ -142,6 +145,7 @@ def run(
             metrics.update(job_info())  # timings above are shared with this many jobs
             write_json(out / "metrics.json", metrics)
             log.info(summary(metrics, out, best))
+        finish(trainer.logger, metrics)
         return metrics
     finally:
         remove_file_log(handler)

