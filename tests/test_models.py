@@ -355,3 +355,33 @@ def test_band_average_equals_adaptive_pooling(n, bins):
     x = torch.randn(2, 3, n, 11)
     expected = torch.nn.functional.adaptive_avg_pool2d(x, (bins, 11))
     torch.testing.assert_close(band_average(x, bins), expected, rtol=0, atol=1e-6)
+
+
+def logits(outputs) -> torch.Tensor:
+    return outputs["logits"] if isinstance(outputs, dict) else outputs
+
+
+@pytest.mark.parametrize("make", [TimmNet, SEDNet], ids=["timm", "sed"])
+def test_drop_path_is_stochastic_depth_in_the_blocks_and_off_in_eval(make):
+    from timm.layers import DropPath
+
+    def rates(net):
+        return [m.drop_prob for m in net.modules() if isinstance(m, DropPath)]
+
+    assert rates(make(K, backbone=TINY_TIMM, drop_rate=0.0)) == []  # default 0: no DropPath at all
+    torch.manual_seed(0)
+    net = make(K, backbone=TINY_TIMM, drop_rate=0.0, drop_path_rate=0.5)
+    found = rates(net)
+    assert len(found) >= 5 and all(0 < p <= 0.5 for p in found)
+    x = mel(3)
+    net.train()
+    first, second = net(x), net(x)
+    assert not torch.equal(logits(first), logits(second))  # blocks dropped at random in training
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(logits(net(x)), logits(net(x)))
+
+
+@pytest.mark.parametrize("option", ["efficientnet", "efficientnet_lite0", "sed", "sed_lite0"])
+def test_drop_path_rate_defaults_to_off(option, tmp_path):
+    assert compose_cfg(f"model={option}", tmp=tmp_path).model.drop_path_rate == 0.0

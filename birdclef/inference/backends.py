@@ -148,7 +148,8 @@ class OpenVinoModel(WindowModel):
 
 
 def load_model(path: str | os.PathLike, threads: int = 1, openvino_precision: str = "f32"):
-    """The model at `path`: `.onnx`, an OpenVINO folder or `.xml`, or a project `.ckpt`."""
+    """The model at `path`: `.onnx`, an OpenVINO folder or `.xml`, a project `.ckpt`, or the
+    `.json` description of a foreign model (Perch, ...)."""
     path = Path(path)
     if not path.exists():
         raise InferenceError(f"model not found: {path}")
@@ -156,6 +157,10 @@ def load_model(path: str | os.PathLike, threads: int = 1, openvino_precision: st
         return OnnxModel(path, threads)
     if path.suffix == ".xml" or (path.is_dir() and (path / "model.xml").is_file()):
         return OpenVinoModel(path, threads, openvino_precision)
+    if path.suffix == ".json":  # a foreign model's description (birdclef.inference.foreign)
+        from .foreign import ForeignModel
+
+        return ForeignModel(path, threads)
     if path.suffix == ".ckpt":
         try:
             from .torch_backend import TorchModel

@@ -12,12 +12,18 @@ paths, sizes and mtimes, the blend settings and the soundscape folder):
     pseudo_labels.csv  row_id + one column per class (data root's column order), files in
                        sorted order; written once every file of every shard is done
     teacher.json       models (size, mtime), blend, weights, classes, counts, created
+    foreign/<i>_<name>.json  the description of each foreign model (below)
 A file with an .npy or a .bad is done and skipped by a rerun. Whichever shard finishes
 last merges (under a file lock); a run of any shard with every file done merges again.
 
 Blending is per file: `mean` (the default) and `power` work row by row, so they equal a
 blend over all rows. `rank` is refused: ranks over one file's rows (or over all rows) are
 not probabilities, and pseudo-labels are sharpened and mixed in as probabilities.
+A teacher model that is not this project's (an .onnx without birdclef metadata or a TF
+SavedModel folder: Perch 2.0, ...) is read through `teacher.foreign`
+(birdclef.inference.foreign): raw waveform windows in, its classes mapped to the taxonomy
+by scientific name. A class it lacks is NaN: each cell blends only the models that score
+it, and a class no model scores gets UNSCORED (0), counted in `pseudo/unscored_classes`.
 Where the data root has `train_soundscapes_truth.csv` (the synthetic set) and the folder is
 its `train_soundscapes`, the merged labels are scored against it (`pseudo/auc`).
 """
@@ -37,10 +43,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from birdclef.errors import ConfigError, DataError
-from birdclef.inference.backends import load_model
 from birdclef.inference.blend import blend, check_weights
 from birdclef.inference.errors import InferenceError
-from birdclef.inference.predict import AUDIO_SUFFIXES, iter_predict_files
+from birdclef.inference.foreign import descriptions, write_descriptions
+from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, iter_predict_files
 from birdclef.inference.rows import SCORE_SECONDS, row_id
 from birdclef.inference.submission import align, read_columns, write_submission
 from birdclef.modules.metrics import macro_auc
@@ -59,6 +65,8 @@ log = logging.getLogger(__name__)
 TRUTH = "train_soundscapes_truth.csv"  # the synthetic set's hidden truth of train_soundscapes
 BLENDS = ("mean", "power")  # row-by-row blends; see the module docstring for rank
 FILES, LABELS, BAD, LOCK = "files", "pseudo_labels.csv", "bad_files.csv", ".lock"
+FOREIGN = "foreign"  # the target's folder of foreign model descriptions (inference.foreign)
+UNSCORED = 0.0  # pseudo-label of a class that no teacher model scores (foreign models only)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -66,26 +74,25 @@ def run(cfg: DictConfig) -> dict:
     tic = time.perf_counter()
     out = output_dir(cfg)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    t, root = cfg.teacher, data_root(cfg)
-    folder = Path(t.soundscapes) if t.soundscapes else root / "train_soundscapes"
-    s = settings(t)
+    p = plan(cfg)
+    s, root, folder, target, columns = (
+        p[k] for k in ("settings", "root", "folder", "target", "columns")
+    )
     files = soundscapes(folder)
-    stems = [p.stem for p in files]
-    stamps = model_stamps(s["models"])
-    blend_settings = {k: s[k] for k in ("blend", "weights", "power", "stride_seconds")}
-    key = stable_hash([stamps, blend_settings, str(folder.resolve())])
-    target = Path(t.output) if t.output else Path(cfg.paths.data_dir) / "pseudo" / root.name / key
-    columns = read_columns(root)
+    stems = [f.stem for f in files]
+    models = write_descriptions(target / FOREIGN, p["foreign"], s["models"])
     mine = files[s["shard"] :: s["shards"]]
-    todo = [p for p in mine if not done(target, p.stem)]
+    todo = [f for f in mine if not done(target, f.stem)]
     log.info("shard %d/%d: %d of %d files to score into %s",
              s["shard"], s["shards"], len(todo), len(mine), target)  # fmt: skip
-    if todo:
-        score_files(todo, s, columns, target / FILES)
+    scoring = todo or p["foreign"]  # foreign models are loaded to count the classes they lack
+    unscored = (
+        score_files(todo, {**s, "models": models}, columns, target / FILES) if scoring else []
+    )
     with locked(target):
         bad = write_bad_list(target, files)
         complete = all(done(target, stem) for stem in stems)
-        frame = merge(target, files, columns, stamps, s, bad) if complete else None
+        frame = merge(target, files, columns, p["stamps"], s, bad) if complete else None
     counted = files if frame is not None else mine  # all files once merged, else this shard's
     n_rows, n_bad = counts(target, counted)
     metrics = {
@@ -95,14 +102,44 @@ def run(cfg: DictConfig) -> dict:
         "pseudo/scored_files": len(todo),
         "pseudo/merged": float(frame is not None),
     }
+    if p["foreign"]:
+        metrics["pseudo/unscored_classes"] = len(unscored)
     labelled = folder.resolve() == (root / "train_soundscapes").resolve()
     if frame is not None and labelled and (root / TRUTH).is_file():
         metrics.update(truth_metrics(pd.read_csv(root / TRUTH), frame, columns))
     metrics["pseudo/seconds"] = time.perf_counter() - tic
     write_json(out / "metrics.json", metrics)
-    write_json(out / "pseudo_label.json", {"output": str(target), "key": key, **metrics})
+    write_json(out / "pseudo_label.json", {"output": str(target), "key": p["key"], **metrics})
     log.info("pseudo-labels in %s: %s", target, metrics)
     return metrics
+
+
+def plan(cfg: DictConfig) -> dict:
+    """What a run of `cfg` scores and where: checked settings, folders, the teacher key.
+
+    The key hashes the model files' stamps, the blend settings and the soundscape folder
+    (and, with foreign models, their descriptions and label files), so another teacher
+    never reuses these labels; `target` is `teacher.output` or the folder of that key.
+    """
+    t, root = cfg.teacher, data_root(cfg)
+    folder = Path(t.soundscapes) if t.soundscapes else root / "train_soundscapes"
+    s = settings(t)
+    f = t.foreign
+    keys = ("sample_rate", "window_seconds", "output", "activation", "batch_size")
+    foreign = descriptions(s["models"], f.labels, root / "taxonomy.csv", {k: f[k] for k in keys})
+    stamps = model_stamps(s["models"])
+    if foreign:  # their label files are part of the teacher
+        stamps += model_stamps(sorted({d["labels"] for d in foreign.values()}))
+    blend_settings = {k: s[k] for k in ("blend", "weights", "power", "stride_seconds")}
+    parts = [stamps, blend_settings, str(folder.resolve())]
+    if foreign:  # only then, so the keys of existing labels stay what they were
+        parts.append({str(i): d for i, d in foreign.items()})
+    key = stable_hash(parts)
+    target = Path(t.output) if t.output else Path(cfg.paths.data_dir) / "pseudo" / root.name / key
+    return {
+        "settings": s, "root": root, "folder": folder, "foreign": foreign, "stamps": stamps,
+        "key": key, "target": target, "columns": read_columns(root),
+    }  # fmt: skip
 
 
 def settings(t: DictConfig) -> dict:
@@ -182,9 +219,15 @@ def done(target: Path, stem: str) -> bool:
     return any((target / FILES / f"{stem}{suffix}").exists() for suffix in (".npy", ".bad"))
 
 
-def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> None:
-    """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done."""
-    classes = [load_model(m).classes for m in s["models"]]  # bad models fail before any work
+def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> list[str]:
+    """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done.
+
+    Returns the classes no model scores (foreign models lacking them): their scores are 0.
+    """
+    predictor = FilePredictor(
+        s["models"], s["threads"], s["stride_seconds"]
+    )  # bad models fail here
+    classes = [m.classes for m in predictor.models]
     for model, own in zip(s["models"], classes, strict=True):
         if set(own) != set(columns) or len(own) != len(columns):
             raise ConfigError(
@@ -193,11 +236,21 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
                 f"{sorted(set(columns) - set(own))[:5]}, extra {sorted(set(own) - set(columns))[:5]}): "
                 "a teacher must be trained on the taxonomy of the data it labels."
             )
+    unscored = set(columns)
+    for m in predictor.models:
+        unscored &= set(getattr(m, "missing", ()))
+    unscored = [c for c in columns if c in unscored]
+    if unscored:
+        log.warning("%d classes no teacher model scores get pseudo-label %g: %s",
+                    len(unscored), UNSCORED, unscored[:10])  # fmt: skip
+    if not todo:
+        return unscored
     _, index = align(classes, s["models"], columns)
     bar = tqdm(total=len(todo), desc="pseudo-label", unit="file")
     results = iter_predict_files(
-        s["models"], todo, s["threads"], s["workers"], s["stride_seconds"], False, "f32"
-    )
+        s["models"], todo, s["threads"], s["workers"], s["stride_seconds"], False, "f32",
+        predictor,
+    )  # fmt: skip
     for result in results:
         stem = Path(result.path).stem
         if result.error is not None:
@@ -205,11 +258,26 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
             write_text(folder / f"{stem}.bad", f"{result.error}\n")
         else:
             per_model = [result.scores[m][:, index[m]] for m in range(len(index))]
-            rows = blend(per_model, s["blend"], s["weights"], s["power"])
+            rows = blend_covered(per_model, s["blend"], s["weights"], s["power"])
             with atomic_path(folder / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(rows, dtype=np.float32))
         bar.update(1)
     bar.close()
+    return unscored
+
+
+def blend_covered(per_model: list[np.ndarray], how: str, weights, power: float) -> np.ndarray:
+    """`blend` where every model scores every class; else each cell blends only the models
+    that score it (a foreign model's NaN columns), and a cell none scores gets UNSCORED."""
+    if not any(np.isnan(p).any() for p in per_model):
+        return blend(per_model, how, weights, power)
+    w = check_weights(weights, len(per_model))[:, None, None]
+    stack = np.stack(per_model).astype(np.float64)
+    have = np.isfinite(stack)
+    p = power if how == "power" else 1.0
+    total = (w * have).sum(axis=0)
+    mean = (w * np.where(have, stack, 0.0) ** p).sum(axis=0) / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, mean ** (1.0 / p), UNSCORED).astype(np.float32)
 
 
 def counts(target: Path, files: list[Path]) -> tuple[int, int]:

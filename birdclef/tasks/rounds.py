@@ -1,0 +1,169 @@
+"""Task `rounds`: a supervised model, then k pseudo-label rounds, each student the next teacher.
+
+    python run.py task=rounds rounds.k=2 data.pseudo.power=2 [any training override]
+
+Round 0 trains as the config says (`task=train`; data.pseudo.labels as given, null =
+supervised). Round r >= 1: round r-1's best checkpoint, blended with `teacher.models` when
+there are any (e.g. a foreign model), pseudo-labels train_soundscapes (`task=pseudo_label`
+with the `teacher` settings), then a student trains as round 0 does but with those labels
+(`data.pseudo.*`). Each step is `birdclef.tasks.train.run` or `birdclef.tasks.pseudo_label.run`
+called with a copy of the config (task.fn, paths.output_dir and the labels changed, the
+`rounds` group left out, so raising k keeps the finished rounds). The task's folder:
+
+    round_0/train/                the supervised run (checkpoints/, config.yaml, metrics.json, ...)
+    round_<r>/pseudo_label/       the pseudo_label job of round r (config.yaml, metrics.json)
+    round_<r>/pseudo_label/<key>/ its labels: pseudo_labels.csv, teacher.json, files/
+    round_<r>/train/              the student of round r, trained on those labels
+    rounds.csv, metrics.json      one row per round: lineage and scores
+
+Lineage: every round's train metrics.json holds `round/index`, `round/teacher` (the
+checkpoint(s) that made its labels), `round/pseudo_labels` (the csv), `round/teacher_key`
+and `round/pseudo_auc` (the labels' macro AUC against the hidden truth, NaN without it).
+
+Resumable: a step whose folder holds a metrics.json of the same config is skipped (rerun
+with the same folder, `hydra.run.dir=<it>`; `rerun=true` runs every step again). The labels'
+folder is named by the teacher key, which hashes the teacher checkpoint's size and mtime, so
+labels of a retrained teacher never mix with older ones and every later step runs again. An
+unfinished pseudo_label step resumes file by file; an unfinished training restarts from a
+cleared folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from birdclef.errors import ConfigError
+from birdclef.jobs import METRICS, finished_metrics
+from birdclef.tasks import pseudo_label
+from birdclef.tasks import train as train_task
+from birdclef.tasks.common import output_dir
+from birdclef.utils import write_csv, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+TRAIN, PSEUDO = "train", "pseudo_label"  # a round's step folders
+TRAIN_FN, PSEUDO_FN = "birdclef.tasks.train.run", "birdclef.tasks.pseudo_label.run"
+BEST = Path("checkpoints") / "best.ckpt"
+COLUMNS = (
+    "round", "teacher", "teacher_key", "pseudo_labels", "pseudo/auc", "pseudo/rows",
+    "val/auc", "test/soundscape_auc", "train/epochs", "folder",
+)  # fmt: skip
+
+
+def run(cfg: DictConfig) -> dict:
+    """Rounds 0..k (see the module docstring); metrics of the last round and a per-round table."""
+    k = check(cfg)
+    out = output_dir(cfg)
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    table, teacher = [], None
+    for r in range(k + 1):
+        folder = out / f"round_{r}"
+        lineage: dict = {"round/index": r}
+        labels = None
+        if r > 0:
+            job = pseudo_config(cfg, teacher, folder / PSEUDO)
+            log.info("round %d/%d: pseudo-labels by %s", r, k, list(job.teacher.models))
+            made = step(job, pseudo_label.run, clear=False)
+            labels = Path(job.teacher.output) / pseudo_label.LABELS
+            lineage.update({
+                "round/teacher": [str(m) for m in job.teacher.models],
+                "round/teacher_key": Path(job.teacher.output).name,
+                "round/pseudo_labels": str(labels),
+                "round/pseudo_auc": float(made.get("pseudo/auc", math.nan)),
+                "round/pseudo_rows": float(made.get("pseudo/rows", math.nan)),
+            })  # fmt: skip
+        log.info("round %d/%d: training %s", r, k, "supervised" if labels is None else "with them")
+        updates = {} if labels is None else {"data.pseudo.labels": str(labels)}
+        fit = functools.partial(train_task.run, extra_metrics=lineage)
+        metrics = step(derive(cfg, TRAIN_FN, folder / TRAIN, updates), fit, clear=True)
+        teacher = folder / TRAIN / BEST
+        table.append(row(lineage, metrics, folder / TRAIN))
+    frame = pd.DataFrame(table, columns=list(COLUMNS))
+    write_csv(out / "rounds.csv", frame)
+    last = table[-1]
+    metrics = {
+        "rounds/k": k,
+        "val/auc": last["val/auc"],
+        "test/soundscape_auc": last["test/soundscape_auc"],
+        "rounds/supervised_test_auc": table[0]["test/soundscape_auc"],
+        "rounds": table,
+    }
+    write_json(out / METRICS, metrics)
+    log.info("rounds (%s):\n%s", out, frame.drop(columns=["folder", "pseudo_labels"]).to_string())
+    return metrics
+
+
+def check(cfg: DictConfig) -> int:
+    k = cfg.rounds.k
+    if not isinstance(k, int) or k < 0:
+        raise ConfigError(
+            f"rounds.k={k!r} must be an integer >= 0 (pseudo-label rounds after round 0)."
+        )
+    if cfg.ckpt_path:
+        raise ConfigError(
+            "task=rounds resumes by itself: drop ckpt_path and rerun with the same folder "
+            "(hydra.run.dir=<the rounds run>)."
+        )
+    if int(cfg.teacher.shards) != 1:
+        raise ConfigError("task=rounds labels with one job: set teacher.shards=1.")
+    return k
+
+
+def derive(cfg: DictConfig, fn: str, folder: Path, updates: dict | None = None) -> DictConfig:
+    """A copy of `cfg` that runs task `fn` in `folder`, with `updates` (dotted keys); `cfg` is untouched."""
+    new = copy.deepcopy(cfg)
+    with open_dict(new):
+        new.pop("rounds", None)  # not a setting of the step: raising k must not rerun it
+    OmegaConf.update(new, "task.fn", fn, merge=False)
+    OmegaConf.update(new, "paths.output_dir", str(folder), merge=False)
+    for key, value in (updates or {}).items():
+        OmegaConf.update(new, key, value, merge=False)
+    return new
+
+
+def pseudo_config(cfg: DictConfig, teacher: Path, folder: Path) -> DictConfig:
+    """The pseudo_label job of a round: `teacher` (+ teacher.models), labels in folder/<key>."""
+    if not teacher.is_file():
+        raise ConfigError(f"{teacher} is missing: the previous round kept no best checkpoint.")
+    models = [str(teacher), *(str(m) for m in cfg.teacher.models or [])]
+    updates = {"teacher.models": models, "teacher.shard": 0, "teacher.output": None}
+    job = derive(cfg, PSEUDO_FN, folder, updates)
+    OmegaConf.update(job, "teacher.output", str(folder / pseudo_label.plan(job)["key"]))
+    return job
+
+
+def step(cfg: DictConfig, fn, clear: bool) -> dict:
+    """`fn(cfg)`, or the stored metrics when its folder already finished this same config."""
+    folder = Path(cfg.paths.output_dir)
+    stored = finished_metrics(cfg, folder)
+    if stored is not None:
+        log.info("%s already finished with this config: skipped", folder)
+        return stored
+    if clear and folder.exists():  # a half-trained run's checkpoints must not be taken as its own
+        shutil.rmtree(folder)
+    (folder / METRICS).unlink(missing_ok=True)
+    return fn(cfg)
+
+
+def row(lineage: dict, metrics: dict, folder: Path) -> dict:
+    nan = math.nan
+    return {
+        "round": lineage["round/index"],
+        "teacher": ";".join(lineage.get("round/teacher", [])),
+        "teacher_key": lineage.get("round/teacher_key", ""),
+        "pseudo_labels": lineage.get("round/pseudo_labels", ""),
+        "pseudo/auc": lineage.get("round/pseudo_auc", nan),
+        "pseudo/rows": lineage.get("round/pseudo_rows", nan),
+        "val/auc": float(metrics.get("val/auc", nan)),
+        "test/soundscape_auc": float(metrics.get("test/soundscape_auc", nan)),
+        "train/epochs": float(metrics.get("train/epochs", nan)),
+        "folder": str(folder),
+    }

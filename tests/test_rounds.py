@@ -1,0 +1,135 @@
+"""task=rounds: the chain of steps, its folders and lineage, resume, and one real round (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from birdclef.errors import ConfigError
+from birdclef.tasks import rounds
+from birdclef.utils import write_json, write_text
+from tests.conftest import compose_cfg
+
+
+def _cfg(tiny_root, tmp_path, *overrides):
+    return compose_cfg(
+        "task=rounds", f"data.root={tiny_root}", "data.cache_workers=0", "teacher.workers=1",
+        *overrides, tmp=tmp_path,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """train and pseudo_label replaced by stubs that leave what the real ones leave, and a log."""
+    calls = []
+
+    def train(cfg, extra_metrics=None):
+        out = rounds.Path(cfg.paths.output_dir)
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        r = extra_metrics["round/index"]
+        write_text(out / rounds.BEST, f"student of round {r}, call {len(calls)}")
+        metrics = {"val/auc": 0.6 + r / 10, "test/soundscape_auc": 0.5 + r / 10, **extra_metrics}
+        write_json(out / "metrics.json", metrics)
+        calls.append(("train", r, cfg.data.pseudo.labels))
+        return metrics
+
+    def pseudo(cfg):
+        out, target = rounds.Path(cfg.paths.output_dir), rounds.Path(cfg.teacher.output)
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(target / "pseudo_labels.csv", "row_id\n")
+        metrics = {"pseudo/auc": 0.8, "pseudo/rows": 6}
+        write_json(out / "metrics.json", metrics)
+        calls.append(("pseudo", list(cfg.teacher.models), target.name))
+        return metrics
+
+    monkeypatch.setattr(rounds.train_task, "run", train)
+    monkeypatch.setattr(rounds.pseudo_label, "run", pseudo)
+    return calls
+
+
+def test_rounds_chain_students_into_teachers_and_record_lineage(tiny_root, tmp_path, fake_steps):
+    cfg = _cfg(tiny_root, tmp_path, "rounds.k=2")
+    before = OmegaConf.to_yaml(cfg)
+    metrics = rounds.run(cfg)
+    assert OmegaConf.to_yaml(cfg) == before  # the given config is never changed
+    out = tmp_path / "out"
+    ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(3)]
+    keys = [c[2] for c in fake_steps if c[0] == "pseudo"]
+    labels = [str(out / f"round_{r}" / "pseudo_label" / keys[r - 1] / "pseudo_labels.csv") for r in (1, 2)]  # fmt: skip
+    assert fake_steps == [
+        ("train", 0, None),
+        ("pseudo", [ckpt[0]], keys[0]),
+        ("train", 1, labels[0]),
+        ("pseudo", [ckpt[1]], keys[1]),
+        ("train", 2, labels[1]),
+    ]
+    assert keys[0] != keys[1]
+    table = metrics["rounds"]
+    assert [r["round"] for r in table] == [0, 1, 2]
+    assert [r["teacher"] for r in table] == ["", ckpt[0], ckpt[1]]
+    assert [r["pseudo_labels"] for r in table] == ["", *labels]
+    assert [r["test/soundscape_auc"] for r in table] == pytest.approx([0.5, 0.6, 0.7])
+    assert metrics["test/soundscape_auc"] == pytest.approx(0.7) and metrics["rounds/k"] == 2
+    assert metrics["rounds/supervised_test_auc"] == pytest.approx(0.5)
+    assert json.loads((out / "metrics.json").read_text())["rounds"][2]["pseudo/auc"] == 0.8
+    assert pd.read_csv(out / "rounds.csv")["teacher_key"].fillna("").tolist() == ["", *keys]
+    student = json.loads((out / "round_2" / "train" / "metrics.json").read_text())
+    assert student["round/teacher"] == [ckpt[1]] and student["round/teacher_key"] == keys[1]
+    assert student["round/pseudo_labels"] == labels[1] and student["round/pseudo_auc"] == 0.8
+    step_cfg = OmegaConf.load(out / "round_1" / "train" / "config.yaml")
+    assert "rounds" not in step_cfg and step_cfg.task.fn == rounds.TRAIN_FN
+
+    # a rerun runs nothing; raising k runs only the new round
+    fake_steps.clear()
+    assert rounds.run(cfg)["rounds"] == table
+    assert fake_steps == []
+    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=3"))
+    assert [c[:2] for c in fake_steps] == [("pseudo", [ckpt[2]]), ("train", 3)]
+
+    # a new round-1 student (its checkpoint changed) makes every later step run again
+    fake_steps.clear()
+    (out / "round_1" / "train" / "metrics.json").unlink()
+    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=3"))
+    assert [c[:2] for c in fake_steps] == [
+        ("train", 1), ("pseudo", [ckpt[1]]), ("train", 2), ("pseudo", [ckpt[2]]), ("train", 3)
+    ]  # fmt: skip
+    assert fake_steps[1][2] != keys[1]
+
+
+def test_extra_teachers_blend_with_each_student(tiny_root, tmp_path, fake_steps):
+    other = tmp_path / "other.ckpt"  # only stamped here: the stub does not load it
+    other.write_text("x")
+    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=1", f"teacher.models=[{other}]"))
+    student = str(tmp_path / "out" / "round_0" / "train" / rounds.BEST)
+    assert fake_steps[1][:2] == ("pseudo", [student, str(other)])
+
+
+def test_rounds_errors(tiny_root, tmp_path):
+    with pytest.raises(ConfigError, match="rounds.k"):
+        rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=-1"))
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        rounds.run(_cfg(tiny_root, tmp_path, "ckpt_path=x.ckpt"))
+    with pytest.raises(ConfigError, match="teacher.shards=1"):
+        rounds.run(_cfg(tiny_root, tmp_path, "teacher.shards=2"))
+
+
+@pytest.mark.slow
+def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
+    cfg = _cfg(
+        tiny_root, tmp_path, "rounds.k=1", "trainer.max_epochs=1", "data.batch_size=16",
+        "data.min_val_recordings=2", "model.channels=[8,16]", "data.pseudo.power=2",
+    )  # fmt: skip
+    metrics = rounds.run(cfg)
+    out = tmp_path / "out"
+    r1 = json.loads((out / "round_1" / "train" / "metrics.json").read_text())
+    labels = out / "round_1" / "pseudo_label" / r1["round/teacher_key"] / "pseudo_labels.csv"
+    assert r1["round/pseudo_labels"] == str(labels) and labels.is_file()
+    assert r1["round/teacher"] == [str(out / "round_0" / "train" / rounds.BEST)]
+    assert 0 <= r1["round/pseudo_auc"] <= 1 and r1["round/pseudo_rows"] == 6
+    assert metrics["test/soundscape_auc"] == r1["test/soundscape_auc"]
+    stamp = (out / "round_1" / "train" / rounds.BEST).stat().st_mtime_ns
+    assert rounds.run(cfg)["rounds"] == metrics["rounds"]  # resumed: nothing trains again
+    assert (out / "round_1" / "train" / rounds.BEST).stat().st_mtime_ns == stamp
