@@ -79,6 +79,30 @@ def test_report_lists_failed_jobs_and_cpu_share(tmp_path):
     assert "No run finished." in main([str(tmp_path)])  # only failed jobs: still a report
 
 
+def test_report_means_over_seeds_and_rare_classes(tmp_path):
+    # two settings x two seeds; classes a (1 recording, rare at K=1) and b (3 recordings)
+    aucs = {
+        ("0", "42"): (0.70, 0.5, 0.9),
+        ("0", "1"): (0.74, 0.7, 0.8),
+        ("1", "42"): (0.80, 0.9, 0.7),
+    }
+    for i, ((drop, seed), (auc, rare, common)) in enumerate(aucs.items()):
+        run = tmp_path / str(i)
+        fake_run(run, [f"filter.voice_drop={drop}", f"seed={seed}"], {"test/soundscape_auc": auc})
+        (run / "split.csv").write_text(
+            "filename,primary_label,split\nx,a,train\n" + "y,b,train\n" * 3
+        )
+        (run / "per_class_auc.csv").write_text(
+            f"class,positives,rows,auc\na,2,10,{rare}\nb,3,10,{common}\nc,0,10,\n"
+        )
+    text = main([str(tmp_path), "--mean-over", "seed", "--rare", "1"])
+    head, _, first, second = text.splitlines()[-4:]
+    assert "AUC, classes <= 1 rec." in head and head.endswith("| runs |")
+    assert first.startswith("| filter.voice_drop=0 | 0.720 ± 0.028 | 0.600 ± 0.141 |")
+    assert first.endswith("| 2 |")
+    assert second.startswith("| filter.voice_drop=1 | 0.800 | 0.900 |")
+
+
 def test_available_cpus_honours_job_allocations(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.delenv(jobs.CPUS_ENV, raising=False)
