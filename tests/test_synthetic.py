@@ -5,6 +5,7 @@ import pytest
 from birdclef.data.audio import audio_seconds, load_audio
 from birdclef.data.metadata import TAXONOMY_COLUMNS, TRAIN_COLUMNS
 from birdclef.data.synthetic import SynthSpec, generate
+from birdclef.data.synthetic.speech import WORDS, espeak_available, intro_text, render_speech
 from birdclef.errors import ConfigError
 from tests.conftest import TINY
 
@@ -100,3 +101,37 @@ def test_hidden_truth_matches_the_audio(tmp_path):
     call = calls.iloc[0]
     loud = audio[int(call["start"] * 32000) : int(call["end"] * 32000)]
     assert np.sqrt(np.mean(inside**2)) < 0.2 * np.sqrt(np.mean(loud**2))
+
+
+def test_the_voice_is_part_of_the_datasets_key(tmp_path, monkeypatch, caplog):
+    import sys
+
+    from birdclef.data.synthetic import dataset_dir
+
+    gen = sys.modules[
+        "birdclef.data.synthetic.generate"
+    ]  # the package exports a function of that name
+
+    formant, espeak = SynthSpec(**TINY), SynthSpec(**TINY, voice="espeak")
+    assert "voice" not in formant.as_dict()  # folders made before the option keep their names
+    assert dataset_dir(tmp_path, formant) != dataset_dir(tmp_path, espeak)
+    with pytest.raises(ConfigError, match="synth.voice='opera'"):
+        SynthSpec.from_config({"voice": "opera"})
+    monkeypatch.setattr(gen, "espeak_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert dataset_dir(tmp_path, espeak) == dataset_dir(tmp_path, formant)
+    assert "espeak-ng is not installed" in caplog.text
+
+
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+def test_espeak_intros_are_real_speech_and_deterministic_per_seed():
+    a = render_speech(3.0, 32000, np.random.default_rng(5))
+    b = render_speech(3.0, 32000, np.random.default_rng(5))
+    c = render_speech(3.0, 32000, np.random.default_rng(6))
+    assert a.shape == (96000,) and np.abs(a).max() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    text = intro_text("en", np.random.default_rng(0))
+    assert text.split()[0] in WORDS["en"]["open"] and text == intro_text(
+        "en", np.random.default_rng(0)
+    )

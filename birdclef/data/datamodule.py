@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
 from birdclef.data.cache import CachedFrames, FrameCache
+from birdclef.data.curation.apply import apply_filter
 from birdclef.data.datasets import (
     CROPS,
     WINDOW_CHOICES,
@@ -147,6 +148,8 @@ class BirdclefDataModule(L.LightningDataModule):
         self.meta: Metadata | None = None
         self.pseudo_set: WindowDataset | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
+        self.segment_manifests: dict | None = None
+        self.filter_report: pd.DataFrame | None = None
 
     # ---- what the LightningModule needs -------------------------------------------------
     @property
@@ -181,6 +184,17 @@ class BirdclefDataModule(L.LightningDataModule):
         paths = [meta.audio_path(f) for f in files]
         desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
         return self._frames(paths, files, groups, desc, frontend)
+
+    def _manifests(self) -> dict:
+        """A segment filter's detector scores of every train_audio file (built once, cached)."""
+        if self.segment_manifests is None:
+            meta = self._metadata()
+            files = meta.train["filename"].drop_duplicates().tolist()
+            self.segment_manifests = self.row_filter.manifests(
+                [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
+                self.cache_dir, self.frontend.sample_rate, self.cache_workers,
+            )  # fmt: skip
+        return self.segment_manifests
 
     def _scored_frames(self, stems: list[str]) -> CachedFrames:
         """The labelled test soundscapes, whose 5-s rows are cut from their frames."""
@@ -222,6 +236,8 @@ class BirdclefDataModule(L.LightningDataModule):
             self._background_frames()
         if self.pseudo_labels is not None:
             self._soundscape_frames()
+        if hasattr(self.row_filter, "manifests"):
+            self._manifests()
 
     # ---- datasets ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -251,11 +267,15 @@ class BirdclefDataModule(L.LightningDataModule):
                 f"the validation split is empty: no class has {self.min_val_recordings} recordings. "
                 "Lower data.min_val_recordings or raise data.val_fraction."
             )
-        train = self.row_filter(usable[~is_val].reset_index(drop=True))
+        train_rows = usable[~is_val].reset_index(drop=True)
+        train = self.row_filter(train_rows)
         self.split = pd.concat([train.assign(split="train"), usable[is_val].assign(split="val")])
+        kept, self.filter_report = apply_filter(
+            self.row_filter, windows, train_rows, train, self._manifests
+        )
         self.train_set = recording_windows(
             windows, train, self.train_windows, self.label_rule, self.classes, self.window,
-            self.frontend.finish, self.crop, self.crop_seconds,
+            self.frontend.finish, self.crop, self.crop_seconds, kept,
         )  # fmt: skip
         if self.teacher_frontend is not None:
             self.train_set.teacher = TeacherFrames(

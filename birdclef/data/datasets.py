@@ -71,6 +71,32 @@ def _random_start(total: int, n: int, limit: int | None) -> int:
     return int(torch.randint(max(span - n, 0) + 1, ()))  # seeded per worker by Lightning
 
 
+def _kept_spans(starts, ends, hop: int, n: int, limit: int | None) -> list[tuple[int, int, int]]:
+    """(start frame, low, high) per kept segment of one recording, in time order.
+
+    A random crop starts in [low, high]: inside the run of contiguous kept segments
+    the segment belongs to (at the run's start when it is shorter than the window)
+    and, with `limit`, inside the first `limit` frames where the run allows.
+    """
+    spans = sorted(zip(starts, ends, strict=True))
+    runs: list[list[int]] = []
+    for a, b in spans:
+        if runs and a <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], b)
+        else:
+            runs.append([a, b])
+    out, r = [], 0
+    for a, _ in spans:
+        while a >= runs[r][1]:
+            r += 1
+        low = int(round(runs[r][0] / hop))
+        high = max(low, int(round(runs[r][1] / hop)) - n)
+        if limit:
+            high = max(low, min(high, limit - n))
+        out.append((int(round(a / hop)), low, high))
+    return out
+
+
 class WindowDataset(Dataset):
     """Windows of `n_frames` frames: item i is recording `recording[i]` cut at `start[i]`.
 
@@ -80,18 +106,21 @@ class WindowDataset(Dataset):
     front end's per-window step. With `background` (cached soundscapes), each item
     also carries a random crop of one of them, for background-noise augmentation;
     with `teacher` (`TeacherFrames`), the teacher's input for the same span (and crop).
+    With `crop_range` ([items, 2] start frames, a segment filter's kept spans), a random
+    crop of item i starts uniformly in [low_i, high_i] instead.
     """
 
     def __init__(
         self, frames: CachedFrames, recording, start, n_frames: int, finish, target, truth, primary,
         crop: str = "fixed", crop_frames: int | None = None, background: CachedFrames | None = None,
-        teacher: TeacherFrames | None = None,
+        teacher: TeacherFrames | None = None, crop_range=None,
     ) -> None:  # fmt: skip
         self.frames, self.n_frames, self.finish = frames, n_frames, finish
         self.recording, self.start = np.asarray(recording), np.asarray(start)
         self.target, self.truth, self.primary = target, truth, primary
         self.crop, self.crop_frames, self.background = crop, crop_frames, background
         self.teacher = teacher
+        self.crop_range = None if crop_range is None else np.asarray(crop_range, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.recording)
@@ -103,7 +132,10 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rec = int(self.recording[i])
         start = int(self.start[i])
-        if self.crop == "random":
+        if self.crop == "random" and self.crop_range is not None:
+            low, high = self.crop_range[i]
+            start = int(low) + int(torch.randint(int(high - low) + 1, ()))
+        elif self.crop == "random":
             start = _random_start(self.frames.n_frames(rec), self.n_frames, self.crop_frames)
         item = {
             "features": self._features(self.frames, rec, start),
@@ -124,18 +156,38 @@ class WindowDataset(Dataset):
 def recording_windows(
     frames: CachedFrames, rows: pd.DataFrame, which: str, rule, classes: list[str], window: int,
     finish, crop: str = "fixed", crop_seconds: float | None = None,
+    segments: pd.DataFrame | None = None,
 ) -> WindowDataset:  # fmt: skip
     """The windows of the recordings in `rows` (train.csv rows) by the study's rule.
 
     `which="all"`: every window of `recording_window_starts`; `"first"`: the first of
     each recording. `window` is in samples; starts are rounded to the nearest frame.
+    With `segments` (a segment filter's kept 5-s segments: file, start, end in samples)
+    the items are those segments instead, a window starting at each (`"first"`: each
+    recording's first kept one), and random crops stay inside kept audio (`_kept_spans`).
     The DataModule validates `which`, `crop` and `crop_seconds` before any cache is built.
     """
     meta = rows.drop_duplicates("filename").set_index("filename")
     hop = frames.hop_length
-    recording, start, files = [], [], []
+    crop_frames = (
+        None if crop_seconds is None else int(round(crop_seconds * frames.sample_rate / hop))
+    )
+    kept = None if segments is None else dict(list(segments.groupby("file", sort=False)))
+    recording, start, files, ranges = [], [], [], []
     for key in meta.index:
         i = frames.position[key]
+        if kept is not None:
+            if key not in kept:
+                continue
+            spans = _kept_spans(
+                kept[key]["start"], kept[key]["end"], hop, window // hop, crop_frames
+            )
+            for s, low, high in spans[:1] if which == "first" else spans:
+                recording.append(i)
+                start.append(s)
+                files.append(key)
+                ranges.append((low, high))
+            continue
         starts = recording_window_starts(int(frames.index["n_samples"].iat[i]), window)
         for s in starts[:1] if which == "first" else starts:
             recording.append(i)
@@ -146,12 +198,10 @@ def recording_windows(
     truth = presence(meta["primary_label"], meta["secondary_labels"], classes)
     lookup = {c: i for i, c in enumerate(classes)}
     primary = np.array([lookup[p] for p in meta["primary_label"]], dtype=np.int64)
-    crop_frames = (
-        None if crop_seconds is None else int(round(crop_seconds * frames.sample_rate / hop))
-    )
     return WindowDataset(
-        frames, recording, start, window // hop, finish, target, truth, primary, crop, crop_frames
-    )
+        frames, recording, start, window // hop, finish, target, truth, primary, crop, crop_frames,
+        crop_range=None if segments is None else np.array(ranges, dtype=np.int64).reshape(-1, 2),
+    )  # fmt: skip
 
 
 def soundscape_rows(

@@ -1,4 +1,7 @@
-"""Row filters applied to train.csv before training (the study's data filtering, stage 1)."""
+"""Row filters applied to train.csv before training (the study's data filtering, stage 1).
+
+Stage 2 (segments scored by YAMNet and Silero VAD) is `birdclef.data.curation.segment_filter`.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +29,16 @@ class RatingFilter:
     rows instead, as the study did for the jaguar and the foam-nest frog.
     """
 
-    def __init__(self, min_rating: float = 3.0, keep_top: int = 5) -> None:
+    def __init__(self, min_rating: float = 3.0, keep_top: int = 5, report_dir=None) -> None:
         if not 0.0 <= min_rating <= 5.0 or keep_top < 0:
             raise ConfigError(
                 f"filter.min_rating={min_rating} must be in [0, 5] and filter.keep_top={keep_top} >= 0."
             )
         self.min_rating, self.keep_top = min_rating, keep_top
+        self.report_dir = (
+            report_dir  # where the DataModule writes filter_report.csv (None: not written)
+        )
+        self.rescued: dict[str, int] = {}  # class -> recordings brought back by the rescue rule
 
     def __call__(self, train: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in ("collection", "rating") if c not in train]
@@ -40,6 +47,7 @@ class RatingFilter:
         rated = (train["collection"] == "XC") & (train["rating"] > 0)
         keep = ~rated | (train["rating"] >= self.min_rating)
         rescued = []
+        self.rescued = {}
         for label, rows in train.groupby("primary_label"):
             if not keep[rows.index].any():
                 best = rows.sort_values("rating", ascending=False, kind="stable").index[
@@ -47,6 +55,7 @@ class RatingFilter:
                 ]
                 keep[best] = True
                 rescued.append(label)
+                self.rescued[str(label)] = len(best)
         log.info(
             "filter=rating: kept %d of %d rows (min_rating=%s); rescued classes: %s",
             int(keep.sum()), len(train), self.min_rating, rescued or "none",

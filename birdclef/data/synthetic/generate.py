@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from birdclef.data.audio import write_audio
 from birdclef.data.synthetic.calls import TAXA, draw_voiceprint
 from birdclef.data.synthetic.render import render_recording, render_soundscape
 from birdclef.data.synthetic.spec import SynthSpec, plan_classes, plan_recordings
+from birdclef.data.synthetic.speech import espeak_available
 from birdclef.data.windows import SCORE_SECONDS, row_id
 from birdclef.utils import stable_hash, write_csv, write_json
 
@@ -38,13 +40,26 @@ def _render_job(job: dict) -> list[dict]:
     return events
 
 
+def resolve_voice(spec: SynthSpec) -> SynthSpec:
+    """`spec` with the voice that will really be rendered: espeak falls back to the formant toy
+    where espeak-ng is not installed, so the folder's key names the voice its intros hold."""
+    if spec.voice == "espeak" and not espeak_available():
+        log.warning(
+            "synth.voice=espeak but espeak-ng is not installed (apt-get install espeak-ng): "
+            "the synthetic intros use the formant toy voice instead"
+        )
+        return replace(spec, voice="formant")
+    return spec
+
+
 def dataset_dir(data_dir: str | Path, spec: SynthSpec) -> Path:
     """Where the dataset of `spec` lives: one folder per distinct spec, so changes never mix."""
-    return Path(data_dir) / "synthetic" / stable_hash(spec.as_dict())
+    return Path(data_dir) / "synthetic" / stable_hash(resolve_voice(spec).as_dict())
 
 
 def ensure_synthetic(data_dir: str | Path, spec: SynthSpec, workers: int | None = None) -> Path:
     """Return the folder of the dataset of `spec`, generating it first if absent."""
+    spec = resolve_voice(spec)
     root = dataset_dir(data_dir, spec)
     if (root / "synth_spec.json").is_file():
         return root
@@ -62,6 +77,11 @@ def generate(root: str | Path, spec: SynthSpec, workers: int | None = None) -> P
         return root
     if root.exists():
         raise FileExistsError(f"{root} exists but is not a complete synthetic dataset; remove it.")
+    spec = resolve_voice(spec)
+    log.info(
+        "synthetic intros: %s",
+        "real speech (espeak-ng)" if spec.voice == "espeak" else "formant toy voice",
+    )
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -90,7 +110,7 @@ def _write_dataset(root: Path, spec: SynthSpec, workers: int | None) -> None:
     jobs = []
     for i, row in enumerate(train.itertuples()):
         job = dict(row._asdict(), kind="recording", path=str(root / "train_audio" / row.filename),
-                   seed=[spec.seed, 1, i], sample_rate=spec.sample_rate,
+                   seed=[spec.seed, 1, i], sample_rate=spec.sample_rate, voice=spec.voice,
                    voiceprints={lbl: prints[lbl] for lbl in [row.primary_label, *row.audible_secondary]})  # fmt: skip
         jobs.append(job)
     scapes = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from birdclef.data.synthetic.calls import colored_noise, render_phrase, render_voice, rms
+from birdclef.data.synthetic.speech import render_speech
 
 SILENCE_GAIN = 0.1  # noise kept in a silent stretch (-20 dB)
 EDGE = 0.1  # s kept free at window edges in soundscapes
@@ -76,7 +77,12 @@ def render_recording(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, l
             }
         )
     if intro:
-        _add(signal, render_voice(intro, sr, rng), 0, level * rng.uniform(1.0, 2.0))
+        speech = (
+            render_speech(intro, sr, rng)
+            if job.get("voice") == "espeak"
+            else render_voice(intro, sr, rng)
+        )
+        _add(signal, speech, 0, level * rng.uniform(1.0, 2.0))
         events.append(
             {"filename": name, "start": 0.0, "end": round(intro, 3), "kind": "voice", "label": ""}
         )

@@ -13,6 +13,7 @@ from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 
 COLLECTIONS = ("XC", "iNat", "CSA")
+VOICES = ("formant", "espeak")
 TYPES = {
     "Aves": ["song", "call", "flight call", "alarm call"],
     "Amphibia": ["call"],
@@ -60,6 +61,9 @@ class SynthSpec:
     soundscape_seconds: int = 60  # s
     soundscape_snr_db: tuple = (0.0, 20.0)  # dB
     species_per_soundscape: tuple = (1, 4)
+    voice: str = (
+        "formant"  # spoken intros: formant (a voiced toy) | espeak (real speech, espeak-ng)
+    )
 
     @classmethod
     def from_config(cls, cfg) -> SynthSpec:
@@ -92,6 +96,8 @@ class SynthSpec:
                 f"synth.soundscape_seconds={self.soundscape_seconds} must be a multiple of the "
                 f"{SCORE_SECONDS}-s scored rows."
             )
+        if self.voice not in VOICES:
+            raise ConfigError(f"synth.voice={self.voice!r} must be one of {VOICES}.")
         low, high = self.species_per_soundscape
         if not 1 <= low <= high:
             raise ConfigError(
@@ -99,7 +105,12 @@ class SynthSpec:
             )
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The spec as it keys the dataset's folder; `voice` only when not the formant toy,
+        so the folders of datasets made before the option existed keep their names."""
+        values = asdict(self)
+        if values["voice"] == "formant":
+            del values["voice"]
+        return values
 
 
 def _codes(n: int, rng: np.random.Generator, taken: set) -> list[str]:

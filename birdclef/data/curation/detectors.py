@@ -1,0 +1,226 @@
+"""Segment detectors: Silero VAD (speech) and YAMNet through TF-Hub (AudioSet classes, speech).
+
+A detector scores the 5-s segments of one recording, given as 16-kHz audio and
+(start, end) sample spans; it returns one dict of plain numbers and strings per
+segment. Both give `speech` (a probability) and `speech_s` (seconds of the segment
+judged speech), so the voice filter reads either. Models load lazily (`load`), in
+the process that scores: a detector object pickles without its model into the
+manifest's worker processes. TensorFlow is imported only here and only for YAMNet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from birdclef.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DETECTOR_RATE = 16000  # Hz, both models' input rate
+SILERO_CHUNK = 512  # samples per Silero frame at 16 kHz (32 ms)
+YAMNET_HOP_SECONDS = 0.48  # s between YAMNet's 0.96-s patches
+SPEECH_CLASSES = (  # YAMNet display names counted as speech
+    "Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue", "Babbling",
+    "Speech synthesizer", "Whispering",
+)  # fmt: skip
+TOP_K = 3  # top classes kept per segment in the manifest
+
+
+def import_tensorflow():
+    """TensorFlow and tensorflow_hub, quiet and on one thread, or one clear error.
+
+    torch (and triton, where installed) must be imported before TensorFlow: the
+    other order crashes the process when torch later loads triton.
+    """
+    import torch  # noqa: F401
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with warnings.catch_warnings():  # tensorflow_hub imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            import tensorflow as tf
+            import tensorflow_hub as hub
+    except ImportError as err:
+        raise ConfigError(
+            f"filter.yamnet needs TensorFlow and tensorflow-hub ({err}); install them with "
+            "`pip install -e .[curation]` or use filter=voice (Silero VAD)."
+        ) from err
+    try:  # only possible before TensorFlow starts its thread pools
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    return tf, hub
+
+
+class SileroVad:
+    """Silero VAD (ONNX, shipped in the silero-vad wheel): speech probability per 32-ms frame.
+
+    Per segment: `speech` = its highest frame probability, `speech_s` = seconds of
+    frames at or above `threshold`.
+    """
+
+    name = "silero"
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"filter.vad_threshold={threshold} must be in (0, 1).")
+        self.threshold = threshold
+        self.model = None
+
+    def params(self) -> dict:
+        from importlib.metadata import version
+
+        return {
+            "detector": self.name,
+            "version": version("silero-vad"),
+            "threshold": self.threshold,
+        }
+
+    def check(self) -> None:
+        if importlib.util.find_spec("silero_vad") is None:
+            raise ConfigError(
+                "the voice filter's default detector needs silero-vad: `pip install -e .[curation]` "
+                "(or filter.speech=yamnet)."
+            )
+
+    def __getstate__(self):
+        return {**self.__dict__, "model": None}
+
+    def load(self) -> None:
+        if self.model is None:
+            import torch
+            from silero_vad import load_silero_vad
+
+            torch.set_num_threads(1)
+            self.model = load_silero_vad(onnx=True)
+
+    def frame_probs(self, audio: np.ndarray) -> np.ndarray:
+        """Speech probability of each 512-sample frame of 16-kHz `audio`."""
+        import torch
+
+        self.load()
+        if len(audio) == 0:
+            return np.zeros(0, np.float32)
+        with torch.no_grad():
+            probs = self.model.audio_forward(
+                torch.from_numpy(audio.astype(np.float32)), DETECTOR_RATE
+            )
+        return probs.numpy().reshape(-1)
+
+    def score(self, audio: np.ndarray, spans: list[tuple[int, int]]) -> list[dict]:
+        probs = self.frame_probs(audio)
+        centres = (np.arange(len(probs)) + 0.5) * SILERO_CHUNK
+        out = []
+        for a, b in spans:
+            inside = probs[(centres >= a) & (centres < b)]
+            voiced = int((inside >= self.threshold).sum())
+            out.append({
+                "speech": round(float(inside.max()) if len(inside) else 0.0, 4),
+                "speech_s": round(voiced * SILERO_CHUNK / DETECTOR_RATE, 3),
+            })  # fmt: skip
+        return out
+
+
+def _folder_digest(path: Path) -> str:
+    """A hash of a local SavedModel's files (names, sizes, times), so a replaced model re-scores."""
+    stamp = sorted(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file()
+    )
+    return hashlib.sha1(repr(stamp).encode()).hexdigest()[:12]
+
+
+class YamnetDetector:
+    """YAMNet (or any SavedModel with its signature) loaded with `tensorflow_hub.load`.
+
+    `model` is a TF-Hub handle (downloaded when there is internet) or a local SavedModel
+    folder. Per segment: the `TOP_K` classes of the patch-mean scores (`top1`..`top3`
+    and their scores), `keep` (one of them is in `keep`, the study's relevant classes),
+    `keep_score` (the best patch-mean score of a `keep` class: the rescue rule's rank),
+    `speech` (the highest patch score of a speech class) and `speech_s` (0.48 s per patch
+    whose speech score reaches `speech_threshold`).
+    """
+
+    name = "yamnet"
+
+    def __init__(self, model: str, keep: list[str], speech_threshold: float = 0.5) -> None:
+        if not keep:
+            raise ConfigError("filter.yamnet.keep is empty: list the YAMNet classes to keep.")
+        self.handle, self.keep = str(model), list(keep)
+        self.speech_threshold = speech_threshold
+        self.model = None
+        self.names: list[str] | None = None
+
+    def params(self) -> dict:
+        local = Path(self.handle).expanduser()
+        model = f"{local.resolve()}@{_folder_digest(local)}" if local.is_dir() else self.handle
+        return {
+            "detector": self.name, "model": model, "keep": sorted(self.keep),
+            "speech": list(SPEECH_CLASSES), "speech_threshold": self.speech_threshold, "top_k": TOP_K,
+        }  # fmt: skip
+
+    def __getstate__(self):
+        return {**self.__dict__, "model": None}
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        tf, hub = import_tensorflow()
+        try:
+            self.model = hub.load(self.handle)
+            class_map = self.model.class_map_path().numpy().decode()
+        except Exception as err:  # hub raises many kinds (no network, bad folder, no asset)
+            raise ConfigError(
+                f"filter.yamnet.model={self.handle} could not be loaded as YAMNet ({type(err).__name__}: "
+                f"{str(err)[:200]}). Give a TF-Hub handle (needs internet) or a local SavedModel "
+                "folder with YAMNet's signature and class_map_path() (see README, Data curation)."
+            ) from err
+        import pandas as pd
+
+        self.names = pd.read_csv(tf.io.gfile.GFile(class_map))["display_name"].tolist()
+        self._keep = np.array([n in set(self.keep) for n in self.names])
+        self._speech = np.array([n in SPEECH_CLASSES for n in self.names])
+
+    def check(self) -> None:
+        """Load the model and refuse keep-list names its class map lacks (one error for all)."""
+        self.load()
+        unknown = [n for n in self.keep if n not in self.names]
+        if unknown:
+            raise ConfigError(
+                f"filter.yamnet.keep names {unknown}, which are not YAMNet classes of "
+                f"{self.handle}; use display names from its class map (e.g. 'Bird', 'Frog', "
+                "'Insect'), spelled exactly."
+            )
+
+    def score(self, audio: np.ndarray, spans: list[tuple[int, int]]) -> list[dict]:
+        import tensorflow as tf
+
+        self.load()
+        out = []
+        for a, b in spans:
+            wave = tf.constant(audio[a:b].astype(np.float32))
+            scores = self.model(wave)[0].numpy()  # [patches, classes]
+            mean = scores.mean(axis=0)
+            top = np.argsort(-mean, kind="stable")[:TOP_K]
+            speech = scores[:, self._speech].max(axis=1)
+            row = {}
+            for k, c in enumerate(top, start=1):
+                row[f"top{k}"], row[f"top{k}_score"] = self.names[c], round(float(mean[c]), 4)
+            row["keep"] = bool(self._keep[top].any())
+            row["keep_score"] = round(float(mean[self._keep].max()), 4)
+            row["speech"] = round(float(speech.max()), 4)
+            voiced = int((speech >= self.speech_threshold).sum()) * YAMNET_HOP_SECONDS
+            row["speech_s"] = round(min(voiced, (b - a) / DETECTOR_RATE), 3)
+            out.append(row)
+        return out

@@ -1,0 +1,206 @@
+"""Segment manifest: one detector's scores for every 5-s segment of every recording, built once.
+
+Layout under `<cache_dir>/segments/<detector>-<key>/`, where `key` hashes
+`MANIFEST_FORMAT`, the sample rate and the detector's `params()` (model, thresholds,
+keep-list):
+    params.json                      what the key was made of
+    parts/<group>/<stem>-<hash>.json one recording: its segments' scores, or why it was
+                                     skipped; the hash is of the file's path, size and
+                                     modification time, so a changed file is re-scored alone
+Parts are written atomically, so a killed build resumes with the files not yet done.
+Builders take a file lock on the folder (one builds, the others wait and read). The
+segments are the study's fixed 5-s windows (`recording_window_starts`), so a training
+window of 5 s is exactly one segment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from birdclef.data.audio import load_audio
+from birdclef.data.curation.detectors import DETECTOR_RATE
+from birdclef.data.windows import recording_window_starts
+from birdclef.errors import AudioError, ConfigError
+from birdclef.utils import available_cpus, stable_hash, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "segments-v1"  # bump when segmenting or the part format changes
+SEGMENT_SECONDS = 5  # s, the study's segment (and the scored row)
+SEGMENT_COLUMNS = ["file", "segment", "start", "end", "n_samples"]
+
+
+def segment_spans(n_samples: int, sample_rate: int) -> list[tuple[int, int]]:
+    """(start, end) samples of a recording's 5-s segments: the study's fixed windows."""
+    window = SEGMENT_SECONDS * sample_rate
+    return [(s, min(s + window, n_samples)) for s in recording_window_starts(n_samples, window)]
+
+
+def _stamp(path: str) -> list:
+    try:
+        st = Path(path).stat()
+        return [path, st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [path, None, None]
+
+
+def _safe(text: str, length: int = 40) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:length]
+
+
+@dataclass
+class Manifest:
+    """A detector's scores: `segments` (one row per segment) and `bad` (file, error)."""
+
+    segments: pd.DataFrame
+    bad: pd.DataFrame
+    scored: int = 0  # segments scored by this build (0 when everything was already done)
+    seconds: float = 0.0  # wall time of this build's scoring
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(detector) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    detector.load()
+    _WORKER["detector"] = detector
+
+
+def score_file(path: str, key: str, out: Path, sample_rate: int, detector=None) -> int:
+    """Score one recording's segments and write its part; returns the segments scored."""
+    import torch
+    import torchaudio.functional as AF
+
+    detector = detector if detector is not None else _WORKER["detector"]
+    part = {"file": key, "path": path, "n_samples": 0, "segments": [], "error": None}
+    try:
+        audio = load_audio(path, sample_rate)
+        part["n_samples"] = len(audio)
+        spans = segment_spans(len(audio), sample_rate)
+        low = AF.resample(torch.from_numpy(audio), sample_rate, DETECTOR_RATE).numpy()
+        scale = DETECTOR_RATE / sample_rate
+        scores = detector.score(low, [(round(a * scale), round(b * scale)) for a, b in spans])
+        part["segments"] = [
+            {"segment": i, "start": a, "end": b, **s}
+            for i, ((a, b), s) in enumerate(zip(spans, scores, strict=True))
+        ]
+    except AudioError as err:
+        part["error"] = str(err)
+    write_json(out, part)
+    return len(part["segments"])
+
+
+class SegmentManifest:
+    """Builds (once, resumably, in parallel) and reads one detector's segment manifest."""
+
+    def __init__(
+        self, cache_dir: str | Path, detector, sample_rate: int, workers: int | None = None
+    ):
+        if workers is not None and workers < 0:
+            raise ConfigError(f"data.cache_workers={workers} must be >= 0 (or null for all CPUs).")
+        self.detector, self.sample_rate = detector, sample_rate
+        self.workers = available_cpus() if workers is None else workers
+        self.params = {
+            "format": MANIFEST_FORMAT, "sample_rate": sample_rate,
+            "segment_seconds": SEGMENT_SECONDS, "detector": detector.params(),
+        }  # fmt: skip
+        self.dir = Path(cache_dir) / "segments" / f"{detector.name}-{stable_hash(self.params)}"
+
+    def part_path(self, path: str, group: str) -> Path:
+        return (
+            self.dir
+            / "parts"
+            / _safe(group)
+            / f"{_safe(Path(path).stem)}-{stable_hash(_stamp(path))}.json"
+        )
+
+    def build(self, paths, keys, groups=None, desc: str | None = None) -> Manifest:
+        """Score every file without a part yet, then read all parts of `paths`."""
+        paths = [str(Path(p).resolve()) for p in paths]
+        groups = groups if groups is not None else ["all"] * len(paths)
+        parts = [self.part_path(p, g) for p, g in zip(paths, groups, strict=True)]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        scored, seconds = 0, 0.0
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                todo = [i for i, part in enumerate(parts) if not part.is_file()]
+                if todo:
+                    write_json(self.dir / "params.json", self.params)
+                    log.info(
+                        "segments %s: scoring %d of %d files with %s",
+                        self.dir, len(todo), len(parts), self.detector.name,
+                    )  # fmt: skip
+                    began = time.perf_counter()
+                    scored = self._run([(paths[i], keys[i], parts[i]) for i in todo], desc)
+                    seconds = time.perf_counter() - began
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return self._read(parts, scored, seconds)
+
+    def _run(self, jobs: list[tuple[str, str, Path]], desc: str | None) -> int:
+        bar = tqdm(
+            total=len(jobs), desc=desc or f"scoring segments ({self.detector.name})",
+            unit="file", leave=False,
+        )  # fmt: skip
+        done = 0
+        if self.workers > 1 and len(jobs) > 1:
+            # spawn, not fork: TensorFlow and onnxruntime do not survive a fork of a parent using them
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                min(self.workers, len(jobs)), mp_context=context,
+                initializer=_init_worker, initargs=(self.detector,),
+            ) as pool:  # fmt: skip
+                futures = [
+                    pool.submit(score_file, p, k, part, self.sample_rate) for p, k, part in jobs
+                ]
+                for future in as_completed(futures):
+                    done += future.result()
+                    bar.update()
+        else:
+            self.detector.load()
+            for p, k, part in jobs:
+                done += score_file(p, k, part, self.sample_rate, self.detector)
+                bar.update()
+        bar.close()
+        return done
+
+    def _read(self, parts: list[Path], scored: int, seconds: float) -> Manifest:
+        rows, bad = [], []
+        for part in parts:
+            data = json.loads(part.read_text())
+            if data["error"] is not None:
+                bad.append({"file": data["file"], "error": data["error"]})
+            for s in data["segments"]:
+                rows.append({"file": data["file"], "n_samples": data["n_samples"], **s})
+        segments = pd.DataFrame(rows)
+        if segments.empty:
+            segments = pd.DataFrame(columns=SEGMENT_COLUMNS)
+        segments = segments[SEGMENT_COLUMNS + [c for c in segments if c not in SEGMENT_COLUMNS]]
+        return Manifest(segments, pd.DataFrame(bad, columns=["file", "error"]), scored, seconds)
+
+
+def seconds_of(segments: pd.DataFrame, sample_rate: int) -> float:
+    """Seconds covered by `segments` (file, start, end in samples), overlaps counted once."""
+    if segments.empty:
+        return 0.0
+    ordered = segments.sort_values(["file", "start"])
+    reach = ordered.groupby("file", sort=False)["end"].cummax()
+    before = reach.groupby(ordered["file"], sort=False).shift(1).fillna(-1).to_numpy()
+    start, end = ordered["start"].to_numpy(), ordered["end"].to_numpy()
+    covered = np.clip(end - np.maximum(start, before), 0, None)
+    return float(covered.sum() / sample_rate)

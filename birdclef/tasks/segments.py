@@ -1,0 +1,87 @@
+"""Task `segments`: build the segment manifests a filter uses, and measure its detectors.
+
+    python run.py task=segments filter=yamnet_voice filter.yamnet.model=<SavedModel> [data.root=...]
+
+Scores every 5-s segment of train_audio with the detectors of `filter` (YAMNet, Silero
+VAD), once (later runs and training read the cached manifest). Writes into the run
+folder `segments_<detector>.csv` (times in seconds), `speech_segments.csv` (the
+speech-flagged segments) and `metrics.json`: segments, speed of this build, share
+flagged as speech and kept by YAMNet and, on the synthetic set (whose side file holds
+the true intros and silences), precision and recall of each detector.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from birdclef.data.curation.evaluate import precision_recall, segment_truth
+from birdclef.data.metadata import load_metadata
+from birdclef.errors import ConfigError
+from birdclef.tasks.common import data_root, output_dir
+from birdclef.utils import write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _seconds(frame: pd.DataFrame, rate: int) -> pd.DataFrame:
+    out = frame.copy()
+    out["start"], out["end"] = (out["start"] / rate).round(3), (out["end"] / rate).round(3)
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    root, out = data_root(cfg), output_dir(cfg)
+    row_filter = instantiate(cfg.filter, report_dir=None)
+    if not hasattr(row_filter, "manifests"):
+        raise ConfigError(
+            f"filter={type(row_filter).__name__} scores no segments; use task=segments with "
+            "filter=yamnet, voice, yamnet_voice or another segment filter."
+        )
+    meta = load_metadata(root)
+    files = meta.train["filename"].drop_duplicates().tolist()
+    rate = cfg.sample_rate
+    manifests = row_filter.manifests(
+        [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
+        cfg.data.cache_dir, rate, cfg.data.cache_workers,
+    )  # fmt: skip
+    metrics: dict[str, float] = {"segments/files": float(len(files))}
+    for name, manifest in manifests.items():
+        segments = manifest.segments
+        write_csv(out / f"segments_{name}.csv", _seconds(segments, rate))
+        if len(manifest.bad):
+            write_csv(out / f"skipped_files_{name}.csv", manifest.bad)
+        flagged = segments["speech_s"].to_numpy(float) >= row_filter.min_speech_seconds
+        metrics.update({
+            f"{name}/segments": float(len(segments)), f"{name}/skipped_files": float(len(manifest.bad)),
+            f"{name}/speech_share": float(flagged.mean()) if len(segments) else float("nan"),
+        })  # fmt: skip
+        if manifest.scored:
+            metrics[f"{name}/segments_per_s"] = manifest.scored / manifest.seconds
+        if "keep" in segments:
+            metrics[f"{name}/kept_share"] = float(segments["keep"].astype(bool).mean())
+        truth = segment_truth(segments, root, rate, row_filter.min_speech_seconds)
+        if truth is not None:
+            for key, value in precision_recall(flagged, truth["truth_voice"]).items():
+                metrics[f"{name}/speech_{key}"] = float(value)
+            if "keep" in segments:
+                dropped = ~segments["keep"].astype(bool).to_numpy()
+                for key, value in precision_recall(dropped, truth["truth_empty"]).items():
+                    metrics[f"{name}/drop_{key}"] = float(value)
+            metrics["truth/voice_segments"] = float(truth["truth_voice"].sum())
+            metrics["truth/empty_segments"] = float(truth["truth_empty"].sum())
+        speech = _seconds(segments[flagged], rate)
+        write_csv(out / f"speech_segments_{name}.csv", speech)
+        for file in list(dict.fromkeys(speech["file"]))[: cfg.task.examples]:
+            times = ", ".join(f"{a:g}-{b:g} s" for a, b in speech.loc[speech["file"] == file, ["start", "end"]].to_numpy())  # fmt: skip
+            log.info("%s flags speech in %s: %s", name, file, times)
+    write_json(out / "metrics.json", metrics)
+    log.info(
+        "segments of %s:\n%s", root,
+        "\n".join(f"  {k:>28}: {v:.4g}" for k, v in metrics.items() if not np.isnan(v)),
+    )  # fmt: skip
+    return metrics
