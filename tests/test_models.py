@@ -23,7 +23,10 @@ from tests.conftest import CONF, compose_cfg
 TINY_TIMM = "mobilenetv3_small_050"  # the smallest timm CNN: a training step in ~0.1 s on CPU
 MEL = (2, 1, 32, 64)  # batch, channel, mels, frames
 K = 5  # classes
-OWNED_ELSEWHERE = {"birdnet", "vae"}  # BirdNET: with its front end; the VAE (no classes): test_vae.py
+OWNED_ELSEWHERE = {
+    "birdnet",
+    "vae",
+}  # BirdNET: with its front end; the VAE (no classes): test_vae.py
 SMALL = {  # per model option: overrides that keep one epoch to seconds
     "melcnn": ["model.channels=[8,16]"],
     "cnn": ["model.channels=[8,8,16,16]"],
