@@ -14,7 +14,8 @@ from torch import nn
 
 from birdclef.inference.backends import load_model
 from birdclef.inference.errors import InferenceError
-from birdclef.inference.foreign import describe, import_tensorflow
+from birdclef.inference.foreign import describe
+from birdclef.inference.foreign_runners import import_tensorflow
 from birdclef.inference.predict import decode
 from birdclef.tasks import pseudo_label
 from tests.conftest import SR, compose_cfg

@@ -30,7 +30,6 @@ torch's triton).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 
 from .backends import META_FORMAT, WindowModel
 from .errors import InferenceError
+from .foreign_runners import OnnxRunner, SavedModelRunner
 from .rows import SCORE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ ACTIVATIONS = ("sigmoid", "softmax", "none")
 MISSING = float("nan")  # score of a taxonomy class the foreign model does not know
 WAVEFORM = "waveform"  # frame kind: the raw samples, one "frame" per sample
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-SIGNATURE = "serving_default"
 DEFAULT_BATCH = 16  # windows per model call
 KEYS = ("model", "labels", "taxonomy", "sample_rate", "window_seconds", "output", "activation")
 
@@ -187,61 +186,6 @@ def fit_windows(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     k = math.ceil(m / n)
     starts = np.linspace(0, m - n, k).round().astype(int)
     return np.stack([x[:, s : s + n] for s in starts], axis=1).reshape(batch * k, n), k
-
-
-def import_tensorflow(threads: int):
-    """TensorFlow on `threads` threads, imported after torch (and triton) where they exist."""
-    for name in ("torch", "triton"):
-        with contextlib.suppress(ImportError):
-            __import__(name)
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise InferenceError(
-            "a SavedModel teacher needs tensorflow: pip install tensorflow"
-        ) from err
-    with contextlib.suppress(RuntimeError):  # already set once in this process
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    return tf
-
-
-class OnnxRunner:
-    """A foreign .onnx graph: its first input takes the windows; outputs by name, in graph order."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, x: np.ndarray, output: str) -> np.ndarray:
-        return self.session.run([output], {self.input: x})[0]
-
-
-class SavedModelRunner:
-    """A TF SavedModel's `serving_default` signature: one input, outputs sorted by name."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        tf = import_tensorflow(threads)
-        self.tf, self.loaded = tf, tf.saved_model.load(str(path))
-        if SIGNATURE not in self.loaded.signatures:
-            raise InferenceError(
-                f"{path} has no '{SIGNATURE}' signature (it has {list(self.loaded.signatures)})."
-            )
-        self.fn = self.loaded.signatures[SIGNATURE]
-        inputs = list(self.fn.structured_input_signature[1])
-        if len(inputs) != 1:
-            raise InferenceError(f"{path}: the signature takes {inputs}, not one waveform input.")
-        self.input = inputs[0]
-        self.outputs = sorted(self.fn.structured_outputs)
-
-    def __call__(self, x: np.ndarray, output: str) -> np.ndarray:
-        return self.fn(**{self.input: self.tf.constant(x)})[output].numpy()
 
 
 def read_description(path: Path) -> dict:

@@ -38,7 +38,11 @@ from birdclef.utils import current_umask, write_json
 log = logging.getLogger(__name__)
 
 PACKAGE = "birdclef_inference"  # the copied package's name inside the bundle
-LEFT_OUT = ("torch_backend.py", "foreign.py")  # need torch and the project; teachers only (TF)
+LEFT_OUT = (
+    "torch_backend.py",
+    "foreign.py",
+    "foreign_runners.py",
+)  # need torch and the project; teachers only (TF)
 COLUMN_FILES = ("sample_submission.csv", "taxonomy.csv")  # read_columns' order in a data root
 REQUIRED = ("numpy", "pandas", "soundfile")
 BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}

@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from birdclef.data.pseudo_store import LABELS
 from birdclef.errors import ConfigError
 from birdclef.jobs import METRICS, finished_metrics
 from birdclef.tasks import pseudo_label
@@ -72,7 +73,7 @@ def run(cfg: DictConfig) -> dict:
             job = pseudo_config(cfg, teacher, folder / PSEUDO)
             log.info("round %d/%d: pseudo-labels by %s", r, k, list(job.teacher.models))
             made = step(job, pseudo_label.run, clear=False)
-            labels = Path(job.teacher.output) / pseudo_label.LABELS
+            labels = Path(job.teacher.output) / LABELS
             lineage.update({
                 "round/teacher": [str(m) for m in job.teacher.models],
                 "round/teacher_key": Path(job.teacher.output).name,
