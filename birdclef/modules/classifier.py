@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.errors import ConfigError
 from birdclef.modules.losses import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 from birdclef.modules.rng import rng_states, set_rng_states
+from birdclef.modules.schedules import build_optimizers
 
 EVAL_KEYS = ("truth", "primary", "index")  # batch keys the validation/test metrics need
 NO_PRETRAINED = {"weights": None, "pretrained": False}  # net kwargs that would fetch weights
@@ -201,20 +201,9 @@ class Classifier(L.LightningModule):
         return self.scores(self(batch["features"]))
 
     def configure_optimizers(self):
-        optim = self.hparams.optim
-        try:
-            optimizer = instantiate(optim["optimizer"])(params=self.parameters())
-        except ValueError as err:  # torch validates lr, betas, weight_decay, ...
-            raise ConfigError(f"optim.optimizer: {err}") from err
-        if not optim.get("scheduler"):
-            return optimizer
-        scheduler = instantiate(optim["scheduler"])(
-            optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches
+        return build_optimizers(
+            self.parameters(), self.hparams.optim, self.trainer.estimated_stepping_batches
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the generators decide the shuffling, dropout and augmentation still to come

@@ -87,3 +87,22 @@ class WarmupCosine(LRScheduler):
             step = max(self.last_epoch, self.warmup_steps)
             self.anchor_progress, self.anchor_step = self.progress(step), step
             self.total_steps = planned
+
+
+def build_optimizers(params, optim, total_steps: int):
+    """The `optim` group's optimizer on `params`, with its scheduler stepped every batch if any.
+
+    `optim.optimizer` and `optim.scheduler` are `_partial_` configs; the scheduler gets the
+    run's length (`trainer.estimated_stepping_batches`). Returns what Lightning's
+    `configure_optimizers` returns.
+    """
+    from hydra.utils import instantiate
+
+    try:
+        optimizer = instantiate(optim["optimizer"])(params=params)
+    except ValueError as err:  # torch validates lr, betas, weight_decay, ...
+        raise ConfigError(f"optim.optimizer: {err}") from err
+    if not optim.get("scheduler"):
+        return optimizer
+    scheduler = instantiate(optim["scheduler"])(optimizer=optimizer, total_steps=total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

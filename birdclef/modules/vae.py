@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from birdclef.errors import ConfigError
 from birdclef.modules.classifier import _plain
+from birdclef.modules.schedules import build_optimizers
 
 
 def elbo_terms(
@@ -73,14 +74,6 @@ class VAEModule(L.LightningModule):
         return self._step(batch, "train")
 
     def configure_optimizers(self):
-        optim = self.hparams.optim
-        optimizer = instantiate(optim["optimizer"])(params=self.parameters())
-        if not optim.get("scheduler"):
-            return optimizer
-        scheduler = instantiate(optim["scheduler"])(
-            optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches
+        return build_optimizers(
+            self.parameters(), self.hparams.optim, self.trainer.estimated_stepping_batches
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
