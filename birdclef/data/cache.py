@@ -50,7 +50,8 @@ class ShardJob:
     keys: tuple[str, ...]  # how the index names each file (e.g. train.csv filename)
 
 
-def _file_stamp(path: str) -> list:
+def file_stamp(path: str) -> list:
+    """[path, size, mtime_ns] of a file ([path, None, None] if unreadable): what keys its results."""
     try:
         st = Path(path).stat()
         return [path, st.st_size, st.st_mtime_ns]
@@ -72,7 +73,7 @@ def plan_shards(
     frame["bucket"] = [_bucket(k, buckets) for k in frame["key"]]
     jobs = []
     for (group, bucket), part in frame.sort_values("key").groupby(["group", "bucket"], sort=True):
-        digest = stable_hash([_file_stamp(p) for p in part["path"]])
+        digest = stable_hash([file_stamp(p) for p in part["path"]])
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(group))[:40]
         jobs.append(
             ShardJob(f"{safe}-{bucket:02d}-{digest}", tuple(part["path"]), tuple(part["key"]))

@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from birdclef.data.audio import load_audio
+from birdclef.data.cache import file_stamp
 from birdclef.data.curation.detectors import DETECTOR_RATE
 from birdclef.data.windows import recording_window_starts
 from birdclef.errors import AudioError, ConfigError
@@ -45,14 +46,6 @@ def segment_spans(n_samples: int, sample_rate: int) -> list[tuple[int, int]]:
     """(start, end) samples of a recording's 5-s segments: the study's fixed windows."""
     window = SEGMENT_SECONDS * sample_rate
     return [(s, min(s + window, n_samples)) for s in recording_window_starts(n_samples, window)]
-
-
-def _stamp(path: str) -> list:
-    try:
-        st = Path(path).stat()
-        return [path, st.st_size, st.st_mtime_ns]
-    except OSError:
-        return [path, None, None]
 
 
 def _safe(text: str, length: int = 40) -> str:
@@ -125,7 +118,7 @@ class SegmentManifest:
             self.dir
             / "parts"
             / _safe(group)
-            / f"{_safe(Path(path).stem)}-{stable_hash(_stamp(path))}.json"
+            / f"{_safe(Path(path).stem)}-{stable_hash(file_stamp(path))}.json"
         )
 
     def build(self, paths, keys, groups=None, desc: str | None = None) -> Manifest:
