@@ -17,6 +17,7 @@ from birdclef.analysis.eda import SkipSection
 from birdclef.analysis.eda_report import SECTIONS, Context
 from birdclef.analysis.headers import read_headers
 from birdclef.data.frontend import MelFrontend, MfccFrontend
+from birdclef.data.metadata import read_csv
 from birdclef.errors import DataError
 from birdclef.tasks.common import data_root, output_dir
 from birdclef.utils import available_cpus, write_csv, write_json, write_text
@@ -49,17 +50,11 @@ def audio_files(root: Path, folder: str) -> list[Path]:
 
 def load_inputs(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """train.csv as text (any columns) and the taxonomy's classes (empty if absent)."""
-    path = root / "train.csv"
-    if not path.is_file():
-        raise DataError(f"{path} not found: data.root must be a competition-layout folder.")
-    try:
-        train = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot parse {path}: {err}. Fix or re-export the CSV.") from err
+    train = read_csv(root / "train.csv", (), "train.csv")  # any columns: sections check theirs
     classes: list[str] = []
     taxonomy = root / "taxonomy.csv"
     if taxonomy.is_file():
-        tax = pd.read_csv(taxonomy, dtype=str, keep_default_na=False)
+        tax = read_csv(taxonomy, (), "taxonomy.csv")
         classes = tax["primary_label"].str.strip().tolist() if "primary_label" in tax else []
     return train, classes
 
