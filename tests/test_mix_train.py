@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 
 from birdclef.data.metadata import load_metadata
-from birdclef.data.mixtures import MixSpec, rms
+from birdclef.data.mixtures import MixSpec, plan_mixtures, render_soundscape, rms
 from birdclef.errors import ConfigError
-from birdclef.tasks.mix_train import plan, render, run, training_windows
+from birdclef.tasks.mix_train import run, training_windows
 from tests.conftest import SR, compose_cfg
 
 N = 2  # soundscapes
@@ -63,8 +63,8 @@ def test_the_audio_is_the_planned_mixture(tiny_root):
     meta = load_metadata(tiny_root)
     windows, labels = training_windows(meta, SR)
     spec = MixSpec(n_soundscapes=1, snr_db=(-10.0, 5.0), sample_rate=SR, stem_prefix="t")
-    lines = plan(labels, meta.classes, spec)
-    audio = render(lines, windows, SR)
+    lines = plan_mixtures(labels, None, meta.classes, spec)
+    audio = render_soundscape(lines, windows, SR)
     first = lines[lines["end"] == 5]
     ref = rms(windows[first["source_row_id"].iloc[0]])
     expected = sum(

@@ -109,18 +109,20 @@ def draw_sources(truth: np.ndarray, k: int, rng: np.random.Generator) -> list[in
 
 
 def plan_mixtures(
-    sources: pd.DataFrame, background: pd.DataFrame, classes: list[str], spec: MixSpec
+    sources: pd.DataFrame, background: pd.DataFrame | None, classes: list[str], spec: MixSpec
 ) -> pd.DataFrame:
     """One line per component of every mixed row: its background window and 2-3 source windows.
 
-    `sources` and `background` are rows of the source's soundscape labels (`row_id`
-    column). Deterministic for a given `spec.seed` and input order.
+    `sources` and `background` are rows with a `row_id` column (the source's soundscape
+    labels, or training windows). Without `background` a row is its sources alone, the
+    first at 0 dB as the level the others are scaled to. Deterministic for a given
+    `spec.seed` and input order.
     """
     if sources.empty:
         raise DataError(
             "the source's soundscape labels have no row with a positive: nothing to mix."
         )
-    if background.empty:
+    if background is not None and background.empty:
         raise DataError(
             "the source's soundscape labels have no usable all-zero row (a window with no labelled call) "
             "to mix over: label some background windows, or use another task.source."
@@ -132,11 +134,13 @@ def plan_mixtures(
     for stem in spec.stems:
         for end in range(SCORE_SECONDS, spec.soundscape_seconds + 1, SCORE_SECONDS):
             rid = row_id(stem, end)
-            back = background["row_id"].iloc[int(rng.integers(len(background)))]
-            lines.append((rid, stem, end, BACKGROUND, back, np.nan))
+            if background is not None:
+                back = background["row_id"].iloc[int(rng.integers(len(background)))]
+                lines.append((rid, stem, end, BACKGROUND, back, np.nan))
             picked = draw_sources(truth, int(rng.integers(low, high + 1)), rng)
-            for index in picked:
-                snr = round(float(rng.uniform(*spec.snr_db)), 2)
+            for n, index in enumerate(picked):
+                reference = background is None and n == 0
+                snr = 0.0 if reference else round(float(rng.uniform(*spec.snr_db)), 2)
                 lines.append((rid, stem, end, SOURCE, sources["row_id"].iloc[index], snr))
     return pd.DataFrame(lines, columns=PLAN_COLUMNS)
 
@@ -160,10 +164,12 @@ def rms(x: np.ndarray) -> float:
 
 
 def mix_window(
-    background: np.ndarray, sources: list[np.ndarray], snrs_db: list[float], n_fade: int
-) -> np.ndarray:
-    """`background` plus each source scaled to its SNR over the background's RMS, faded in and out."""
-    level = rms(background)
+    background: np.ndarray, sources: list[np.ndarray], snrs_db: list[float], n_fade: int,
+    level: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """`background` plus each source scaled to its SNR over `level` (default: the background's
+    RMS), faded in and out."""
+    level = rms(background) if level is None else level
     out = background.astype(np.float64)
     for source, snr in zip(sources, snrs_db, strict=True):
         out += source * (level * 10 ** (snr / 20) / max(rms(source), SILENT_RMS))
@@ -179,20 +185,21 @@ def render_soundscape(
 ) -> np.ndarray:
     """The audio of one mixed soundscape from its lines of the plan, rows back to back.
 
-    `windows` maps a source row id to its 5-s window. The whole soundscape is scaled
-    down only if its peak would clip.
+    `windows` maps a source row id to its 5-s window. A row without a background line is
+    its sources over silence, scaled to the first source's RMS. The whole soundscape is
+    scaled down only if its peak would clip.
     """
     window = SCORE_SECONDS * sample_rate
     audio = np.zeros(int(plan["end"].max()) * sample_rate, np.float64)
     for end, lines in plan.groupby("end", sort=True):
-        back = lines.loc[lines["component"] == BACKGROUND, "source_row_id"].iloc[0]
+        back = lines.loc[lines["component"] == BACKGROUND, "source_row_id"]
         parts = lines[lines["component"] == SOURCE]
+        sources = [windows[r] for r in parts["source_row_id"]]
+        base = windows[back.iloc[0]] if len(back) else np.zeros(window, np.float32)
         row = mix_window(
-            windows[back],
-            [windows[r] for r in parts["source_row_id"]],
-            list(parts["snr_db"]),
-            int(FADE_SECONDS * sample_rate),
-        )
+            base, sources, list(parts["snr_db"]), int(FADE_SECONDS * sample_rate),
+            level=None if len(back) else rms(sources[0]),
+        )  # fmt: skip
         audio[int(end) * sample_rate - window : int(end) * sample_rate] = row
     peak = float(np.abs(audio).max())
     if peak > PEAK:

@@ -102,21 +102,47 @@ def clear_output(output: Path) -> None:
         (output / "train_audio").unlink()
 
 
-def link_training_data(source: Path, output: Path) -> None:
-    """Copy the small CSVs and symlink train_audio (relative), so data.root=output trains as on source."""
-    for name in COPIED:
+def copy_files(source: Path, output: Path, names) -> None:
+    """Copy the small files `names` of `source` that exist into `output`, atomically."""
+    for name in names:
         if (source / name).is_file():
             with atomic_path(output / name) as tmp:
                 shutil.copyfile(source / name, tmp)
-    link = output / "train_audio"
-    target = os.path.relpath((source / "train_audio").resolve(), output.resolve())
+
+
+def link_folder(source: Path, output: Path, name: str) -> None:
+    """Symlink `output/name` to `source/name` (relative); an existing other file is an error."""
+    link = output / name
+    target = os.path.relpath((source / name).resolve(), output.resolve())
     if link.is_symlink() and os.readlink(link) == target:
         return
     if link.exists() or link.is_symlink():
-        raise ConfigError(
-            f"{link} exists and is not a link to {source / 'train_audio'}; remove it first."
-        )
+        raise ConfigError(f"{link} exists and is not a link to {source / name}; remove it first.")
     os.symlink(target, link, target_is_directory=True)
+
+
+def link_training_data(source: Path, output: Path) -> None:
+    """Copy the small CSVs and symlink train_audio, so data.root=output trains as on source."""
+    copy_files(source, output, COPIED)
+    link_folder(source, output, "train_audio")
+
+
+def folders(cfg: DictConfig, suffix: str) -> tuple[MixSpec, Path, Path]:
+    """The mixing settings, the source folder and the output folder (default: <data_dir>/<source><suffix>)."""
+    task = cfg.task
+    if not task.get("source"):
+        raise ConfigError(
+            f"task.source is not set: python run.py task={cfg.task.fn.split('.')[-2]} "
+            "task.source=PATH/TO/COMPETITION_FOLDER"
+        )
+    spec = MixSpec.from_config({**task, "sample_rate": cfg.sample_rate})
+    source = Path(task.source).expanduser()
+    output = Path(
+        task.output or Path(cfg.paths.data_dir) / f"{source.resolve().name}{suffix}"
+    ).expanduser()
+    if output.resolve() == source.resolve():
+        raise ConfigError(f"task.output={output} is the source folder; choose a new folder.")
+    return spec, source, output
 
 
 def summarize(truth: pd.DataFrame, plan: pd.DataFrame) -> dict:
@@ -186,17 +212,7 @@ hold calls of unlabelled species, as field recordings do.
 
 def run(cfg: DictConfig) -> dict:
     task = cfg.task
-    if not task.get("source"):
-        raise ConfigError(
-            "task.source is not set: python run.py task=mix task.source=PATH/TO/COMPETITION_FOLDER"
-        )
-    spec = MixSpec.from_config({**task, "sample_rate": cfg.sample_rate})
-    source = Path(task.source).expanduser()
-    output = Path(
-        task.output or Path(cfg.paths.data_dir) / f"{source.resolve().name}_mix"
-    ).expanduser()
-    if output.resolve() == source.resolve():
-        raise ConfigError(f"task.output={output} is the source folder; choose a new folder.")
+    spec, source, output = folders(cfg, "_mix")
     meta = load_metadata(source)
     labels = load_soundscape_labels(source, meta.classes)
     if labels is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +29,16 @@ from tqdm.auto import tqdm
 from birdclef.data.audio import load_audio, write_audio
 from birdclef.data.metadata import load_metadata
 from birdclef.data.mixtures import (
-    FADE_SECONDS,
-    PEAK,
-    PLAN_COLUMNS,
     SILENT_RMS,
-    SOURCE,
-    MixSpec,
-    draw_sources,
     mixture_truth,
+    plan_mixtures,
+    render_soundscape,
     rms,
 )
-from birdclef.data.windows import SCORE_SECONDS, cut_window, recording_window_starts, row_id
-from birdclef.errors import AudioError, ConfigError, DataError
-from birdclef.tasks.mix import COPIED, output_state
-from birdclef.utils import atomic_path, write_csv, write_json
+from birdclef.data.windows import SCORE_SECONDS, cut_window, recording_window_starts
+from birdclef.errors import AudioError, DataError
+from birdclef.tasks.mix import COPIED, copy_files, folders, link_folder, output_state
+from birdclef.utils import write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -90,75 +85,17 @@ def training_windows(meta, sample_rate: int) -> tuple[dict[str, np.ndarray], pd.
     return windows, pd.concat([pd.DataFrame({"row_id": list(ids)}), truth], axis=1)
 
 
-def plan(labels: pd.DataFrame, classes: list[str], spec: MixSpec) -> pd.DataFrame:
-    """One line per window of every mixed row: the first at 0 dB, the others at `spec.snr_db` to it."""
-    rng = np.random.default_rng(spec.seed)
-    truth = labels[classes].to_numpy() > 0
-    low, high = spec.sources_per_window
-    lines = []
-    for stem in spec.stems:
-        for end in range(SCORE_SECONDS, spec.soundscape_seconds + 1, SCORE_SECONDS):
-            rid = row_id(stem, end)
-            picked = draw_sources(truth, int(rng.integers(low, high + 1)), rng)
-            for n, index in enumerate(picked):
-                snr = 0.0 if n == 0 else round(float(rng.uniform(*spec.snr_db)), 2)
-                lines.append((rid, stem, end, SOURCE, labels["row_id"].iloc[index], snr))
-    return pd.DataFrame(lines, columns=PLAN_COLUMNS)
-
-
-def render(lines: pd.DataFrame, windows: dict[str, np.ndarray], sample_rate: int) -> np.ndarray:
-    """One soundscape: per row, the windows scaled to their level over the first one's RMS, faded."""
-    size = SCORE_SECONDS * sample_rate
-    n_fade = int(FADE_SECONDS * sample_rate)
-    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n_fade))
-    audio = np.zeros(int(lines["end"].max()) * sample_rate, np.float64)
-    for end, parts in lines.groupby("end", sort=True):
-        level = rms(windows[parts["source_row_id"].iloc[0]])
-        row = np.zeros(size, np.float64)
-        for rid, snr in zip(parts["source_row_id"], parts["snr_db"], strict=True):
-            row += windows[rid] * (level * 10 ** (snr / 20) / max(rms(windows[rid]), SILENT_RMS))
-        row[:n_fade] *= ramp
-        row[size - n_fade :] *= ramp[::-1]
-        audio[int(end) * sample_rate - size : int(end) * sample_rate] = row
-    peak = float(np.abs(audio).max())
-    if peak > PEAK:
-        audio *= PEAK / peak
-    return audio.astype(np.float32)
-
-
 def link_source(source: Path, output: Path) -> None:
     """Copy the small CSVs and symlink train_audio and test_soundscapes (relative)."""
-    for name in (*COPIED, "soundscape_labels.csv"):
-        if (source / name).is_file():
-            with atomic_path(output / name) as tmp:
-                tmp.write_bytes((source / name).read_bytes())
+    copy_files(source, output, (*COPIED, "soundscape_labels.csv"))
     for name in LINKED:
-        if not (source / name).is_dir():
-            continue
-        link = output / name
-        target = os.path.relpath((source / name).resolve(), output.resolve())
-        if link.is_symlink() and os.readlink(link) == target:
-            continue
-        if link.exists() or link.is_symlink():
-            raise ConfigError(
-                f"{link} exists and is not a link to {source / name}; remove it first."
-            )
-        os.symlink(target, link, target_is_directory=True)
+        if (source / name).is_dir():
+            link_folder(source, output, name)
 
 
 def run(cfg: DictConfig) -> dict:
     task = cfg.task
-    if not task.get("source"):
-        raise ConfigError(
-            "task.source is not set: python run.py task=mix_train task.source=PATH/TO/COMPETITION_FOLDER"
-        )
-    spec = MixSpec.from_config({**task, "sample_rate": cfg.sample_rate})
-    source = Path(task.source).expanduser()
-    output = Path(
-        task.output or Path(cfg.paths.data_dir) / f"{source.resolve().name}_train"
-    ).expanduser()
-    if output.resolve() == source.resolve():
-        raise ConfigError(f"task.output={output} is the source folder; choose a new folder.")
+    spec, source, output = folders(cfg, "_train")
     if (source / AUDIO_DIR).is_dir() and any((source / AUDIO_DIR).iterdir()):
         log.warning(
             "%s already has %s; the new folder replaces them with mixtures", source, AUDIO_DIR
@@ -175,7 +112,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("%s already holds these train_soundscapes; nothing to do", output)
         return {"soundscapes": spec.n_soundscapes, "output": str(output)}
     windows, labels = training_windows(meta, spec.sample_rate)
-    lines = plan(labels, meta.classes, spec)
+    lines = plan_mixtures(labels, None, meta.classes, spec)  # no background: windows alone
     truth = mixture_truth(lines, labels, meta.classes)
     if state == "replace":
         for path in (output / AUDIO_DIR).glob("*.ogg"):
@@ -186,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
     for stem, part in tqdm(lines.groupby("stem", sort=True), desc="mixing", unit="soundscape"):
         path = output / AUDIO_DIR / f"{stem}.ogg"
         if not path.is_file():
-            write_audio(path, render(part, windows, spec.sample_rate), spec.sample_rate)
+            write_audio(path, render_soundscape(part, windows, spec.sample_rate), spec.sample_rate)
     per_row = truth.drop(columns="row_id").to_numpy().sum(axis=1)
     summary = {
         "soundscapes": spec.n_soundscapes,
