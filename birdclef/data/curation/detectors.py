@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from birdclef.errors import ConfigError
+from birdclef.inference.errors import InferenceError
+from birdclef.inference.foreign_runners import import_tensorflow as tensorflow_on_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +36,19 @@ TOP_K = 3  # top classes kept per segment in the manifest
 
 
 def import_tensorflow():
-    """TensorFlow and tensorflow_hub, quiet and on one thread, or one clear error.
-
-    torch (and triton, where installed) must be imported before TensorFlow: the
-    other order crashes the process when torch later loads triton.
-    """
-    import torch  # noqa: F401
-
-    if importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
+    """TensorFlow (after torch and triton: the other order crashes) and tensorflow_hub, quiet
+    and on one thread, or one clear error."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        tf = tensorflow_on_threads(1)
         with warnings.catch_warnings():  # tensorflow_hub imports the deprecated pkg_resources
             warnings.simplefilter("ignore", UserWarning)
-            import tensorflow as tf
             import tensorflow_hub as hub
-    except ImportError as err:
+    except (ImportError, InferenceError) as err:
         raise ConfigError(
             f"filter.yamnet needs TensorFlow and tensorflow-hub ({err}); install them with "
             "`pip install -e .[curation]` or use filter=voice (Silero VAD)."
         ) from err
-    try:  # only possible before TensorFlow starts its thread pools
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
     return tf, hub
 
 
