@@ -124,6 +124,44 @@ def test_embed_task_on_the_tiny_set(tiny_root, tiny_checkpoint, tmp_path):
     assert (out / "vae.ckpt").is_file() and len(pd.read_csv(out / "vae_loss.csv")) == 2
 
 
+def test_embed_leaves_out_recordings_another_front_end_could_not_read(
+    tiny_root, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Every representation is scored on the same windows: a recording that one front end's
+    cache lists as unreadable is left out for all, and listed, instead of a bare KeyError."""
+    import birdclef.tasks.embed as embed
+
+    real = embed.other_frames
+    files = sorted(pd.read_csv(tiny_root / "train.csv")["filename"].unique())
+
+    class Without:  # the model front end's cache, as if files[0] had failed to decode
+        def __init__(self, frames):
+            self.frames = frames
+            self.position = {f: i for f, i in frames.position.items() if f != files[0]}
+
+        def __getattr__(self, name):
+            return getattr(self.frames, name)
+
+    def other_frames(*args):
+        return {k: (Without(f), *rest) for k, (f, *rest) in real(*args).items()}
+
+    monkeypatch.setattr(embed, "other_frames", other_frames)
+    cfg = compose_cfg(
+        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "embed.umap=false",
+        "embed.representations=[mel,model]", f"embed.checkpoint={tiny_checkpoint}", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = embed.run(cfg)
+    window = 5 * cfg.sample_rate
+    kept = [f for f in files if f != files[0]]
+    lengths = [sf.info(tiny_root / "train_audio" / f).frames for f in kept]
+    assert metrics["embed/windows"] == sum(
+        len(recording_window_starts(n, window)[:3]) for n in lengths
+    )
+    assert {"embed/mel/knn_accuracy", "embed/model/knn_accuracy"} <= set(metrics)
+    text = (tmp_path / "out" / "representations.md").read_text()
+    assert f"Left out 1 recording(s) that not every front end could read: {files[0]}." in text
+
+
 def test_embed_refuses_unknown_representations(tmp_path):
     from birdclef.errors import ConfigError
     from birdclef.tasks.embed import run

@@ -68,13 +68,17 @@ def cached(cfg: DictConfig, meta, frontend, files: list[str]) -> CachedFrames:
     return cache.build([meta.audio_path(f) for f in files], files, groups, "caching train_audio")
 
 
-def select_windows(frames: CachedFrames, meta, window: int, per_recording) -> pd.DataFrame:
-    """The first `per_recording` windows of each readable recording (all if null), as a table
-    of file, start (samples), label (class index) and recording (group index)."""
+def select_windows(
+    frames: CachedFrames, meta, window: int, per_recording, keep=None
+) -> pd.DataFrame:
+    """The first `per_recording` windows of each readable recording (all if null; only the
+    files in `keep` if given), as a table of file, start (samples), label (class index) and
+    recording (group index)."""
     first = meta.train.drop_duplicates("filename").set_index("filename")["primary_label"]
     lookup = {c: i for i, c in enumerate(meta.classes)}
+    readable = [f for f in first.index if f in frames.position and (keep is None or f in keep)]
     rows = []
-    for rec, file in enumerate(f for f in first.index if f in frames.position):
+    for rec, file in enumerate(readable):
         starts = recording_window_starts(
             int(frames.index["n_samples"].iat[frames.position[file]]), window
         )
@@ -149,6 +153,28 @@ def mel_frontends(cfg: DictConfig) -> tuple[MelFrontend, MfccFrontend]:
     )
 
 
+def other_frames(cfg: DictConfig, meta, mel: MelFrontend, files: list[str]) -> dict:
+    """The cached frames of the front ends other than the log-mel's, for the representations
+    that need them and are not skipped: {name: (frames, the front end's finish, the net
+    function features batch -> [B, dims])}."""
+    out: dict = {}
+    for name in cfg.embed.representations:
+        if skip_reason(name, cfg):
+            continue
+        if name == "birdnet":
+            birdnet = BirdNETFrontend(mel.sample_rate)
+            pooled = lambda f: f.mean(dim=-1).flatten(1)  # noqa: E731 - chunk embeddings, averaged
+            out[name] = cached(cfg, meta, birdnet, files), birdnet.finish, pooled
+        elif name == "model":
+            model = Classifier.from_checkpoint(cfg.embed.checkpoint)
+            spec = model.hparams.get("frontend") or OmegaConf.to_container(
+                cfg.frontend, resolve=True
+            )
+            frontend = instantiate(spec)
+            out[name] = cached(cfg, meta, frontend, files), frontend.finish, penultimate(model.net)
+    return out
+
+
 def skip_reason(name: str, cfg: DictConfig) -> str | None:
     if name == "model" and not cfg.embed.checkpoint:
         return "no embed.checkpoint given (a project run's checkpoints/best.ckpt)"
@@ -183,7 +209,16 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     files = meta.train["filename"].drop_duplicates().tolist()
     window = int(round(cfg.window_seconds * mel.sample_rate))
     mel_frames = cached(cfg, meta, mel, files)
-    items = select_windows(mel_frames, meta, window, cfg.embed.windows_per_recording)
+    # every representation is scored on the same windows: the files each front end could read
+    other = other_frames(cfg, meta, mel, files)
+    keep = set(mel_frames.position).intersection(*(f.position for f, _, _ in other.values()))
+    unread = sorted(set(mel_frames.position) - keep)
+    if unread:
+        log.warning(
+            "embed: %d recordings left out, unreadable by %s: %s", len(unread),
+            ", ".join(other), ", ".join(unread[:10]) + (" ..." if len(unread) > 10 else ""),
+        )  # fmt: skip
+    items = select_windows(mel_frames, meta, window, cfg.embed.windows_per_recording, keep)
     labels, groups = items["label"].to_numpy(), items["recording"].to_numpy()
     log.info(
         "embed: %d windows of %d recordings, %d classes",
@@ -193,7 +228,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     )
 
     def windows(frames, finish, all_windows=False):
-        table = select_windows(frames, meta, window, None) if all_windows else items
+        table = select_windows(frames, meta, window, None, keep) if all_windows else items
         return Windows(frames, finish, table["file"], table["start"], window)
 
     def build(name: str) -> tuple[np.ndarray, dict]:
@@ -201,22 +236,9 @@ def _run(cfg: DictConfig, out: Path) -> dict:
         if name in ("mel", "mfcc"):
             frontend = mel if name == "mel" else mfcc
             return representation(E.pooled_stats, windows(mel_frames, frontend.finish), batch), {}
-        if name == "birdnet":
-            birdnet = BirdNETFrontend(mel.sample_rate)
-            frames = cached(cfg, meta, birdnet, files)
-            return representation(
-                lambda f: f.mean(dim=-1).flatten(1), windows(frames, birdnet.finish), batch
-            ), {}
-        if name == "model":
-            model = Classifier.from_checkpoint(cfg.embed.checkpoint)
-            spec = model.hparams.get("frontend") or OmegaConf.to_container(
-                cfg.frontend, resolve=True
-            )
-            frontend = instantiate(spec)
-            frames = cached(cfg, meta, frontend, files)
-            return representation(
-                penultimate(model.net), windows(frames, frontend.finish), batch
-            ), {}
+        if name in other:
+            frames, finish, net_fn = other[name]
+            return representation(net_fn, windows(frames, finish), batch), {}
         if cfg.embed.vae_checkpoint:
             vae, extra = VAEModule.from_checkpoint(cfg.embed.vae_checkpoint), {}
         else:
@@ -261,7 +283,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     text = (
         E.markdown_table(rows, COLUMNS)
         + "\n\n"
-        + notes(cfg, items, metrics["embed/chance"], skipped)
+        + notes(cfg, items, metrics["embed/chance"], skipped, unread)
     )
     write_text(out / "representations.md", text)
     write_json(out / "metrics.json", metrics)
@@ -269,11 +291,17 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     return metrics
 
 
-def notes(cfg: DictConfig, items: pd.DataFrame, chance: float, skipped) -> str:
+def notes(cfg: DictConfig, items: pd.DataFrame, chance: float, skipped, unread=()) -> str:
     lines = [
         f"{len(items)} windows ({cfg.embed.windows_per_recording or 'all'} per recording) of "
         f"{items['recording'].nunique()} recordings; kNN: k={cfg.embed.k}, leave-one-recording-out "
         f"on standardised columns; chance (most common class) {chance:.3f}.",
     ]
     lines += [f"Skipped {name}: {reason}." for name, reason in skipped]
+    if unread:
+        lines.append(
+            f"Left out {len(unread)} recording(s) that not every front end could read: "
+            + ", ".join(unread)
+            + "."
+        )
     return "\n".join(lines) + "\n"
