@@ -145,3 +145,46 @@ def test_one_epoch_with_pseudo_labels_writes_metrics(shared, tiny_root, tmp_path
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert np.isfinite(written["train/loss"]) and "test/soundscape_auc" in written
     assert written["train/loss"] == pytest.approx(metrics["train/loss"])
+
+
+def test_distillation_teacher_hears_the_pseudo_windows_too(shared, tiny_root, tmp_path):
+    """With a teacher's front end (task=distill), pseudo-labelled windows carry the teacher's
+    features of the same span, cut from train_soundscapes cached with that front end."""
+    from birdclef.data.frontend import MelFrontend
+
+    teacher = MelFrontend(SR, n_mels=32, hop_length=1000)  # another cache key and frame rate
+    cfg = compose_cfg(
+        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}",
+        f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}", tmp=tmp_path,
+    )  # fmt: skip
+    dm = build_datamodule(cfg, teacher_frontend=teacher)
+    dm.prepare_data()
+    dm.setup("fit")
+    expected = expected_softmax(shared["scores"], 1.0)
+    frames = dm._soundscape_frames(teacher)
+    assert frames.hop_length == 1000
+    n = dm.train_set.n_frames * HOP // 1000
+    for k in range(len(dm.pseudo_set)):
+        item = dm.pseudo_set[k]
+        j = row_of(item["target"], expected)
+        want = teacher.finish(
+            frames.window(frames.position[shared["stem"]], j * ROW * SR // 1000, n)
+        )
+        assert torch.equal(item["teacher_features"], want.unsqueeze(0))
+    batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
+    assert batch["teacher_features"].shape == (len(dm.fit_set), 1, 32, n)
+
+
+def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, tmp_path):
+    """task=distill with data.pseudo: the student learns from the teacher on both kinds of window."""
+    from birdclef.tasks.distill import run as distill
+
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "task=distill", f"teacher.models=[{tiny_checkpoint}]",
+        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}", "data.batch_size=16",
+        "trainer.max_epochs=1", "model.channels=[8,16]", f"data.pseudo.labels={shared['labels']}",
+        "data.pseudo.ratio=1", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = distill(cfg)
+    assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["train/kd_loss"])
+    assert metrics["distill/teacher"] == str(tiny_checkpoint)

@@ -63,7 +63,8 @@ class BirdclefDataModule(L.LightningDataModule):
     row filter passed in as objects; it hands `classes` and `output_names` to the
     LightningModule so nothing mutates the config. With `teacher_frontend` (distillation),
     the training recordings are also cached with the teacher's front end (a cache of its
-    own key) and training items carry `teacher_features`. With `pseudo.labels` (a
+    own key) and training items carry `teacher_features` (pseudo-labelled windows too: their
+    soundscapes are cached with the teacher's front end as well). With `pseudo.labels` (a
     pseudo_labels.csv), round(pseudo.ratio x labelled windows) pseudo-labelled windows
     join the training set (`fit_set`); validation and test stay labelled only.
     """
@@ -99,11 +100,6 @@ class BirdclefDataModule(L.LightningDataModule):
         self.pseudo_power = float(pseudo.get("power", 1.0))
         self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
         check_pseudo(self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence)
-        if self.pseudo_labels is not None and teacher_frontend is not None:
-            raise ConfigError(
-                "data.pseudo.labels cannot be combined with distillation (no teacher features "
-                "of train_soundscapes); set data.pseudo.labels=null."
-            )
         for name, value, choices in (
             ("data.train_windows", train_windows, WINDOW_CHOICES),
             ("data.val_windows", val_windows, WINDOW_CHOICES),
@@ -203,11 +199,13 @@ class BirdclefDataModule(L.LightningDataModule):
             paths, stems, ["test_soundscapes"] * len(stems), "caching test_soundscapes"
         )
 
-    def _soundscape_frames(self) -> CachedFrames | None:
-        """train_soundscapes (background crops and pseudo-labelled windows); None if absent."""
+    def _soundscape_frames(self, frontend=None) -> CachedFrames | None:
+        """train_soundscapes (background crops and pseudo-labelled windows; with `frontend`, a
+        distillation teacher's features of them); None if absent."""
         paths = sorted((self.root / "train_soundscapes").glob("*.ogg"))
+        desc = "caching train_soundscapes" + (" (teacher)" if frontend is not None else "")
         return self._frames(
-            paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), "caching train_soundscapes"
+            paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), desc, frontend
         ) if paths else None  # fmt: skip
 
     def _background_frames(self) -> CachedFrames:
@@ -236,6 +234,8 @@ class BirdclefDataModule(L.LightningDataModule):
             self._background_frames()
         if self.pseudo_labels is not None:
             self._soundscape_frames()
+            if self.teacher_frontend is not None:
+                self._soundscape_frames(self.teacher_frontend)
         if hasattr(self.row_filter, "manifests"):
             self._manifests()
 
@@ -317,6 +317,11 @@ class BirdclefDataModule(L.LightningDataModule):
             round(self.pseudo_ratio * len(self.train_set)), self.seed,
         )  # fmt: skip
         pseudo.background = self.train_set.background
+        if self.teacher_frontend is not None:  # distillation: the teacher hears them too
+            pseudo.teacher = TeacherFrames(
+                self._soundscape_frames(self.teacher_frontend), self.teacher_frontend.finish,
+                frames, pseudo.n_frames,
+            )  # fmt: skip
         return pseudo
 
     @property
