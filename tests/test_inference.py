@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.inference.blend import blend, ranks
@@ -13,6 +14,7 @@ from birdclef.inference.features import LogMelFrames, cut_windows
 from birdclef.inference.postprocess import postprocess, smooth, topk_scale
 from birdclef.inference.predict import FileScores, rows_from_windows, window_starts
 from birdclef.inference.submission import assemble, read_columns, validate, write_submission
+from tests.conftest import compose_cfg
 
 SR = 32000
 
@@ -28,6 +30,22 @@ def test_numpy_frames_equal_the_training_front_end(kwargs, seconds):
     got = LogMelFrames(frontend.frame_params())(wave)
     assert got.shape == expected.shape == (1 + len(wave) // frontend.hop_length, frontend.n_mels)
     assert np.abs(got - expected).max() < 1e-3  # dB
+
+
+def test_fast_front_end_halves_the_frames_of_a_window(tmp_path):
+    """`frontend=mel_fast` (the 1,100x submission setting): 160 frames per 5-s row, 5-s rows still
+    on whole frames, and the numpy frames of predict/bundle equal the training front end's."""
+    from hydra.utils import instantiate
+
+    fast = instantiate(compose_cfg("frontend=mel_fast", tmp=tmp_path).frontend)
+    default = instantiate(compose_cfg(tmp=tmp_path).frontend)
+    assert (fast.hop_length, default.hop_length) == (1000, 500)
+    assert 5 * SR % fast.hop_length == 0
+    wave = np.random.default_rng(1).normal(0, 0.1, 10 * SR).astype(np.float32)
+    assert fast(torch.from_numpy(wave[: 5 * SR])).shape[-1] == 160
+    got = LogMelFrames(fast.frame_params())(wave)
+    assert got.shape == (1 + 10 * SR // 1000, 128)
+    assert np.abs(got - fast.frames(wave).numpy()).max() < 1e-3  # dB
 
 
 def test_mfcc_models_share_the_mel_frames():
