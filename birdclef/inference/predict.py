@@ -7,6 +7,8 @@ one batch, and map window scores back to rows. A file that cannot be decoded or 
 samples gets no scores and an error; the caller fills its rows. Files are spread over
 `workers` processes, each running its models on `threads` threads (the top teams' one
 thread per worker process), so decoding in one process overlaps the model in another.
+With `file_frames` (off by default: predict and bench never pay for it) a SED net's frame
+scores are also laid along the file's time axis (`frames_along_file`), for pseudo-labels.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class FileScores:
     started: float = 0.0  # wall clock (time.time) when this file's work began and ended
     finished: float = 0.0
     worker: int = 0  # process id of the worker that scored it
+    # with FilePredictor(file_frames=True), per SED model: frames along the file [frames,
+    # model classes] (frames_along_file) and the seconds one frame spans
+    frame_scores: dict[int, np.ndarray] = field(default_factory=dict)
+    frame_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def list_audio(folder: str | os.PathLike) -> list[Path]:
@@ -118,12 +124,40 @@ def rows_from_windows(
     return (out / weight).astype(np.float32)
 
 
+def frames_along_file(
+    frame_scores: np.ndarray, starts: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, float]:
+    """A SED net's window frames [windows, n, classes] -> the file's frames [n_rows * n, classes].
+
+    Frame `k` of the file spans `[k, k + 1) * 5 / n` s, so the frames tile the rows and row
+    `r` owns frames `r * n` to `(r + 1) * n`. A window frame goes to the file frame holding
+    its centre; where windows overlap (stride below 5 s) the frames landing on one file frame
+    are averaged, the rule `rows_from_windows` applies to whole windows. With the 5-s stride
+    the windows are the rows, so this is their frames one after another. Frames past the
+    last row (the end of a window that runs over it) are dropped.
+    Returns the frames and the seconds one frame spans (`5 / n`).
+    """
+    n_windows, n, n_classes = frame_scores.shape
+    seconds = SCORE_SECONDS / n
+    slots = np.floor((starts[:, None] + (np.arange(n) + 0.5) * seconds) / seconds).astype(int)
+    slots, values = slots.reshape(-1), frame_scores.reshape(n_windows * n, n_classes)
+    inside = slots < n_rows * n
+    out = np.zeros((n_rows * n, n_classes), dtype=np.float64)
+    np.add.at(out, slots[inside], values[inside])
+    count = np.bincount(slots[inside], minlength=n_rows * n)[:, None]
+    return (out / np.maximum(count, 1)).astype(np.float32), seconds
+
+
 class FilePredictor:
-    """The models and settings one process needs to score files."""
+    """The models and settings one process needs to score files.
+
+    `file_frames`: also keep each SED model's frame scores along the file
+    (`FileScores.frame_scores`, `frame_seconds`); models without frame scores get none.
+    """
 
     def __init__(
         self, model_paths, threads: int = 1, stride_seconds: float = 5.0, sed_frames: bool = False,
-        openvino_precision: str = "f32",
+        openvino_precision: str = "f32", file_frames: bool = False,
     ):  # fmt: skip
         self.models = [load_model(p, threads, openvino_precision) for p in model_paths]
         rates = {m.sample_rate for m in self.models}
@@ -131,6 +165,7 @@ class FilePredictor:
             raise InferenceError(f"the models expect different sample rates {sorted(rates)}.")
         self.sample_rate = rates.pop()
         self.stride_seconds, self.sed_frames = float(stride_seconds), bool(sed_frames)
+        self.file_frames = bool(file_frames)
         window_starts(1, self.stride_seconds)  # validates the stride
 
     def __call__(self, path: str | os.PathLike) -> FileScores:
@@ -165,6 +200,10 @@ class FilePredictor:
             scores, frame_scores = model.predict(windows)
             timing[f"model{i}"] = time.perf_counter() - tic
             timing["model"] += timing[f"model{i}"]
+            if self.file_frames and frame_scores is not None:
+                result.frame_scores[i], result.frame_seconds[i] = frames_along_file(
+                    frame_scores, starts, n_rows
+                )
             frame_scores = frame_scores if self.sed_frames else None
             result.scores[i] = rows_from_windows(scores, frame_scores, starts, n_rows)
         return result
@@ -186,13 +225,18 @@ def _score(path: str) -> FileScores:
 def iter_predict_files(
     model_paths, files, threads: int = 1, workers: int = 1, stride_seconds: float = 5.0,
     sed_frames: bool = False, openvino_precision: str = "f32", predictor: FilePredictor | None = None,
+    file_frames: bool = False,
 ) -> Iterator[FileScores]:  # fmt: skip
     """Every file's row scores per model, yielded in the order of `files` as they finish.
 
     `predictor`: the same models already loaded by the caller (used in-process, and
-    spares loading them once more only to check them before the workers start).
+    spares loading them once more only to check them before the workers start); its
+    `file_frames` should match `file_frames`, which the worker processes' predictors get.
     """
-    args = ([str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision)
+    args = (
+        [str(p) for p in model_paths], threads, stride_seconds, sed_frames, openvino_precision,
+        file_frames,
+    )  # fmt: skip
     with limit_threads(threads):
         if workers <= 1 or len(files) <= 1:
             predictor = predictor or FilePredictor(*args)

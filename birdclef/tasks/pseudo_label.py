@@ -1,4 +1,4 @@
-"""Task `pseudo_label`: a teacher's soft scores for every 5-s row of unlabelled soundscapes.
+"""Task `pseudo_label`: a teacher's soft scores for every 5-s row (SED: frame) of soundscapes.
 
     python run.py task=pseudo_label "teacher.models=[A.ckpt,B.onnx]"
     python run.py -m task=pseudo_label "teacher.models=[...]" teacher.shard=0,1,2,3 teacher.shards=4
@@ -7,14 +7,31 @@ Settings in the `teacher` group. Layout of `teacher.output` (default
 `<paths.data_dir>/pseudo/<data root name>/<teacher key>`, the key hashing the model files'
 paths, sizes and mtimes, the blend settings and the soundscape folder):
     files/<stem>.npy   float32 [rows, classes]: one finished file's blended row scores
+    files/<stem>.frames.npy  float32 [rows * frames per row, classes]: its blended frame
+                       scores, only when a teacher model is an SED net (below)
     files/<stem>.bad   why a file could not be scored (corrupt, empty): it gets no rows
     bad_files.csv      file, problem: every .bad marker (rewritten by each run)
     pseudo_labels.csv  row_id + one column per class (data root's column order), files in
                        sorted order; written once every file of every shard is done
-    teacher.json       models (size, mtime), blend, weights, classes, counts, created
+    teacher.json       models (size, mtime), blend, weights, classes, counts, created; with
+                       SED models also frame_models (their paths) and frame_seconds
     foreign/<i>_<name>.json  the description of each foreign model (below)
-A file with an .npy or a .bad is done and skipped by a rerun. Whichever shard finishes
-last merges (under a file lock); a run of any shard with every file done merges again.
+A file with a .bad, or with an .npy (and, for an SED teacher, a .frames.npy: it is written
+first) is done and skipped by a rerun; the models are loaded on every run, as they tell
+whether frames are due. Whichever shard finishes last merges (under a file lock); a run of
+any shard with every file done merges again.
+
+Frames: the models whose outputs include `frame_scores` (SED nets) also give their frames
+laid along the file (`FilePredictor(file_frames=True)`, `frames_along_file`): frame k spans
+[k, k + 1) * frame_seconds s, row r holds frames r * 5 / frame_seconds on, and with
+overlapping windows (stride below 5 s) the frames falling on one file frame are averaged.
+They are blended with the rows' rule and weights over the SED models alone (the others
+give no frames); SED models with different frame lengths are blended on the finest grid,
+each coarser frame repeated over the fine frames whose centres it holds. The merge checks
+them and leaves them per file (rows x frames per row x classes x 4 bytes each, too many
+for one array in memory): read one with `birdclef.data.pseudo_store.read_frames`. The rows
+stay window scores (task=predict's default); for one SED model at the 5-s stride, the
+maximum of a row's frames is its `predict.sed_frames=true` score.
 
 Blending is per file: `mean` (the default) and `power` work row by row, so they equal a
 blend over all rows. `rank` is refused: ranks over one file's rows (or over all rows) are
@@ -32,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +59,9 @@ from tqdm.auto import tqdm
 
 from birdclef.data.pseudo_store import (
     FILES,
+    FRAMES,
     counts,
+    frames_path,
     locked,
     merge,
     truth_metrics,
@@ -51,7 +71,12 @@ from birdclef.errors import ConfigError, DataError
 from birdclef.inference.blend import blend, check_weights
 from birdclef.inference.errors import InferenceError
 from birdclef.inference.foreign import descriptions, write_descriptions
-from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, iter_predict_files
+from birdclef.inference.predict import (
+    AUDIO_SUFFIXES,
+    FilePredictor,
+    FileScores,
+    iter_predict_files,
+)
 from birdclef.inference.rows import SCORE_SECONDS
 from birdclef.inference.submission import align, read_columns
 from birdclef.tasks.common import data_root, output_dir
@@ -84,17 +109,22 @@ def run(cfg: DictConfig) -> dict:
     stems = [f.stem for f in files]
     models = write_descriptions(target / FOREIGN, p["foreign"], s["models"])
     mine = files[s["shard"] :: s["shards"]]
-    todo = [f for f in mine if not done(target, f.stem)]
+    # loaded on every run (bad models fail here): SED models decide which files are done
+    predictor, unscored = load_teacher({**s, "models": models}, columns)
+    sed = sed_models(predictor, s)
+    framed, frame_models = bool(sed), [s["models"][i] for i in sed]
+    todo = [f for f in mine if not done(target, f.stem, framed)]
     log.info("shard %d/%d: %d of %d files to score into %s",
              s["shard"], s["shards"], len(todo), len(mine), target)  # fmt: skip
-    scoring = todo or p["foreign"]  # foreign models are loaded to count the classes they lack
-    unscored = (
-        score_files(todo, {**s, "models": models}, columns, target / FILES) if scoring else []
-    )
+    if sed:
+        log.info("the frames of the SED models %s are stored too", frame_models)
+    score_files(todo, {**s, "models": models}, columns, target / FILES, predictor, sed)
     with locked(target):
         bad = write_bad_list(target, files)
-        complete = all(done(target, stem) for stem in stems)
-        frame = merge(target, files, columns, p["stamps"], s, bad) if complete else None
+        complete = all(done(target, stem, framed) for stem in stems)
+        frame = (
+            merge(target, files, columns, p["stamps"], s, bad, frame_models) if complete else None
+        )
     counted = files if frame is not None else mine  # all files once merged, else this shard's
     n_rows, n_bad = counts(target, counted)
     metrics = {
@@ -217,18 +247,21 @@ def model_stamps(models: list[str]) -> list[list]:
     return stamps
 
 
-def done(target: Path, stem: str) -> bool:
-    return any((target / FILES / f"{stem}{suffix}").exists() for suffix in (".npy", ".bad"))
+def done(target: Path, stem: str, framed: bool = False) -> bool:
+    """Whether `stem` is finished: a .bad marker, or its rows (and with `framed` its frames)."""
+    if (target / FILES / f"{stem}.bad").exists():
+        return True
+    rows = (target / FILES / f"{stem}.npy").exists()
+    return rows and (not framed or frames_path(target, stem).exists())
 
 
-def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> list[str]:
-    """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done.
+def load_teacher(s: dict, columns: list[str]) -> tuple[FilePredictor, list[str]]:
+    """The teacher's models, checked against the data root's classes (keeping SED frames).
 
-    Returns the classes no model scores (foreign models lacking them): their scores are 0.
+    Returns them and the classes no model scores (foreign models lacking them): those
+    get pseudo-label UNSCORED.
     """
-    predictor = FilePredictor(
-        s["models"], s["threads"], s["stride_seconds"]
-    )  # bad models fail here
+    predictor = FilePredictor(s["models"], s["threads"], s["stride_seconds"], file_frames=True)
     classes = [m.classes for m in predictor.models]
     for model, own in zip(s["models"], classes, strict=True):
         if set(own) != set(columns) or len(own) != len(columns):
@@ -245,13 +278,39 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
     if unscored:
         log.warning("%d classes no teacher model scores get pseudo-label %g: %s",
                     len(unscored), UNSCORED, unscored[:10])  # fmt: skip
+    return predictor, unscored
+
+
+def sed_models(predictor: FilePredictor, s: dict) -> list[int]:
+    """The indices of the teacher's SED models (outputs with `frame_scores`): they give frames.
+
+    Refuses weights that give every SED model 0: their frames would blend nothing.
+    """
+    sed = [i for i, m in enumerate(predictor.models) if getattr(m, "has_frame_scores", False)]
+    if sed and s["weights"] is not None and sum(s["weights"][i] for i in sed) <= 0:
+        raise ConfigError(
+            f"teacher.weights={s['weights']} gives the SED models {[s['models'][i] for i in sed]} "
+            "weight 0, so their frames would blend nothing; give one of them a positive weight."
+        )
+    return sed
+
+
+def score_files(
+    todo: list[Path], s: dict, columns: list[str], folder: Path, predictor: FilePredictor,
+    sed: Sequence[int] = (),
+) -> None:  # fmt: skip
+    """Score `todo`, writing each file's blended rows (or its .bad marker) as soon as it is done.
+
+    With `sed` (model indices) the blend of those models' frames is written first, so a
+    file whose run was killed between the two is not done and is scored again.
+    """
     if not todo:
-        return unscored
-    _, index = align(classes, s["models"], columns)
+        return
+    _, index = align([m.classes for m in predictor.models], s["models"], columns)
     bar = tqdm(total=len(todo), desc="pseudo-label", unit="file")
     results = iter_predict_files(
         s["models"], todo, s["threads"], s["workers"], s["stride_seconds"], False, "f32",
-        predictor,
+        predictor, file_frames=bool(sed),
     )  # fmt: skip
     for result in results:
         stem = Path(result.path).stem
@@ -259,13 +318,51 @@ def score_files(todo: list[Path], s: dict, columns: list[str], folder: Path) -> 
             log.warning("%s: %s (no pseudo-labels)", result.path, result.error)
             write_text(folder / f"{stem}.bad", f"{result.error}\n")
         else:
+            if sed:
+                frames = blend_frames(result, sed, index, s)
+                with atomic_path(folder / f"{stem}{FRAMES}") as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, np.asarray(frames, dtype=np.float32))
             per_model = [result.scores[m][:, index[m]] for m in range(len(index))]
             rows = blend_covered(per_model, s["blend"], s["weights"], s["power"])
             with atomic_path(folder / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(rows, dtype=np.float32))
         bar.update(1)
     bar.close()
-    return unscored
+
+
+def blend_frames(
+    result: FileScores, sed: Sequence[int], index: list[np.ndarray], s: dict
+) -> np.ndarray:
+    """One file's frames [rows * frames per row, classes]: its SED models' frames blended.
+
+    Columns in the data root's order (`index`), the blend and weights of the rows; models
+    with fewer frames per row are put on the finest grid first (`frames_on_grid`).
+    """
+    missing = [s["models"][m] for m in sed if m not in result.frame_scores]
+    if missing:
+        raise InferenceError(
+            f"the SED models {missing} gave no frame scores for {result.path} though their "
+            "outputs list frame_scores: export them again (task=export) or leave them out."
+        )
+    per_row = max(len(result.frame_scores[m]) // result.rows for m in sed)
+    per_model = [
+        frames_on_grid(result.frame_scores[m], result.rows, per_row)[:, index[m]] for m in sed
+    ]
+    weights = None if s["weights"] is None else [s["weights"][m] for m in sed]
+    return blend_covered(per_model, s["blend"], weights, s["power"])
+
+
+def frames_on_grid(frames: np.ndarray, n_rows: int, per_row: int) -> np.ndarray:
+    """A model's file frames [n_rows * own, classes] on a grid of `per_row` frames per row.
+
+    Each grid frame takes the model frame holding its centre: with `own` dividing `per_row`
+    every model frame is repeated `per_row / own` times.
+    """
+    own = len(frames) // n_rows
+    if own == per_row:
+        return frames
+    k = np.arange(n_rows * per_row)
+    return frames[(2 * k + 1) * own // (2 * per_row)]
 
 
 def blend_covered(per_model: list[np.ndarray], how: str, weights, power: float) -> np.ndarray:
