@@ -12,7 +12,8 @@ from birdclef.inference.blend import blend, ranks
 from birdclef.inference.errors import InferenceError
 from birdclef.inference.features import LogMelFrames, cut_windows
 from birdclef.inference.postprocess import postprocess, smooth, topk_scale
-from birdclef.inference.predict import FileScores, rows_from_windows, window_starts
+from birdclef.inference.predict import FileScores
+from birdclef.inference.rows import rows_from_windows, window_starts
 from birdclef.inference.submission import assemble, read_columns, validate, write_submission
 from tests.conftest import compose_cfg
 

@@ -14,8 +14,7 @@ import soundfile as sf
 from birdclef.data.pseudo_store import read_frames
 from birdclef.errors import ConfigError, DataError
 from birdclef.inference.backends import load_model
-from birdclef.inference.predict import frames_along_file, window_starts
-from birdclef.inference.rows import grid_window_starts, row_id
+from birdclef.inference.rows import frames_along_file, grid_window_starts, row_id, window_starts
 from birdclef.inference.runtime import predict_folder
 from birdclef.modules.metrics import macro_auc
 from birdclef.tasks import pseudo_label
