@@ -17,6 +17,7 @@ from birdclef.inference.errors import InferenceError
 from birdclef.inference.foreign import describe
 from birdclef.inference.foreign_runners import import_tensorflow
 from birdclef.inference.predict import decode
+from birdclef.inference.teacher import UNSCORED
 from birdclef.tasks import pseudo_label
 from tests.conftest import SR, compose_cfg
 
@@ -156,7 +157,7 @@ def test_pseudo_labels_of_a_foreign_teacher_alone_and_blended(
     rows = -(-len(wave) // WINDOW)
     x = np.zeros((rows, WINDOW), np.float32)
     x.reshape(-1)[: len(wave)] = wave
-    want = np.nan_to_num(expected(x, len(primary)), nan=pseudo_label.UNSCORED)
+    want = np.nan_to_num(expected(x, len(primary)), nan=UNSCORED)
     foreign_cfg = (f"teacher.foreign.labels={labels}", "teacher.foreign.output=logits")
     metrics, alone = _pseudo(tiny_root, tmp_path, "alone", f"teacher.models=[{onnx_path}]", *foreign_cfg)  # fmt: skip
     assert metrics["pseudo/unscored_classes"] == 3 and metrics["pseudo/rows"] == rows == 6

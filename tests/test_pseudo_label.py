@@ -16,6 +16,7 @@ from birdclef.errors import ConfigError, DataError
 from birdclef.inference.backends import load_model
 from birdclef.inference.rows import frames_along_file, grid_window_starts, row_id, window_starts
 from birdclef.inference.runtime import predict_folder
+from birdclef.inference.teacher import frames_on_grid
 from birdclef.modules.metrics import macro_auc
 from birdclef.tasks import pseudo_label
 from tests.conftest import SR, compose_cfg
@@ -179,9 +180,7 @@ def test_frames_along_the_file_average_overlapping_windows():
     ]
     np.testing.assert_allclose(frames[:, 0], expected)
     coarse = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)  # 2 rows of 2 frames
-    np.testing.assert_array_equal(
-        pseudo_label.frames_on_grid(coarse, 2, 4)[:, 0], [0, 0, 1, 1, 2, 2, 3, 3]
-    )
+    np.testing.assert_array_equal(frames_on_grid(coarse, 2, 4)[:, 0], [0, 0, 1, 1, 2, 2, 3, 3])
 
 
 def test_sed_teacher_stores_frames_whose_row_maxima_are_the_sed_rows(

@@ -42,7 +42,8 @@ LEFT_OUT = (
     "torch_backend.py",
     "foreign.py",
     "foreign_runners.py",
-)  # need torch and the project; teachers only (TF)
+    "teacher.py",
+)  # need torch and the project; teachers only (TF; pseudo-labels)
 COLUMN_FILES = ("sample_submission.csv", "taxonomy.csv")  # read_columns' order in a data root
 REQUIRED = ("numpy", "pandas", "soundfile")
 BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
