@@ -14,11 +14,10 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
-import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.curation.apply import apply_filter
+from birdclef.data.datamodule_caches import DataModuleCaches
 from birdclef.data.datasets import (
     CROPS,
     WINDOW_CHOICES,
@@ -31,32 +30,17 @@ from birdclef.data.filters import NoFilter
 from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
 from birdclef.data.pseudo import check_pseudo, pseudo_windows, read_pseudo
+from birdclef.data.samplers import EpochSeededSampler, check_sampler, class_balanced_sampler
 from birdclef.data.splits import grouped_split
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("random", "balanced")
 BAD_EXAMPLES = 3  # unreadable files quoted in an error message
 
 
-class EpochSeededSampler(WeightedRandomSampler):
-    """Weighted draws seeded by (seed, epoch): a resumed run draws what it would have drawn.
-
-    Lightning calls `set_epoch` before each training epoch.
-    """
-
-    def __init__(self, weights, num_samples: int, seed: int) -> None:
-        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator())
-        self.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
-
-
-class BirdclefDataModule(L.LightningDataModule):
+class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
     """Competition-layout folder -> cached frames -> windows cut at read time -> dict batches.
 
     The module is built from `conf/data/*.yaml` with the front end, label rule and
@@ -66,7 +50,8 @@ class BirdclefDataModule(L.LightningDataModule):
     own key) and training items carry `teacher_features` (pseudo-labelled windows too: their
     soundscapes are cached with the teacher's front end as well). With `pseudo.labels` (a
     pseudo_labels.csv), round(pseudo.ratio x labelled windows) pseudo-labelled windows
-    join the training set (`fit_set`); validation and test stay labelled only.
+    join the training set (`fit_set`); validation and test stay labelled only. The caches
+    (`prepare_data` and the builders `setup` reads) are `DataModuleCaches`' (datamodule_caches).
     """
 
     def __init__(
@@ -111,12 +96,7 @@ class BirdclefDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.crop_seconds={crop_seconds} must be positive, or null for the whole recording."
             )
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"data.sampler={sampler!r} must be one of {SAMPLERS}.")
-        if not 0.0 <= balance_power <= 1.0:
-            raise ConfigError(
-                f"data.balance_power={balance_power} must be in [0, 1] (0 = no balancing, 1 = equal classes)."
-            )
+        check_sampler(sampler, balance_power)
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(
                 f"data.batch_size={batch_size} must be >= 1 and data.num_workers={num_workers} >= 0."
@@ -161,85 +141,12 @@ class BirdclefDataModule(L.LightningDataModule):
             self.meta = load_metadata(self.root)
         return self.meta
 
-    # ---- caches ---------------------------------------------------------------------------
+    # ---- datasets ---------------------------------------------------------------------------
     @property
     def window(self) -> int:
         """Samples per training window."""
         return int(round(self.window_seconds * self.frontend.sample_rate))
 
-    def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
-        cache = FrameCache(
-            self.cache_dir, frontend if frontend is not None else self.frontend, self.cache_workers
-        )
-        return cache.build(paths, keys, groups, desc)
-
-    def _train_frames(self, frontend=None) -> CachedFrames:
-        meta = self._metadata()
-        files = meta.train["filename"].drop_duplicates().tolist()
-        groups = [f.split("/")[0] for f in files]  # shards never mix class folders
-        paths = [meta.audio_path(f) for f in files]
-        desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
-        return self._frames(paths, files, groups, desc, frontend)
-
-    def _manifests(self) -> dict:
-        """A segment filter's detector scores of every train_audio file (built once, cached)."""
-        if self.segment_manifests is None:
-            meta = self._metadata()
-            files = meta.train["filename"].drop_duplicates().tolist()
-            self.segment_manifests = self.row_filter.manifests(
-                [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
-                self.cache_dir, self.frontend.sample_rate, self.cache_workers,
-            )  # fmt: skip
-        return self.segment_manifests
-
-    def _scored_frames(self, stems: list[str]) -> CachedFrames:
-        """The labelled test soundscapes, whose 5-s rows are cut from their frames."""
-        paths = [self.root / "test_soundscapes" / f"{s}.ogg" for s in stems]
-        return self._frames(
-            paths, stems, ["test_soundscapes"] * len(stems), "caching test_soundscapes"
-        )
-
-    def _soundscape_frames(self, frontend=None) -> CachedFrames | None:
-        """train_soundscapes (background crops and pseudo-labelled windows; with `frontend`, a
-        distillation teacher's features of them); None if absent."""
-        paths = sorted((self.root / "train_soundscapes").glob("*.ogg"))
-        desc = "caching train_soundscapes" + (" (teacher)" if frontend is not None else "")
-        return self._frames(
-            paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), desc, frontend
-        ) if paths else None  # fmt: skip
-
-    def _background_frames(self) -> CachedFrames:
-        """train_soundscapes, cropped at random for background augmentation."""
-        frames = self._soundscape_frames()
-        if frames is None or frames.index.empty:
-            raise DataError(
-                f"background augmentation needs readable soundscapes in {self.root / 'train_soundscapes'}, "
-                "and there are none; set augment.background_p=0 or use augment=none."
-            )
-        return frames
-
-    def prepare_data(self) -> None:
-        """Build every cache this run reads; `setup` then opens them.
-
-        Each process may run it (under DDP every rank does): builders of one cache take
-        its file lock in turn, so one process builds and the others find it built.
-        """
-        self._train_frames()
-        if self.teacher_frontend is not None:
-            self._train_frames(self.teacher_frontend)
-        solution = load_soundscape_labels(self.root, self.classes)
-        if solution is not None:
-            self._scored_frames(sorted(solution["stem"].unique()))
-        if self.background:
-            self._background_frames()
-        if self.pseudo_labels is not None:
-            self._soundscape_frames()
-            if self.teacher_frontend is not None:
-                self._soundscape_frames(self.teacher_frontend)
-        if hasattr(self.row_filter, "manifests"):
-            self._manifests()
-
-    # ---- datasets ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
             return
@@ -359,19 +266,11 @@ class BirdclefDataModule(L.LightningDataModule):
         return self._loader(self.fit_set, sampler=self.balanced_sampler())
 
     def balanced_sampler(self) -> EpochSeededSampler:
-        """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
-
-        Power 0 is plain shuffling; 1 makes every class equally likely per draw; the
-        default 0.5 lifts the long tail without repeating a 1-recording class endlessly.
-        Pseudo windows (no primary class) get the labelled windows' mean weight, so they
-        keep their share of draws. Lightning wraps it in a distributed sampler under DDP.
-        """
-        primary = torch.as_tensor(self.train_set.primary)
-        counts = torch.bincount(primary, minlength=len(self.classes)).clamp_min(1).double()
-        weights = counts[primary].pow(-self.balance_power)
-        extra = len(self.fit_set) - len(primary)
-        weights = torch.cat([weights, weights.mean().expand(extra)])
-        return EpochSeededSampler(weights, num_samples=len(weights), seed=self.seed)
+        """The training windows' `class_balanced_sampler` (pseudo windows last), data.balance_power."""
+        return class_balanced_sampler(
+            self.train_set.primary, len(self.classes), len(self.fit_set), self.balance_power,
+            self.seed,
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -1,0 +1,91 @@
+"""The frame caches the DataModule builds and reads: train_audio, test and train soundscapes.
+
+`DataModuleCaches` is a mixin of `BirdclefDataModule` (birdclef.data.datamodule) and holds
+its Lightning hook `prepare_data`. Its methods read the module's settings (`root`,
+`cache_dir`, `frontend`, `cache_workers`, `row_filter`, `background`, `pseudo_labels`,
+`teacher_frontend`), its `classes` and metadata (`_metadata`), and keep the segment
+manifests in `segment_manifests`. With a `frontend` argument, a cache is built with that
+front end (a distillation teacher's) instead of the module's own.
+"""
+
+from __future__ import annotations
+
+from birdclef.data.cache import CachedFrames, FrameCache
+from birdclef.data.metadata import load_soundscape_labels
+from birdclef.errors import DataError
+
+
+class DataModuleCaches:
+    """The DataModule's caches, each built (or found built) on first use; see the module doc."""
+
+    def prepare_data(self) -> None:
+        """Build every cache this run reads; `setup` then opens them.
+
+        Each process may run it (under DDP every rank does): builders of one cache take
+        its file lock in turn, so one process builds and the others find it built.
+        """
+        self._train_frames()
+        if self.teacher_frontend is not None:
+            self._train_frames(self.teacher_frontend)
+        solution = load_soundscape_labels(self.root, self.classes)
+        if solution is not None:
+            self._scored_frames(sorted(solution["stem"].unique()))
+        if self.background:
+            self._background_frames()
+        if self.pseudo_labels is not None:
+            self._soundscape_frames()
+            if self.teacher_frontend is not None:
+                self._soundscape_frames(self.teacher_frontend)
+        if hasattr(self.row_filter, "manifests"):
+            self._manifests()
+
+    def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
+        cache = FrameCache(
+            self.cache_dir, frontend if frontend is not None else self.frontend, self.cache_workers
+        )
+        return cache.build(paths, keys, groups, desc)
+
+    def _train_frames(self, frontend=None) -> CachedFrames:
+        meta = self._metadata()
+        files = meta.train["filename"].drop_duplicates().tolist()
+        groups = [f.split("/")[0] for f in files]  # shards never mix class folders
+        paths = [meta.audio_path(f) for f in files]
+        desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
+        return self._frames(paths, files, groups, desc, frontend)
+
+    def _manifests(self) -> dict:
+        """A segment filter's detector scores of every train_audio file (built once, cached)."""
+        if self.segment_manifests is None:
+            meta = self._metadata()
+            files = meta.train["filename"].drop_duplicates().tolist()
+            self.segment_manifests = self.row_filter.manifests(
+                [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
+                self.cache_dir, self.frontend.sample_rate, self.cache_workers,
+            )  # fmt: skip
+        return self.segment_manifests
+
+    def _scored_frames(self, stems: list[str]) -> CachedFrames:
+        """The labelled test soundscapes, whose 5-s rows are cut from their frames."""
+        paths = [self.root / "test_soundscapes" / f"{s}.ogg" for s in stems]
+        return self._frames(
+            paths, stems, ["test_soundscapes"] * len(stems), "caching test_soundscapes"
+        )
+
+    def _soundscape_frames(self, frontend=None) -> CachedFrames | None:
+        """train_soundscapes (background crops and pseudo-labelled windows; with `frontend`, a
+        distillation teacher's features of them); None if absent."""
+        paths = sorted((self.root / "train_soundscapes").glob("*.ogg"))
+        desc = "caching train_soundscapes" + (" (teacher)" if frontend is not None else "")
+        return self._frames(
+            paths, [p.stem for p in paths], ["train_soundscapes"] * len(paths), desc, frontend
+        ) if paths else None  # fmt: skip
+
+    def _background_frames(self) -> CachedFrames:
+        """train_soundscapes, cropped at random for background augmentation."""
+        frames = self._soundscape_frames()
+        if frames is None or frames.index.empty:
+            raise DataError(
+                f"background augmentation needs readable soundscapes in {self.root / 'train_soundscapes'}, "
+                "and there are none; set augment.background_p=0 or use augment=none."
+            )
+        return frames

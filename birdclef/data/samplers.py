@@ -1,0 +1,55 @@
+"""How training draws its windows: `data.sampler` (random or balanced), epoch-seeded weighted draws."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+from birdclef.errors import ConfigError
+
+SAMPLERS = ("random", "balanced")
+
+
+def check_sampler(sampler: str, balance_power: float) -> None:
+    """Refuse a `data.sampler` or `data.balance_power` the DataModule cannot use."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"data.sampler={sampler!r} must be one of {SAMPLERS}.")
+    if not 0.0 <= balance_power <= 1.0:
+        raise ConfigError(
+            f"data.balance_power={balance_power} must be in [0, 1] (0 = no balancing, 1 = equal classes)."
+        )
+
+
+class EpochSeededSampler(WeightedRandomSampler):
+    """Weighted draws seeded by (seed, epoch): a resumed run draws what it would have drawn.
+
+    Lightning calls `set_epoch` before each training epoch.
+    """
+
+    def __init__(self, weights, num_samples: int, seed: int) -> None:
+        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
+def class_balanced_sampler(
+    primary, n_classes: int, total: int, balance_power: float, seed: int
+) -> EpochSeededSampler:
+    """Draw windows with weight n_c ** -balance_power, n_c = windows of their primary class.
+
+    `primary`: the labelled windows' primary class indices; `total`: every window drawn
+    from, the labelled ones first. Power 0 is plain shuffling; 1 makes every class equally
+    likely per draw; the default 0.5 lifts the long tail without repeating a 1-recording
+    class endlessly. Pseudo windows (no primary class: those past `primary`) get the
+    labelled windows' mean weight, so they keep their share of draws. Lightning wraps it
+    in a distributed sampler under DDP.
+    """
+    primary = torch.as_tensor(primary)
+    counts = torch.bincount(primary, minlength=n_classes).clamp_min(1).double()
+    weights = counts[primary].pow(-balance_power)
+    extra = total - len(primary)
+    weights = torch.cat([weights, weights.mean().expand(extra)])
+    return EpochSeededSampler(weights, num_samples=len(weights), seed=seed)
