@@ -5,7 +5,8 @@
 The folder holds `predict.py` (the command line), `birdclef_inference/` (a copy of
 `birdclef.inference` without its torch backend), `models/` (the exported models),
 `settings.json` (the `predict` group, model paths relative to the folder), the column
-order (`sample_submission.csv` or `taxonomy.csv`), `requirements.txt` and `README.md`.
+order (`sample_submission.csv` or `taxonomy.csv`), `requirements.txt` and `README.md`
+(the texts of predict.py, requirements.txt and README.md: `birdclef.tasks.bundle_files`).
 It is built in a temporary folder beside the target and renamed into place, and is checked
 before the rename: the models load from their copies and match the columns, and no copied
 file imports anything beyond the standard library and the packages in `requirements.txt`.
@@ -14,7 +15,6 @@ file imports anything beyond the standard library and the packages in `requireme
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 import logging
 import os
 import shutil
@@ -32,6 +32,7 @@ from birdclef.inference.postprocess import check_kernel
 from birdclef.inference.predict import FilePredictor
 from birdclef.inference.runtime import settings_from
 from birdclef.inference.submission import align, read_columns
+from birdclef.tasks.bundle_files import OPTIONAL, PREDICT_PY, REQUIRED, readme, requirements
 from birdclef.tasks.common import output_dir, predict_settings
 from birdclef.utils import current_umask, write_json
 
@@ -45,34 +46,7 @@ LEFT_OUT = (
     "teacher.py",
 )  # need torch and the project; teachers only (TF; pseudo-labels)
 COLUMN_FILES = ("sample_submission.csv", "taxonomy.csv")  # read_columns' order in a data root
-REQUIRED = ("numpy", "pandas", "soundfile")
-BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
-OPTIONAL = {
-    "scipy": "faster FFT; needed to resample audio that is not at the models' sample rate",
-    "tqdm": "progress bar",
-    "threadpoolctl": "keeps numpy's BLAS on the worker's threads (faster with several workers)",
-}
 ALLOWED_IMPORTS = {*REQUIRED, *OPTIONAL, "onnx", "onnxruntime", "openvino", PACKAGE}
-
-PREDICT_PY = '''"""Write submission.csv for a folder of soundscapes, offline, without the birdclef project or torch.
-
-In a Kaggle notebook (this folder added as a dataset, requirements.txt installed offline):
-
-    !python /kaggle/input/<this dataset>/predict.py /kaggle/input/birdclef-2025/test_soundscapes --output /kaggle/working/submission.csv
-
-Options: --settings FILE (default: settings.json beside this file), --workers N (processes).
-"""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-if __name__ == "__main__":  # worker processes import this file again and must not rerun it
-    from birdclef_inference.runtime import main
-
-    raise SystemExit(main())
-'''
 
 
 def model_kind(path: Path) -> str:
@@ -195,50 +169,6 @@ def check_imports(folder: Path) -> list[str]:
             if module not in sys.stdlib_module_names and module not in ALLOWED_IMPORTS:
                 problems.append(f"{path.relative_to(folder)}:{line} imports {module}")
     return problems
-
-
-def requirements(kinds: list[str]) -> str:
-    def line(name: str, note: str = "") -> str:
-        try:
-            built = f"built with {importlib.metadata.version(name)}"
-        except importlib.metadata.PackageNotFoundError:
-            built = "not installed where the bundle was built"
-        return f"{name}  # {built}{'; optional: ' + note if note else ''}\n"
-
-    needed = [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
-    text = "# What predict.py needs (on Kaggle: install the wheels offline from a dataset).\n"
-    return (
-        text + "".join(line(n) for n in needed) + "".join(line(n, w) for n, w in OPTIONAL.items())
-    )
-
-
-def readme(settings: dict, sources: list[str]) -> str:
-    models = "".join(
-        f"- `{m}` (from `{s}`)\n" for m, s in zip(settings["models"], sources, strict=True)
-    )
-    return f"""# BirdCLEF submission bundle
-
-Writes `submission.csv` for a folder of soundscapes on the CPU, offline, without the
-birdclef project, torch or Lightning (written by `python run.py task=bundle`).
-
-    python predict.py SOUNDSCAPES [--output submission.csv] [--settings settings.json] [--workers N]
-
-In a Kaggle notebook, add this folder as a dataset, install `requirements.txt` offline
-(`pip install --no-index --find-links /kaggle/input/<wheels dataset> -r requirements.txt`), then
-
-    !python /kaggle/input/<this dataset>/predict.py /kaggle/input/birdclef-2025/test_soundscapes --output /kaggle/working/submission.csv
-
-- Exit code 0: `submission.csv` written: row_id + one column per class, in the order of
-  `{settings["taxonomy"] or "the first model's classes"}`. Files that cannot be decoded
-  are named on stderr and get 12 rows of class medians.
-- Exit code 2: one line on stderr saying what is wrong (e.g. a folder without audio, as
-  `test_soundscapes` is while the notebook is saved rather than scored); nothing is written.
-
-Models, blended by `{settings["blend"]}` with weights {settings["weights"] or "equal"}, windows
-every {settings["stride_seconds"]} s, on {settings["workers"]} process(es) of {settings["threads"]}
-thread(s) (all in `settings.json`; `--workers` overrides the processes):
-
-{models}"""
 
 
 def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path | None) -> dict:
