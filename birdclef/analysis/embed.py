@@ -1,4 +1,8 @@
-"""Scoring and plotting clip representations: pooled statistics, grouped kNN, silhouette, UMAP.
+"""Clip representations: the windows they are computed on, their scores (kNN, silhouette), UMAP.
+
+Windows are cut at read time from a front end's frame cache (`select_windows`, `Windows`),
+and a net function maps batches of them to vectors (`representation`; `pooled_stats` for
+the log-mel and MFCC frames).
 
 A representation is one vector per window ([items, dims]) with the window's class and
 the recording it was cut from (its group). Scores are computed on standardised columns
@@ -21,8 +25,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch  # noqa: F401  (before umap: umap may import tensorflow, which breaks a later torch import)
+import pandas as pd
+import torch  # imported before umap: umap may import tensorflow, which breaks a later torch import
+from torch.utils.data import DataLoader, Dataset
 
+from birdclef.data.cache import CachedFrames
+from birdclef.data.windows import recording_window_starts
 from birdclef.errors import ConfigError
 from birdclef.utils import atomic_path
 
@@ -48,6 +56,50 @@ def pooled_stats(features: torch.Tensor) -> np.ndarray:
     """Windows [B, (1,) bands, frames] -> [B, 2 x bands]: each band's mean, then its std over time."""
     x = features.float().flatten(0, -3) if features.dim() > 3 else features.float()
     return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=False)], dim=-1).numpy()
+
+
+class Windows(Dataset):
+    """Windows (file, start sample) cut from one front end's cached frames: items {"features"}."""
+
+    def __init__(self, frames: CachedFrames, finish, files, starts, window: int) -> None:
+        self.frames, self.finish, self.window = frames, finish, window
+        self.rec = [frames.position[f] for f in files]
+        self.start = [int(round(s / frames.hop_length)) for s in starts]
+
+    def __len__(self) -> int:
+        return len(self.rec)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n = self.window // self.frames.hop_length
+        with torch.no_grad():
+            frames = self.frames.window(self.rec[i], self.start[i], n)
+            return {"features": self.finish(frames).unsqueeze(0)}
+
+
+def select_windows(
+    frames: CachedFrames, meta, window: int, per_recording, keep=None
+) -> pd.DataFrame:
+    """The first `per_recording` windows of each readable recording (all if null; only the
+    files in `keep` if given), as a table of file, start (samples), label (class index) and
+    recording (group index)."""
+    first = meta.train.drop_duplicates("filename").set_index("filename")["primary_label"]
+    lookup = {c: i for i, c in enumerate(meta.classes)}
+    readable = [f for f in first.index if f in frames.position and (keep is None or f in keep)]
+    rows = []
+    for rec, file in enumerate(readable):
+        starts = recording_window_starts(
+            int(frames.index["n_samples"].iat[frames.position[file]]), window
+        )
+        for s in starts[:per_recording] if per_recording else starts:
+            rows.append((file, s, lookup[first[file]], rec))
+    return pd.DataFrame(rows, columns=["file", "start", "label", "recording"])
+
+
+def representation(net_fn, dataset: Dataset, batch_size: int) -> np.ndarray:
+    """Apply `net_fn` (features batch -> [B, dims]) to every window, batch by batch."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    with torch.no_grad():
+        return np.concatenate([np.asarray(net_fn(b["features"]), np.float64) for b in loader])
 
 
 def standardize(x: np.ndarray) -> np.ndarray:

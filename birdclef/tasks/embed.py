@@ -23,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from birdclef.analysis import embed as E
+from birdclef.analysis.embed import Windows, representation, select_windows
 from birdclef.data.birdnet import BirdNETFrontend
 from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.metadata import load_metadata
-from birdclef.data.windows import recording_window_starts
 from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule
@@ -43,55 +43,11 @@ COLUMNS = {
 }  # fmt: skip
 
 
-class Windows(Dataset):
-    """Windows (file, start sample) cut from one front end's cached frames: items {"features"}."""
-
-    def __init__(self, frames: CachedFrames, finish, files, starts, window: int) -> None:
-        self.frames, self.finish, self.window = frames, finish, window
-        self.rec = [frames.position[f] for f in files]
-        self.start = [int(round(s / frames.hop_length)) for s in starts]
-
-    def __len__(self) -> int:
-        return len(self.rec)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        n = self.window // self.frames.hop_length
-        with torch.no_grad():
-            frames = self.frames.window(self.rec[i], self.start[i], n)
-            return {"features": self.finish(frames).unsqueeze(0)}
-
-
 def cached(cfg: DictConfig, meta, frontend, files: list[str]) -> CachedFrames:
     """The frame cache of `files` for `frontend` (shared with training runs of that front end)."""
     cache = FrameCache(Path(cfg.data.cache_dir), frontend, cfg.data.cache_workers)
     groups = [f.split("/")[0] for f in files]
     return cache.build([meta.audio_path(f) for f in files], files, groups, "caching train_audio")
-
-
-def select_windows(
-    frames: CachedFrames, meta, window: int, per_recording, keep=None
-) -> pd.DataFrame:
-    """The first `per_recording` windows of each readable recording (all if null; only the
-    files in `keep` if given), as a table of file, start (samples), label (class index) and
-    recording (group index)."""
-    first = meta.train.drop_duplicates("filename").set_index("filename")["primary_label"]
-    lookup = {c: i for i, c in enumerate(meta.classes)}
-    readable = [f for f in first.index if f in frames.position and (keep is None or f in keep)]
-    rows = []
-    for rec, file in enumerate(readable):
-        starts = recording_window_starts(
-            int(frames.index["n_samples"].iat[frames.position[file]]), window
-        )
-        for s in starts[:per_recording] if per_recording else starts:
-            rows.append((file, s, lookup[first[file]], rec))
-    return pd.DataFrame(rows, columns=["file", "start", "label", "recording"])
-
-
-def representation(net_fn, dataset: Dataset, batch_size: int) -> np.ndarray:
-    """Apply `net_fn` (features batch -> [B, dims]) to every window, batch by batch."""
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with torch.no_grad():
-        return np.concatenate([np.asarray(net_fn(b["features"]), np.float64) for b in loader])
 
 
 def penultimate(net: torch.nn.Module):
