@@ -140,3 +140,27 @@ def test_resampled_and_stereo_audio_are_scored(tiny_checkpoint, tmp_path):
     assert frame["row_id"].tolist() == ["stereo16k_5", "stereo16k_10"]
     assert report["audio_seconds"] == pytest.approx(10.0)
     assert SR == 32000
+
+
+def test_worker_processes_do_not_rerun_the_parents_main(tiny_root, tiny_checkpoint, tmp_path):
+    """Spawned predict workers import only the inference package, not the caller's script
+    (run.py imports torch and Hydra; with torch loaded, OpenVINO workers shared one core)."""
+    marker = tmp_path / "imports.txt"
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import os\n"
+        f"open({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+        "from birdclef.inference.predict import iter_predict_files\n"
+        "if __name__ == '__main__':\n"
+        "    import glob, sys\n"
+        f"    files = sorted(glob.glob({str(tiny_root / 'test_soundscapes' / '*.ogg')!r}))\n"
+        f"    results = list(iter_predict_files([{str(tiny_checkpoint)!r}], files, workers=2))\n"
+        "    assert os.getpid() not in {r.worker for r in results}  # scored in worker processes\n"
+        "    assert len(results) == len(files) and all(r.error is None for r in results)\n"
+        "    assert sys.modules['__main__'].__file__.endswith('caller.py')  # restored\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(marker.read_text().split()) == 1  # the caller only, never a worker
