@@ -188,3 +188,58 @@ def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, 
     metrics = distill(cfg)
     assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["train/kd_loss"])
     assert metrics["distill/teacher"] == str(tiny_checkpoint)
+
+
+def _sed_teacher_folder(shared, tmp: Path, n_frames: int, frame_seconds: float) -> np.ndarray:
+    """A merged SED teacher folder: the shared rows, teacher.json (classes reversed, so the
+    reader must reorder them) and one frames file; returns the frames in taxonomy order."""
+    import json as _json
+
+    classes = shared["classes"]
+    k, c = np.meshgrid(np.arange(n_frames), np.arange(len(classes)), indexing="ij")
+    scores = ((7 * k + 3 * c) % 11 / 11.0).astype(np.float32)  # [frames, classes], distinct
+    (tmp / "files").mkdir(parents=True)
+    np.save(tmp / "files" / f"{shared['stem']}.frames.npy", scores[:, ::-1])
+    (tmp / "pseudo_labels.csv").write_bytes(shared["labels"].read_bytes())
+    info = {"classes": classes[::-1], "frame_models": ["sed.ckpt"], "frame_seconds": frame_seconds}
+    (tmp / "teacher.json").write_text(_json.dumps({**info, "models": []}))
+    return scores
+
+
+def test_frame_pseudo_windows_are_random_crops_targeted_by_the_teachers_frames(
+    shared, tiny_root, tmp_path, monkeypatch
+):
+    """data.pseudo.frames: each read cuts a random window of the soundscape, and its target is
+    each class's highest teacher frame centred inside that window, sharpened and renormalised."""
+    import birdclef.data.datasets as datasets
+
+    scores = _sed_teacher_folder(shared, tmp_path / "teacher", 60, 0.5)  # 30 s of 0.5-s frames
+    dm = datamodule(
+        shared, tmp_path / "dm", f"data.root={tiny_root}", "data.pseudo.power=2",
+        f"data.pseudo.labels={tmp_path / 'teacher' / 'pseudo_labels.csv'}", "data.pseudo.frames=true",
+    )  # fmt: skip
+    assert len(dm.pseudo_set) == round(0.5 * len(dm.train_set))
+    frames = dm._soundscape_frames()
+    n, seconds = dm.train_set.n_frames, HOP / SR
+    for start in (0, 100, 641, 1600):  # student frames; 1600 = 25 s: the last window of 30 s
+        monkeypatch.setattr(datasets, "_random_start", lambda total, n, limit, s=start: s)
+        item = dm.pseudo_set[0]
+        centres = (np.arange(60) + 0.5) * 0.5
+        inside = (centres >= start * seconds) & (centres < (start + n) * seconds)
+        expected = expected_softmax(scores[inside].max(axis=0)[None].astype(np.float64), 2.0)[0]
+        np.testing.assert_allclose(item["target"].numpy(), expected, rtol=1e-6)
+        assert torch.equal(item["truth"], torch.tensor(expected[:-1] > 0.5, dtype=torch.float32))
+        want = dm.frontend.finish(frames.window(frames.position[shared["stem"]], start, n))
+        assert torch.equal(item["features"], want.unsqueeze(0))
+    batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
+    assert set(batch) == set(dm.train_set[0])
+
+
+def test_frame_pseudo_labels_need_an_sed_teacher(shared, tiny_root, tmp_path):
+    with pytest.raises(Exception) as caught:  # noqa: PT011 (Hydra wraps errors of __init__)
+        datamodule(
+            shared, tmp_path, f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}",
+            "data.pseudo.frames=true",
+        )  # fmt: skip
+    found = user_error(caught.value)
+    assert isinstance(found, DataError) and "teacher.json" in str(found)

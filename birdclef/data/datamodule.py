@@ -84,6 +84,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.pseudo_ratio = float(pseudo.get("ratio", 0.5))
         self.pseudo_power = float(pseudo.get("power", 1.0))
         self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
+        self.pseudo_frames = bool(pseudo.get("frames", False))
         check_pseudo(self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence)
         for name, value, choices in (
             ("data.train_windows", train_windows, WINDOW_CHOICES),
@@ -221,7 +222,8 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         pseudo = pseudo_windows(
             frames, rows, self.classes, self.output_names, self.label_rule.activation,
             self.pseudo_power, self.window, self.frontend.finish,
-            round(self.pseudo_ratio * len(self.train_set)), self.seed,
+            round(self.pseudo_ratio * len(self.train_set)), self.seed, self.pseudo_frames,
+            self.pseudo_labels,
         )  # fmt: skip
         pseudo.background = self.train_set.background
         if self.teacher_frontend is not None:  # distillation: the teacher hears them too

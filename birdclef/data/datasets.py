@@ -129,18 +129,27 @@ class WindowDataset(Dataset):
         with torch.no_grad():
             return self.finish(frames.window(i, start, self.n_frames)).unsqueeze(0)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rec = int(self.recording[i])
-        start = int(self.start[i])
+    def _start(self, i: int, rec: int) -> int:
+        """Item i's start frame for this read: fixed, or drawn (random crops)."""
         if self.crop == "random" and self.crop_range is not None:
             low, high = self.crop_range[i]
-            start = int(low) + int(torch.randint(int(high - low) + 1, ()))
-        elif self.crop == "random":
-            start = _random_start(self.frames.n_frames(rec), self.n_frames, self.crop_frames)
+            return int(low) + int(torch.randint(int(high - low) + 1, ()))
+        if self.crop == "random":
+            return _random_start(self.frames.n_frames(rec), self.n_frames, self.crop_frames)
+        return int(self.start[i])
+
+    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item i's target and truth for a window at `start` (fixed per item here)."""
+        return self.target[i], self.truth[i]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rec = int(self.recording[i])
+        start = self._start(i, rec)
+        target, truth = self._labels(i, rec, start)
         item = {
             "features": self._features(self.frames, rec, start),
-            "target": torch.tensor(self.target[i]),
-            "truth": torch.tensor(self.truth[i]),
+            "target": torch.tensor(target),
+            "truth": torch.tensor(truth),
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
             "index": torch.tensor(i, dtype=torch.long),
         }

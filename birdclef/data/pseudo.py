@@ -5,10 +5,16 @@ Each row `<stem>_<end>` of the file is the 5-s window ending at `end` seconds of
 the teacher's score sharpened by a power (the BirdCLEF 2025 winners' recipe), mapped to
 the model's outputs; windows whose highest class score is below `min_confidence` are
 dropped. Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
+
+With `frames` (data.pseudo.frames, an SED teacher's per-frame pseudo-labels stored next to
+the rows), a pseudo window is instead cut at a random start at every read, anywhere in its
+soundscape, and its target is each class's highest teacher frame inside the window
+(`FramePseudoWindows`): new views of the soundscapes with targets that follow the crop.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,7 @@ import pandas as pd
 from birdclef.data.cache import CachedFrames
 from birdclef.data.datasets import NO_PRIMARY, WindowDataset
 from birdclef.data.labels import NULL_CLASS
+from birdclef.data.pseudo_store import TEACHER, read_frames
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
 from birdclef.inference.rows import split_row_id
@@ -94,16 +101,83 @@ def pseudo_targets(
     return (sharp / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
+class FramePseudoWindows(WindowDataset):
+    """Pseudo windows at a random start per read, targeted by an SED teacher's frames.
+
+    `teacher_frames[rec]` is soundscape `rec`'s frame scores [frames, classes] (frame k
+    centred at (k + 0.5) * frame_seconds s). A window's target is, class by class, the
+    highest score of the frames centred inside it (all zero past the teacher's last frame),
+    sharpened and mapped to the outputs by `pseudo_targets`; truth is target > PRESENT.
+    """
+
+    def __init__(
+        self, frames: CachedFrames, recording, n_frames: int, finish, teacher_frames: list,
+        frame_seconds: float, power: float, output_names: list[str], activation: str,
+    ) -> None:  # fmt: skip
+        n = len(recording)
+        super().__init__(
+            frames, recording, np.zeros(n, dtype=np.int64), n_frames, finish, None, None,
+            np.full(n, NO_PRIMARY, dtype=np.int64), crop="random",
+        )  # fmt: skip
+        self.teacher_frames, self.frame_seconds = teacher_frames, float(frame_seconds)
+        self.power, self.output_names, self.activation = power, output_names, activation
+
+    def window_scores(self, rec: int, start: int) -> np.ndarray:
+        """The teacher's per-class maximum over the frames inside the window at `start`."""
+        scores = self.teacher_frames[rec]
+        seconds = self.frames.hop_length / self.frames.sample_rate
+        first, last = start * seconds, (start + self.n_frames) * seconds
+        centres = (np.arange(len(scores)) + 0.5) * self.frame_seconds
+        inside = (centres >= first) & (centres < last)
+        if not inside.any():
+            return np.zeros(scores.shape[1], dtype=np.float64)
+        return scores[inside].max(axis=0).astype(np.float64)
+
+    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.window_scores(rec, start)
+        n_classes = len(scores)
+        target = pseudo_targets(scores[None], self.power, self.output_names, self.activation)[0]
+        return target, (target[:n_classes] > PRESENT).astype(np.float32)
+
+
+def teacher_frames(
+    labels: str | Path, stems: list[str], needed: set[str], classes: list[str]
+) -> tuple[list, float]:
+    """The per-frame pseudo-labels beside `labels` (a pseudo_labels.csv) of each of `stems`
+    that is `needed` (None for the others), in `classes` order, and the seconds per frame."""
+    folder = Path(labels).parent
+    order = None
+    arrays, seconds = [], None
+    for stem in stems:
+        if stem not in needed:
+            arrays.append(None)
+            continue
+        scores, seconds = read_frames(folder, stem)  # explains what is missing
+        if order is None:
+            stored = json.loads((folder / TEACHER).read_text())["classes"]
+            if sorted(stored) != sorted(classes):
+                raise DataError(
+                    f"{folder / TEACHER} lists other classes than the data root's taxonomy: "
+                    "make the pseudo-labels with the same data root."
+                )
+            order = [stored.index(c) for c in classes]
+        arrays.append(np.asarray(scores, dtype=np.float32)[:, order])
+    return arrays, float(seconds)
+
+
 def pseudo_windows(
     frames: CachedFrames, rows: pd.DataFrame, classes: list[str], output_names: list[str],
     activation: str, power: float, window: int, finish, count: int, seed: int,
+    use_frames: bool = False, labels: str | Path | None = None,
 ) -> WindowDataset:  # fmt: skip
     """`count` pseudo windows of `window` samples drawn from `rows` (see `read_pseudo`).
 
     The draw is fixed for the run: a permutation of the rows seeded by `seed`, repeated
     when `count` exceeds them. A window longer or shorter than the 5-s row is centred on
     it, moved to start at 0 when it would begin before the recording (past the end it is
-    padded with silence by the cache).
+    padded with silence by the cache). With `use_frames` the draw picks the soundscapes
+    only: each read cuts a random window of them, targeted by the SED teacher's frames
+    stored beside `labels` (`FramePseudoWindows`).
     """
     missing = sorted(set(rows["stem"]) - set(frames.position))
     if missing:
@@ -117,10 +191,17 @@ def pseudo_windows(
     )[:count].astype(np.int64)
     rows = rows.iloc[order].reset_index(drop=True)
     rate, hop = frames.sample_rate, frames.hop_length
+    recording = np.array([frames.position[s] for s in rows["stem"]], dtype=np.int64)
+    if use_frames:  # every soundscape of the cache, indexed by its position
+        stems = list(frames.index["file"])
+        scores, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
+        return FramePseudoWindows(
+            frames, recording, window // hop, finish, scores, seconds, power, output_names,
+            activation,
+        )  # fmt: skip
     row = SCORE_SECONDS * rate
     first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
     start = np.maximum(first, 0) // hop
-    recording = np.array([frames.position[s] for s in rows["stem"]], dtype=np.int64)
     target = pseudo_targets(rows[classes].to_numpy(np.float64), power, output_names, activation)
     truth = (target[:, : len(classes)] > PRESENT).astype(np.float32)
     return WindowDataset(
