@@ -14,7 +14,7 @@ soundscape, and its target is each class's highest teacher frame inside the wind
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import pandas as pd
 from birdclef.data.cache import CachedFrames
 from birdclef.data.datasets import NO_PRIMARY, WindowDataset
 from birdclef.data.labels import NULL_CLASS
-from birdclef.data.pseudo_store import TEACHER, read_frames
+from birdclef.data.pseudo_store import TEACHER, frames_info, read_frames
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
 from birdclef.inference.rows import split_row_id
@@ -104,65 +104,61 @@ def pseudo_targets(
 class FramePseudoWindows(WindowDataset):
     """Pseudo windows at a random start per read, targeted by an SED teacher's frames.
 
-    `teacher_frames[rec]` is soundscape `rec`'s frame scores [frames, classes] (frame k
-    centred at (k + 0.5) * frame_seconds s). A window's target is, class by class, the
-    highest score of the frames centred inside it (all zero past the teacher's last frame),
+    `teacher_frames[rec]` is soundscape `rec`'s frame scores [frames, teacher classes]
+    (frame k centred at (k + 0.5) * frame_seconds s; memory-mapped), `order` the teacher
+    columns of the model's classes. A window's target is, class by class, the highest
+    score of the frames centred inside it (all zero past the teacher's last frame),
     sharpened and mapped to the outputs by `pseudo_targets`; truth is target > PRESENT.
     """
 
     def __init__(
         self, frames: CachedFrames, recording, n_frames: int, finish, teacher_frames: list,
-        frame_seconds: float, power: float, output_names: list[str], activation: str,
+        order: np.ndarray, frame_seconds: float, power: float, output_names: list[str],
+        activation: str,
     ) -> None:  # fmt: skip
         n = len(recording)
         super().__init__(
             frames, recording, np.zeros(n, dtype=np.int64), n_frames, finish, None, None,
             np.full(n, NO_PRIMARY, dtype=np.int64), crop="random",
         )  # fmt: skip
-        self.teacher_frames, self.frame_seconds = teacher_frames, float(frame_seconds)
+        self.teacher_frames, self.order = teacher_frames, order
+        self.frame_seconds = float(frame_seconds)
         self.power, self.output_names, self.activation = power, output_names, activation
 
     def window_scores(self, rec: int, start: int) -> np.ndarray:
-        """The teacher's per-class maximum over the frames inside the window at `start`."""
+        """The teacher's per-class maximum over the frames centred inside the window at `start`."""
         scores = self.teacher_frames[rec]
-        seconds = self.frames.hop_length / self.frames.sample_rate
-        first, last = start * seconds, (start + self.n_frames) * seconds
-        centres = (np.arange(len(scores)) + 0.5) * self.frame_seconds
-        inside = (centres >= first) & (centres < last)
-        if not inside.any():
-            return np.zeros(scores.shape[1], dtype=np.float64)
-        return scores[inside].max(axis=0).astype(np.float64)
+        frame = self.frames.hop_length / self.frames.sample_rate / self.frame_seconds
+        lo, hi = (math.ceil(f * frame - 0.5) for f in (start, start + self.n_frames))
+        inside = scores[max(lo, 0) : max(hi, 0)]
+        if len(inside) == 0:
+            return np.zeros(len(self.order), dtype=np.float64)
+        return np.asarray(inside).max(axis=0)[self.order].astype(np.float64)
 
     def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.window_scores(rec, start)
-        n_classes = len(scores)
         target = pseudo_targets(scores[None], self.power, self.output_names, self.activation)[0]
-        return target, (target[:n_classes] > PRESENT).astype(np.float32)
+        return target, (target[: len(scores)] > PRESENT).astype(np.float32)
 
 
 def teacher_frames(
     labels: str | Path, stems: list[str], needed: set[str], classes: list[str]
-) -> tuple[list, float]:
-    """The per-frame pseudo-labels beside `labels` (a pseudo_labels.csv) of each of `stems`
-    that is `needed` (None for the others), in `classes` order, and the seconds per frame."""
+) -> tuple[list, np.ndarray, float]:
+    """The SED teacher's per-frame pseudo-labels beside `labels` (a pseudo_labels.csv):
+    one memory-mapped array per stem of `stems` that is `needed` (None for the others),
+    the teacher column of each of `classes`, and the seconds per frame."""
     folder = Path(labels).parent
-    order = None
-    arrays, seconds = [], None
-    for stem in stems:
-        if stem not in needed:
-            arrays.append(None)
-            continue
-        scores, seconds = read_frames(folder, stem)  # explains what is missing
-        if order is None:
-            stored = json.loads((folder / TEACHER).read_text())["classes"]
-            if sorted(stored) != sorted(classes):
-                raise DataError(
-                    f"{folder / TEACHER} lists other classes than the data root's taxonomy: "
-                    "make the pseudo-labels with the same data root."
-                )
-            order = [stored.index(c) for c in classes]
-        arrays.append(np.asarray(scores, dtype=np.float32)[:, order])
-    return arrays, float(seconds)
+    info = frames_info(folder)  # explains a folder without frames
+    if sorted(info["classes"]) != sorted(classes):
+        raise DataError(
+            f"{folder / TEACHER} lists other classes than the data root's taxonomy: "
+            "make the pseudo-labels with the same data root."
+        )
+    order = np.array([info["classes"].index(c) for c in classes], dtype=np.int64)
+    arrays = [
+        read_frames(folder, stem, info, mmap=True)[0] if stem in needed else None for stem in stems
+    ]
+    return arrays, order, float(info["frame_seconds"])
 
 
 def pseudo_windows(
@@ -194,10 +190,10 @@ def pseudo_windows(
     recording = np.array([frames.position[s] for s in rows["stem"]], dtype=np.int64)
     if use_frames:  # every soundscape of the cache, indexed by its position
         stems = list(frames.index["file"])
-        scores, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
+        scores, order, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
         return FramePseudoWindows(
-            frames, recording, window // hop, finish, scores, seconds, power, output_names,
-            activation,
+            frames, recording, window // hop, finish, scores, order, seconds, power,
+            output_names, activation,
         )  # fmt: skip
     row = SCORE_SECONDS * rate
     first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2

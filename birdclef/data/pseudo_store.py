@@ -130,13 +130,8 @@ def frames_per_row(target: Path, stem: str, n_rows: int, n_classes: int) -> int:
     return shape[0] // n_rows
 
 
-def read_frames(target: str | Path, stem: str) -> tuple[np.ndarray, float]:
-    """Soundscape `stem`'s per-frame pseudo-labels [frames, classes] and the seconds per frame.
-
-    `target` is a merged teacher folder (`pseudo_label.json`'s `output`); the columns are
-    teacher.json's `classes`, frame `k` spans `[k, k + 1) * frame_seconds` s of the file,
-    and row `r`'s frames are `r * 5 / frame_seconds` up to `(r + 1) * 5 / frame_seconds`.
-    """
+def frames_info(target: str | Path) -> dict:
+    """teacher.json of a merged teacher folder whose teacher stored frames (an SED net)."""
     target = Path(target)
     if not (target / TEACHER).is_file():
         raise DataError(
@@ -151,6 +146,21 @@ def read_frames(target: str | Path, stem: str) -> tuple[np.ndarray, float]:
             f"{models} gives frame scores), so only its rows (pseudo_labels.csv) are stored; "
             "label with an SED teacher (a model=sed checkpoint) for frames."
         )
+    return info
+
+
+def read_frames(
+    target: str | Path, stem: str, info: dict | None = None, mmap: bool = False
+) -> tuple[np.ndarray, float]:
+    """Soundscape `stem`'s per-frame pseudo-labels [frames, classes] and the seconds per frame.
+
+    `target` is a merged teacher folder (`pseudo_label.json`'s `output`); the columns are
+    teacher.json's `classes`, frame `k` spans `[k, k + 1) * frame_seconds` s of the file,
+    and row `r`'s frames are `r * 5 / frame_seconds` up to `(r + 1) * 5 / frame_seconds`.
+    `info`: `frames_info(target)` when the caller reads many stems; `mmap`: memory-mapped.
+    """
+    target = Path(target)
+    info = info if info is not None else frames_info(target)
     path = frames_path(target, stem)
     if not path.exists():
         bad = target / FILES / f"{stem}.bad"
@@ -162,7 +172,7 @@ def read_frames(target: str | Path, stem: str) -> tuple[np.ndarray, float]:
             f"{path} not found: {stem!r} is not a soundscape this teacher scored (the stems are "
             f"the row_id prefixes of {target / LABELS})."
         )
-    frames = np.load(path)
+    frames = np.load(path, mmap_mode="r" if mmap else None)
     if frames.ndim != 2 or frames.shape[1] != len(info["classes"]):
         raise DataError(f"{path} holds {frames.shape}, not [frames, {len(info['classes'])}].")
     return frames, float(info["frame_seconds"])
