@@ -49,7 +49,10 @@ PER_CLASS, SPLIT = "per_class_auc.csv", "split.csv"  # written by every training
 
 
 def rare_class_auc(run_dir: Path, max_recordings: int) -> float:
-    """Mean test AUC of the classes with at most `max_recordings` recordings in the run's split."""
+    """Mean test AUC of the classes with at most `max_recordings` recordings in the run's split.
+
+    The count includes the recordings a filter dropped (split "filtered"), so runs with
+    different filters average over the same classes."""
     if not (run_dir / PER_CLASS).is_file() or not (run_dir / SPLIT).is_file():
         return math.nan
     counts = pd.read_csv(run_dir / SPLIT, dtype=str)["primary_label"].value_counts()

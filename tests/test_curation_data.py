@@ -134,6 +134,9 @@ def test_the_rating_filter_writes_its_per_class_report_too(tiny_root, tmp_path):
     report = pd.read_csv(tmp_path / "out" / REPORT_NAME).set_index("class")
     assert report.loc["all", "segments_after"] == len(dm.train_set)  # every window of kept rows
     assert report.loc["all", "recordings_after"] == (dm.split["split"] == "train").sum()
+    # the dropped recordings stay in split.csv, so --rare counts classes before the filter
+    dropped = report.loc["all", "recordings_before"] - report.loc["all", "recordings_after"]
+    assert dropped > 0 and (dm.split["split"] == "filtered").sum() == dropped
     assert report.loc["all", "rescued_recordings"] == sum(dm.row_filter.rescued.values())
     assert report.loc["all", "rescued_segments"] == 0
     none = datamodule(tiny_root, tmp_path / "none", "filter=none")

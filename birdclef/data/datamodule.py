@@ -177,7 +177,11 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
             )
         train_rows = usable[~is_val].reset_index(drop=True)
         train = self.row_filter(train_rows)
-        self.split = pd.concat([train.assign(split="train"), usable[is_val].assign(split="val")])
+        filtered = train_rows[~train_rows["filename"].isin(set(train["filename"]))]
+        self.split = pd.concat(  # every usable recording: "filtered" = dropped by the filter
+            [train.assign(split="train"), filtered.assign(split="filtered"),
+             usable[is_val].assign(split="val")]
+        )  # fmt: skip
         kept, self.filter_report = apply_filter(
             self.row_filter, windows, train_rows, train, self._manifests
         )
