@@ -75,33 +75,46 @@ class WindowModel:
         return scores, frame_scores
 
 
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata properties of an .onnx file (the graph's weights are not read)."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_session(path: Path, threads: int = 1):
+    """An onnxruntime CPU session on `threads` threads, run sequentially, idle threads not spinning."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads > 1:  # idle pool threads spinning took the core decoding needs: 296x -> 414x
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel(WindowModel):
     """An exported `.onnx` graph (fp32 or int8) run by onnxruntime on the CPU."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        try:
-            import onnx
-            import onnxruntime as ort
-        except ImportError as err:
-            raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as err:
-            raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
-        props = {p.key: p.value for p in proto.metadata_props}
+        props = onnx_metadata(path)
         if META_KEY not in props:
             raise InferenceError(
                 f"{path} has no '{META_KEY}' metadata (classes, front end): only ONNX files "
                 "written by `task=export` can be used as models."
             )
         super().__init__(path, json.loads(props[META_KEY]))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads > 1:  # idle pool threads spinning took the core decoding needs: 296x -> 414x
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -66,15 +66,9 @@ def is_foreign(path: str | Path) -> bool:
         return True
     if path.suffix != ".onnx" or not path.is_file():
         return False
-    import onnx
+    from .backends import META_KEY, onnx_metadata
 
-    from .backends import META_KEY
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
-    return META_KEY not in {p.key for p in proto.metadata_props}
+    return META_KEY not in onnx_metadata(path)
 
 
 def describe(model, labels, taxonomy, settings: dict) -> dict:

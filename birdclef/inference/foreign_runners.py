@@ -37,12 +37,9 @@ class OnnxRunner:
     """A foreign .onnx graph: its first input takes the windows; outputs by name, in graph order."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
+        from .backends import onnx_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
 
