@@ -135,3 +135,12 @@ def test_espeak_intros_are_real_speech_and_deterministic_per_seed():
     assert text.split()[0] in WORDS["en"]["open"] and text == intro_text(
         "en", np.random.default_rng(0)
     )
+
+
+def test_an_espeak_failure_is_one_clear_error(monkeypatch):
+    import birdclef.data.synthetic.speech as speech
+    from birdclef.errors import ConfigError
+
+    monkeypatch.setattr(speech, "ESPEAK", "false")  # a command that fails, as a broken install
+    with pytest.raises(ConfigError, match="espeak-ng failed for synth voice 'en'"):
+        speech.speak("hello", "en", 150, 50, 32000)

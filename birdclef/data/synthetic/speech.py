@@ -18,6 +18,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from birdclef.errors import ConfigError
+
 ESPEAK = "espeak-ng"
 VOICES = {"en": ("en", "en-us", "en-gb-scotland"), "es": ("es", "es-419")}
 VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4")
@@ -62,10 +64,15 @@ def intro_text(language: str, rng: np.random.Generator) -> str:
 
 def speak(text: str, voice: str, speed: int, pitch: int, sample_rate: int) -> np.ndarray:
     """espeak-ng's rendering of `text` as float32 mono at `sample_rate`."""
-    wav = subprocess.run(
-        [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+    command = [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
+    done = subprocess.run(command, capture_output=True)
+    if done.returncode != 0 or not done.stdout:
+        raise ConfigError(
+            f"espeak-ng failed for synth voice {voice!r} ({' '.join(command[:7])} ...): "
+            f"{done.stderr.decode(errors='replace').strip() or 'no audio'}; check the voice "
+            "(espeak-ng --voices lists them) or use synth=default."
+        )
+    wav = done.stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
