@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -113,12 +114,8 @@ def test_teacher_features_follow_the_window(tiny_root, tmp_path):
 
 
 def test_distill_errors(tiny_root, tiny_checkpoint, tmp_path):
-    two = compose_cfg(
-        f"data.root={tiny_root}", f"teacher.models=[{tiny_checkpoint},{tiny_checkpoint}]",
-        tmp=tmp_path,
-    )  # fmt: skip
-    with pytest.raises(ConfigError, match="exactly one teacher"):
-        run(two)
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        run(compose_cfg(f"data.root={tiny_root}", "teacher.models=[]", tmp=tmp_path))
     onnx = tmp_path / "teacher.onnx"
     onnx.write_bytes(b"")
     with pytest.raises(ConfigError, match=r"\.onnx"):
@@ -131,3 +128,68 @@ def test_distill_errors(tiny_root, tiny_checkpoint, tmp_path):
     torch.save(state, other)
     with pytest.raises(ConfigError, match="not_a_bird"):
         run(_cfg(tiny_root, tmp_path, other))
+    # teachers must share one front end: their features are one batch key
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["frontend"]["hop_length"] = 1000
+    coarse = tmp_path / "coarse.ckpt"
+    torch.save(state, coarse)
+    with pytest.raises(ConfigError, match="different front ends"):
+        run(_cfg(tiny_root, tmp_path, f"{tiny_checkpoint},{coarse}"))
+    # cross-fitting needs split.csv beside each teacher, and a teacher that did not train on
+    # each of the student's training recordings
+    with pytest.raises(ConfigError, match="split.csv"):
+        run(_cfg(tiny_root, tmp_path, coarse, "teacher.cross_fit=true"))
+    with pytest.raises(ConfigError, match="none can score them"):
+        run(_cfg(tiny_root, tmp_path, tiny_checkpoint, "teacher.cross_fit=true"))
+
+
+def test_several_teachers_average_and_the_mask_picks(tiny_checkpoint):
+    teacher = Classifier.from_checkpoint(tiny_checkpoint)
+    other = Classifier.from_checkpoint(tiny_checkpoint)
+    model = Distiller(
+        teacher.hparams["net"], dict(teacher.hparams["loss"]), teacher.hparams["optim"],
+        teacher.classes, teacher.output_names, teacher=[teacher, other], temperature=1.0,
+    )  # fmt: skip
+    a = torch.log(torch.tensor([[1, 1, 1, 1, 1, 1, 4.0], [4, 1, 1, 1, 1, 1, 1.0]]))
+    b = torch.log(torch.tensor([[1, 1, 1, 1, 1, 1, 1.0], [1, 1, 1, 1, 1, 1, 4.0]]))
+    qa, qb = model.teacher_targets([a, a]), model.teacher_targets([b, b])
+    assert torch.allclose(model.teacher_targets([a, b]), (qa + qb) / 2)
+    mask = torch.tensor([[True, False], [False, True]])  # window 0: teacher 0; window 1: teacher 1
+    picked = model.teacher_targets([a, b], mask)
+    assert torch.allclose(picked[0], qa[0]) and torch.allclose(picked[1], qb[1])
+    assert torch.allclose(qa[0], torch.tensor([0.1] * 6 + [0.4]))
+
+
+def test_cross_fitted_teachers_teach_out_of_fold(tiny_root, tmp_path):
+    """Two fold teachers (data.folds=2): each training window carries a mask of the teachers
+    whose run did not train on its recording, and the student trains with it."""
+    teachers = []
+    for k in (0, 1):
+        out = tmp_path / f"fold{k}"
+        from birdclef.tasks.train import run as train
+
+        train(compose_cfg(
+            f"data.root={tiny_root}", *TINY, "data.folds=2", f"data.fold={k}", "seed=3",
+            tmp=out,
+        ))  # fmt: skip
+        teachers.append(out / "out" / "checkpoints" / "best.ckpt")
+    splits = [pd.read_csv(t.parent.parent / "split.csv") for t in teachers]
+    held = [set(s.loc[s["split"] == "val", "filename"]) for s in splits]
+    assert held[0].isdisjoint(held[1]) and held[0] | held[1] == set(splits[0]["filename"])
+    cfg = _cfg(tiny_root, tmp_path, ",".join(map(str, teachers)), "teacher.cross_fit=true")
+    from birdclef.tasks.distill import trained_on
+
+    dm = build_datamodule(
+        cfg, teacher_frontend=MelFrontend(32000), teacher_trained_on=[trained_on(t) for t in teachers]
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    files = dm.train_set.frames.index["file"].to_numpy()
+    for i in range(len(dm.train_set)):
+        f = files[int(dm.train_set.recording[i])]
+        expected = [f not in trained_on(t) for t in teachers]
+        assert dm.train_set[i]["teacher_mask"].tolist() == expected
+        assert any(expected)
+    metrics = run(cfg)
+    assert (metrics["distill/teachers"], metrics["distill/cross_fit"]) == (2.0, 1.0)
+    assert math.isfinite(metrics["train/kd_loss"]) and math.isfinite(metrics["test/soundscape_auc"])

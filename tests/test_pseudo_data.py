@@ -173,6 +173,15 @@ def test_distillation_teacher_hears_the_pseudo_windows_too(shared, tiny_root, tm
         assert torch.equal(item["teacher_features"], want.unsqueeze(0))
     batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
     assert batch["teacher_features"].shape == (len(dm.fit_set), 1, 32, n)
+    # cross-fitted teachers: no teacher trained on a soundscape, so every one scores its windows
+    every = set(dm.split["filename"])
+    dm = build_datamodule(cfg, teacher_frontend=teacher, teacher_trained_on=[set(), every])
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
+    labelled = len(dm.train_set)
+    assert batch["teacher_mask"][:labelled].tolist() == [[True, False]] * labelled
+    assert batch["teacher_mask"][labelled:].all() and len(dm.fit_set) > labelled
 
 
 def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, tmp_path):

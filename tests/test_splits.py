@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdclef.data.splits import grouped_split
+from birdclef.data.splits import fold_split, grouped_split
 from birdclef.errors import ConfigError
 
 
@@ -45,3 +45,26 @@ def test_every_class_keeps_a_training_recording():
 def test_bad_fraction():
     with pytest.raises(ConfigError, match="val_fraction"):
         grouped_split(frame(), 1.0, 0)
+
+
+def test_folds_hold_out_every_recording_once():
+    data = frame()  # 21 recordings of 5 classes, 3 windows each
+    masks = [fold_split(data, folds=4, fold=k, seed=3) for k in range(4)]
+    held = np.stack(masks).sum(axis=0)
+    assert (held == 1).all()  # every row (so every recording) in exactly one fold
+    for is_val in masks:
+        sides = data.assign(val=is_val).groupby("filename")["val"].nunique()
+        assert (sides == 1).all()  # a recording's windows stay together
+    sizes = [data[m]["filename"].nunique() for m in masks]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 21
+    # stratified: class a's 10 recordings spread 3/3/2/2 over the 4 folds
+    a = [data[m & (data["primary_label"] == "a")]["filename"].nunique() for m in masks]
+    assert sorted(a) == [2, 2, 3, 3]
+    assert np.array_equal(masks[1], fold_split(data, folds=4, fold=1, seed=3))  # seeded
+    assert not np.array_equal(masks[1], fold_split(data, folds=4, fold=1, seed=4))
+
+
+@pytest.mark.parametrize("folds,fold", [(1, 0), (4, 4), (4, -1), (2.5, 0)])
+def test_bad_folds_are_one_config_error(folds, fold):
+    with pytest.raises(ConfigError, match="data.folds"):
+        fold_split(frame(), folds=folds, fold=fold, seed=0)

@@ -13,9 +13,11 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from birdclef.data.cache import CachedFrames
 from birdclef.data.curation.apply import apply_filter
 from birdclef.data.datamodule_caches import DataModuleCaches
 from birdclef.data.datasets import (
@@ -31,7 +33,7 @@ from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
 from birdclef.data.pseudo import check_pseudo, pseudo_windows, read_pseudo
 from birdclef.data.samplers import EpochSeededSampler, check_sampler, class_balanced_sampler
-from birdclef.data.splits import grouped_split
+from birdclef.data.splits import check_folds, fold_split, grouped_split
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
 
@@ -68,6 +70,8 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         crop_seconds: float | None = None,
         val_fraction: float = 0.2,
         min_val_recordings: int = 2,
+        folds: int | None = None,
+        fold: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         cache_workers: int | None = None,
@@ -76,6 +80,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         background: bool = False,
         seed: int = 0,
         teacher_frontend=None,
+        teacher_trained_on: list[set[str]] | None = None,
         pseudo=None,
     ) -> None:
         super().__init__()
@@ -118,10 +123,14 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         )
         self.crop, self.crop_seconds = crop, crop_seconds
         self.val_fraction, self.min_val_recordings = val_fraction, min_val_recordings
+        self.folds, self.fold = folds, fold
+        if folds is not None:
+            check_folds(folds, fold)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_workers = cache_workers
         self.sampler, self.balance_power, self.background = sampler, balance_power, background
         self.teacher_frontend = teacher_frontend
+        self.teacher_trained_on = teacher_trained_on
         self.meta: Metadata | None = None
         self.pseudo_set: WindowDataset | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
@@ -169,7 +178,10 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         usable = usable.reset_index(drop=True)
         # split first, filter the training side only: the validation set stays the same
         # whatever the filter, so filter settings are compared on equal terms
-        is_val = grouped_split(usable, self.val_fraction, self.seed, self.min_val_recordings)
+        if self.folds is None:
+            is_val = grouped_split(usable, self.val_fraction, self.seed, self.min_val_recordings)
+        else:
+            is_val = fold_split(usable, self.folds, self.fold, self.seed)
         if not is_val.any():
             raise ConfigError(
                 f"the validation split is empty: no class has {self.min_val_recordings} recordings. "
@@ -192,7 +204,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         if self.teacher_frontend is not None:
             self.train_set.teacher = TeacherFrames(
                 self._train_frames(self.teacher_frontend), self.teacher_frontend.finish,
-                windows, self.train_set.n_frames,
+                windows, self.train_set.n_frames, self._teacher_allowed(windows),
             )  # fmt: skip
         if self.background:
             self.train_set.background = self._background_frames()
@@ -233,9 +245,35 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         if self.teacher_frontend is not None:  # distillation: the teacher hears them too
             pseudo.teacher = TeacherFrames(
                 self._soundscape_frames(self.teacher_frontend), self.teacher_frontend.finish,
-                frames, pseudo.n_frames,
+                frames, pseudo.n_frames, self._teacher_allowed(frames, everyone=True),
             )  # fmt: skip
         return pseudo
+
+    def _teacher_allowed(self, frames: CachedFrames, everyone: bool = False) -> np.ndarray | None:
+        """[recordings of `frames`, teachers]: which teachers may score each recording's windows.
+
+        Cross-fitted teachers (`teacher_trained_on`, the recordings each teacher trained on):
+        those that did not train on the recording; all of them with `everyone` (soundscapes).
+        None without cross-fitting. Every training recording needs at least one.
+        """
+        if self.teacher_trained_on is None:
+            return None
+        files = frames.index["file"].tolist()
+        allowed = np.array(
+            [[everyone or f not in trained for trained in self.teacher_trained_on] for f in files],
+            dtype=bool,
+        ).reshape(len(files), len(self.teacher_trained_on))
+        if not everyone:
+            needed = np.unique(self.train_set.recording)
+            orphans = [files[r] for r in needed if not allowed[r].any()]
+            if orphans:
+                raise ConfigError(
+                    f"cross-fitted teachers: every teacher trained on {len(orphans)} of the student's "
+                    f"training recordings, e.g. {orphans[0]}, so none can score them out of fold. "
+                    "Train the teachers on folds (data.folds=K data.fold=0..K-1, one seed for all K) "
+                    "or distil with teacher.cross_fit=false."
+                )
+        return allowed
 
     @property
     def fit_set(self) -> Dataset:

@@ -39,10 +39,14 @@ class TeacherFrames:
     (halves round up) and lasts the student's window length in teacher frames, rounded
     to the nearest. With the same front end the spans are identical; with BirdNET's 1-s
     hop, a log-mel window is moved by at most half a second (its 3-s chunks already
-    reach 1 s either side of the window).
+    reach 1 s either side of the window). `allowed` ([student recordings, teachers], bool;
+    cross-fitted teachers) says which teachers may score each recording: items then
+    carry it as `teacher_mask`.
     """
 
-    def __init__(self, frames: CachedFrames, finish, student: CachedFrames, n_frames: int):
+    def __init__(
+        self, frames: CachedFrames, finish, student: CachedFrames, n_frames: int, allowed=None
+    ) -> None:
         missing = [k for k in student.index["file"] if k not in frames.position]
         if missing:
             raise DataError(
@@ -56,6 +60,7 @@ class TeacherFrames:
             frames.sample_rate / frames.hop_length
         )
         self.n_frames = max(1, math.floor(n_frames * self.scale + 0.5))
+        self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
 
     def features(self, rec: int, start: int) -> torch.Tensor:
         """The teacher's input for the student's window (recording `rec`, frame `start`)."""
@@ -155,6 +160,8 @@ class WindowDataset(Dataset):
         }
         if self.teacher is not None:
             item["teacher_features"] = self.teacher.features(rec, start)
+            if self.teacher.allowed is not None:
+                item["teacher_mask"] = self.teacher.allowed[rec]
         if self.background is not None:
             j = int(torch.randint(len(self.background), ()))
             start = _random_start(self.background.n_frames(j), self.n_frames, None)

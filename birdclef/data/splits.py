@@ -37,3 +37,41 @@ def grouped_split(
             count = min(max(1, int(round(val_fraction * len(names)))), len(names) - 1)
             val_groups.update(rng.permutation(names)[:count].tolist())
     return frame[group_column].isin(val_groups).to_numpy()
+
+
+def check_folds(folds: int, fold: int) -> None:
+    """One ConfigError unless `folds` >= 2 and `fold` in 0..folds-1 (integers)."""
+    if int(folds) != folds or folds < 2 or int(fold) != fold or not 0 <= fold < folds:
+        raise ConfigError(
+            f"data.folds={folds} must be an integer >= 2 and data.fold={fold} one of "
+            f"0..{max(int(folds) - 1, 0)} (data.folds=null for the val_fraction split)."
+        )
+
+
+def fold_split(
+    frame: pd.DataFrame,
+    folds: int,
+    fold: int,
+    seed: int,
+    group_column: str = "filename",
+    label_column: str = "primary_label",
+) -> np.ndarray:
+    """Boolean mask over `frame` rows: True for the recordings of fold `fold` of `folds`.
+
+    K-fold cross-validation grouped by recording and stratified by primary label: each
+    class's recordings, in a seeded order, are dealt round robin to the folds, the deal
+    continuing from class to class so that classes with one recording spread over the
+    folds too. Every recording is in exactly one fold, fold sizes differ by at most one,
+    and the same seed gives the same folds for every `fold`; a class with fewer
+    recordings than folds is missing from the training side of some folds.
+    """
+    check_folds(folds, fold)
+    rng = np.random.default_rng(seed)
+    groups = frame.groupby(group_column, sort=True)[label_column].first()
+    val_groups: set = set()
+    dealt = 0
+    for _, members in groups.groupby(groups, sort=True):
+        names = rng.permutation(members.index.to_numpy())
+        val_groups.update(n for i, n in enumerate(names) if (dealt + i) % folds == fold)
+        dealt += len(names)
+    return frame[group_column].isin(val_groups).to_numpy()

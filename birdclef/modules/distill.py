@@ -17,9 +17,17 @@ batch key `teacher_features` (its own front end's features of the student's wind
 It is held outside the module's registered children: it is never trained, never put in
 train mode, and neither its weights nor its settings reach the student's checkpoint,
 which therefore loads as a plain `Classifier` (and in `birdclef.inference`).
+
+Several teachers (one front end): q is the mean of their class scores at temperature T.
+Cross-fitted teachers (each trained with one fold of the recordings held out) come with
+a batch key `teacher_mask` [B, teachers]: a window's q is then the mean over the teachers
+that did not train on its recording, so its soft scores are the teachers' predictions on
+unseen audio, not what they memorised (a BirdNET head ends with a training loss of 1e-6).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +38,7 @@ from birdclef.modules.losses import activate
 
 
 class Distiller(Classifier):
-    """A `Classifier` trained on its labels and on a frozen teacher's scores (see module doc)."""
+    """A `Classifier` trained on its labels and on frozen teachers' scores (see module doc)."""
 
     def __init__(
         self,
@@ -39,7 +47,7 @@ class Distiller(Classifier):
         optim: dict,
         classes: list[str],
         output_names: list[str],
-        teacher: Classifier,
+        teacher: Classifier | Sequence[Classifier],
         temperature: float = 2.0,
         kd_weight: float = 0.7,
         augment: torch.nn.Module | None = None,
@@ -50,40 +58,79 @@ class Distiller(Classifier):
                 f"teacher.temperature={temperature} must be positive and teacher.kd_weight="
                 f"{kd_weight} in [0, 1] (the weight of the teacher term)."
             )
-        if sorted(teacher.classes) != sorted(classes):
-            extra = sorted(set(teacher.classes) ^ set(classes))
-            raise ConfigError(
-                f"the teacher has {len(teacher.classes)} classes and the data {len(classes)}, "
-                f"differing in {extra[:5]}: distil from a teacher trained on the same classes."
-            )
+        teachers = [teacher] if isinstance(teacher, Classifier) else list(teacher)
+        if not teachers:
+            raise ConfigError("distillation needs at least one teacher (teacher.models).")
+        for t in teachers:
+            if sorted(t.classes) != sorted(classes):
+                extra = sorted(set(t.classes) ^ set(classes))
+                raise ConfigError(
+                    f"a teacher has {len(t.classes)} classes and the data {len(classes)}, "
+                    f"differing in {extra[:5]}: distil from teachers trained on the same classes."
+                )
         super().__init__(
             net, loss, optim, classes, output_names, augment=augment, frontend=frontend
         )
-        teacher = teacher.eval().requires_grad_(False)
-        # not registered as a child: kept out of state_dict, parameters() and .train()
-        object.__setattr__(self, "teacher", teacher)
+        # not registered as children: kept out of state_dict, parameters() and .train()
+        object.__setattr__(self, "teachers", [t.eval().requires_grad_(False) for t in teachers])
         self.temperature, self.kd_weight = float(temperature), float(kd_weight)
-        lookup = {c: i for i, c in enumerate(teacher.output_names)}
-        self.register_buffer(
-            "teacher_columns",
-            torch.tensor([lookup[c] for c in self.classes], dtype=torch.long),
-            persistent=False,
-        )
-        self._teacher_logits: torch.Tensor | None = None
+        columns = []
+        for t in self.teachers:
+            lookup = {c: i for i, c in enumerate(t.output_names)}
+            columns.append([lookup[c] for c in self.classes])
+        # [teachers, classes]: each teacher's column of each of the student's classes
+        self.register_buffer("teacher_columns", torch.tensor(columns), persistent=False)
+        self._teacher_logits: list[torch.Tensor] | None = None
+        self._teacher_mask: torch.Tensor | None = None
 
-    def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
-        """The teacher's scores at temperature T on the student's outputs [B, outputs]."""
-        scores = activate(teacher_logits / self.temperature, self.teacher.activation)
-        q = scores[:, self.teacher_columns.to(scores.device)]
+    @property
+    def teacher(self) -> Classifier:
+        """The first (with one teacher, the) teacher."""
+        return self.teachers[0]
+
+    def teacher_targets(
+        self,
+        teacher_logits: torch.Tensor | Sequence[torch.Tensor],
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The teachers' scores at temperature T on the student's outputs [B, outputs].
+
+        `teacher_logits`: one tensor [B, teacher outputs] per teacher (a bare tensor for one).
+        Several teachers: the mean of their class scores, over the teachers `mask` [B, teachers]
+        allows for each window (cross-fitting), or over all without a mask.
+        """
+        if isinstance(teacher_logits, torch.Tensor):
+            teacher_logits = [teacher_logits]
+        if len(teacher_logits) != len(self.teachers):
+            raise ValueError(
+                f"{len(teacher_logits)} teacher logits for {len(self.teachers)} teachers"
+            )
+        columns = self.teacher_columns.to(teacher_logits[0].device)
+        scores = torch.stack(
+            [
+                activate(z.float() / self.temperature, t.activation)[:, columns[k]]
+                for k, (t, z) in enumerate(zip(self.teachers, teacher_logits, strict=True))
+            ]
+        )  # [teachers, B, classes]
+        if mask is None:
+            q = scores.mean(dim=0)
+        else:
+            w = mask.to(scores).T.unsqueeze(-1)  # [teachers, B, 1]
+            q = (scores * w).sum(dim=0) / w.sum(dim=0).clamp_min(1.0)
         if len(self.output_names) > len(self.classes):  # the student's `null` column
             q = torch.cat([q, (1.0 - q.sum(dim=1, keepdim=True)).clamp_min(0.0)], dim=1)
         if self.activation == "softmax":
             q = q / q.sum(dim=1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
         return q
 
-    def kd_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        """T^2 x the distance of the student's scores at temperature T from the teacher's."""
-        q = self.teacher_targets(teacher_logits)
+    def kd_loss(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | Sequence[torch.Tensor],
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """T^2 x the distance of the student's scores at temperature T from the teachers'."""
+        q = self.teacher_targets(teacher_logits, mask)
         z = student_logits.float() / self.temperature
         if self.activation == "softmax":
             distance = F.kl_div(F.log_softmax(z, dim=1), q, reduction="batchmean")
@@ -95,7 +142,7 @@ class Distiller(Classifier):
         label = super()._loss(outputs, target)
         if self._teacher_logits is None or self.kd_weight == 0.0:
             return label
-        kd = self.kd_loss(self._logits(outputs)[0], self._teacher_logits)
+        kd = self.kd_loss(self._logits(outputs)[0], self._teacher_logits, self._teacher_mask)
         if self._trainer is not None:  # also called by hand, outside a Trainer
             self.log("train/kd_loss", kd, on_step=False, on_epoch=True, batch_size=len(target))
         return (1.0 - self.kd_weight) * label + self.kd_weight * kd
@@ -106,10 +153,12 @@ class Distiller(Classifier):
                 "distillation batches need `teacher_features`: build the DataModule with "
                 "teacher_frontend= (task=distill does)."
             )
-        self.teacher.to(self.device)
         with torch.no_grad():
-            self._teacher_logits = self.teacher(batch["teacher_features"]).float()
+            self._teacher_logits = [
+                t.to(self.device)(batch["teacher_features"]).float() for t in self.teachers
+            ]
+        self._teacher_mask = batch.get("teacher_mask")
         try:
             return self._step(batch, "train")
         finally:
-            self._teacher_logits = None
+            self._teacher_logits = self._teacher_mask = None

@@ -41,10 +41,13 @@ def check_targets(labels, loss) -> None:
         )
 
 
-def build_datamodule(cfg: DictConfig, background: bool = False, teacher_frontend=None):
+def build_datamodule(
+    cfg: DictConfig, background: bool = False, teacher_frontend=None, teacher_trained_on=None
+):
     """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset.
 
-    `teacher_frontend` (distillation): training items also carry `teacher_features`.
+    `teacher_frontend` (distillation): training items also carry `teacher_features`;
+    `teacher_trained_on` (cross-fitted teachers): and `teacher_mask`.
     """
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
     labels = instantiate(cfg.label)
@@ -52,7 +55,8 @@ def build_datamodule(cfg: DictConfig, background: bool = False, teacher_frontend
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
         row_filter=instantiate(cfg.filter), background=background,
-        teacher_frontend=teacher_frontend, _recursive_=False,
+        teacher_frontend=teacher_frontend, teacher_trained_on=teacher_trained_on,
+        _recursive_=False,
     )  # fmt: skip
 
 
@@ -73,15 +77,19 @@ def checkpoint_callbacks(cfg: DictConfig, out: Path) -> tuple[ModelCheckpoint, M
 
 
 def run(
-    cfg: DictConfig, module_factory=Classifier, teacher_frontend=None, extra_metrics=None
+    cfg: DictConfig,
+    module_factory=Classifier,
+    teacher_frontend=None,
+    extra_metrics=None,
+    teacher_trained_on=None,
 ) -> dict[str, float]:
     """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`.
 
     `val/*` and `test/*` are those of the best checkpoint (by `monitor`); `train/loss`
     is the last epoch's. Other tasks reuse this loop (task=distill): `module_factory`
     takes `Classifier`'s arguments and returns the LightningModule to fit,
-    `teacher_frontend` goes to the DataModule, and `extra_metrics` (a dict) joins
-    the metrics.
+    `teacher_frontend` and `teacher_trained_on` go to the DataModule, and `extra_metrics`
+    (a dict) joins the metrics.
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +104,7 @@ def run(
             )
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
-        dm = build_datamodule(cfg, augment.needs_background, teacher_frontend)
+        dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
         if augment.active and not getattr(dm.frontend, "log_mel_image", False):
             raise ConfigError(
                 f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
