@@ -9,6 +9,13 @@ three of those recordings over real background, made by `python run.py task=mix`
     python benchmarks/real_audio.py --seeds 42 1 2 \\
         floor="model=linear model.n_features=128" old="label.m=1.0" default=""
 
+A setting may be any task that trains a checkpoint (`task=distill ...` too); `{seed}` and
+`{work}` in its overrides become the seed and the `--work` folder, so a setting can name
+the checkpoints of settings before it, of the same seed (teachers):
+
+    python benchmarks/real_audio.py head="model=birdnet" \
+        kd="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]"
+
 Finished runs are kept under `--work` (one metrics file per setting and seed) and are
 not trained again, so an interrupted benchmark resumes. Prints a Markdown table of
 means and standard deviations over the seeds and writes it to `--out`.
@@ -24,10 +31,11 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_method
 
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import macro_auc
-from birdclef.tasks.train import build_datamodule, run
+from birdclef.tasks.train import build_datamodule
 from birdclef.utils import available_cpus, write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -64,11 +72,13 @@ def one(name: str, overrides: list[str], seed: int, args) -> dict:
     done = out / "benchmark.json"
     if done.is_file():
         return json.loads(done.read_text())
-    base = [f"data.root={args.root}", f"seed={seed}", *overrides]
+    filled = [o.replace("{seed}", str(seed)).replace("{work}", str(args.work)) for o in overrides]
+    base = [f"data.root={args.root}", f"seed={seed}", *filled]
     start = time.perf_counter()
-    metrics = run(config(base, out, args.data_dir))
+    cfg = config(base, out, args.data_dir)
+    metrics = get_method(cfg.task.fn)(cfg)
     metrics["run/seconds"] = time.perf_counter() - start
-    mix_cfg = config([*base, f"data.root={args.mix}"], out / "mix", args.data_dir)
+    mix_cfg = config([*base, f"data.root={args.mix}", "task=train"], out / "mix", args.data_dir)
     metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
     result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
     write_json(done, result)
