@@ -11,7 +11,7 @@ from birdclef.data.curation.apply import REPORT_NAME
 from birdclef.data.curation.manifest import SegmentManifest
 from birdclef.data.curation.segment_filter import SegmentFilter
 from birdclef.data.datasets import _kept_spans
-from birdclef.tasks.train import build_datamodule
+from birdclef.tasks.train import build_datamodule, write_data_files
 from tests.conftest import compose_cfg
 from tests.test_curation import LoudDetector
 
@@ -37,7 +37,7 @@ def test_kept_spans_keep_random_crops_inside_runs_of_kept_segments():
 def test_every_filter_option_builds_a_segment_filter(option, tmp_path):
     cfg = compose_cfg(f"filter={option}", "seed=5", tmp=tmp_path)
     f = instantiate(cfg.filter)
-    assert isinstance(f, SegmentFilter) and f.seed == 5 and f.report_dir == str(tmp_path / "out")
+    assert isinstance(f, SegmentFilter) and f.seed == 5
     assert (f.rating is not None) == option.startswith("rating")
     assert (f.yamnet is not None) == ("yamnet" in option)
     assert (f.voice_drop == 0.5) == ("voice" in option)
@@ -95,7 +95,8 @@ def test_training_draws_only_kept_segments_and_validation_is_unchanged(
     assert items(dm.train_set) < kept  # a strict subset of the training segments
     rescued = sum(dm.row_filter.rescued.values())  # species whose every segment was dropped
     assert (len(kept), flagged, rescued, len(dm.train_set)) == (11, 9, 2, 11 - round(0.5 * 9) + 2)
-    report = pd.read_csv(tmp_path / "b" / "out" / REPORT_NAME).set_index("class")
+    assert not (tmp_path / "b" / "out" / REPORT_NAME).exists()  # task=train writes it, not dm
+    report = dm.filter_report.set_index("class")
     assert report.loc["all", "segments_before"] == len(scored)
     assert report.loc["all", "segments_after"] == len(dm.train_set)
     assert report.loc["all", "rescued_segments"] == rescued
@@ -131,7 +132,9 @@ def test_the_rating_filter_writes_its_per_class_report_too(tiny_root, tmp_path):
     dm = datamodule(
         tiny_root, tmp_path, "filter=rating", "filter.min_rating=4.5", "filter.keep_top=1"
     )
-    report = pd.read_csv(tmp_path / "out" / REPORT_NAME).set_index("class")
+    write_data_files(dm, tmp_path)  # what task=train writes into its run folder
+    report = pd.read_csv(tmp_path / REPORT_NAME).set_index("class")
+    assert list(report.reset_index().columns) == list(dm.filter_report.columns)
     assert report.loc["all", "segments_after"] == len(dm.train_set)  # every window of kept rows
     assert report.loc["all", "recordings_after"] == (dm.split["split"] == "train").sum()
     # the dropped recordings stay in split.csv, so --rare counts classes before the filter
@@ -140,4 +143,5 @@ def test_the_rating_filter_writes_its_per_class_report_too(tiny_root, tmp_path):
     assert report.loc["all", "rescued_recordings"] == sum(dm.row_filter.rescued.values())
     assert report.loc["all", "rescued_segments"] == 0
     none = datamodule(tiny_root, tmp_path / "none", "filter=none")
-    assert none.filter_report is None and not (tmp_path / "none" / "out" / REPORT_NAME).exists()
+    write_data_files(none, tmp_path / "none")
+    assert none.filter_report is None and not (tmp_path / "none" / REPORT_NAME).exists()

@@ -29,15 +29,12 @@ class RatingFilter:
     rows instead, as the study did for the jaguar and the foam-nest frog.
     """
 
-    def __init__(self, min_rating: float = 3.0, keep_top: int = 5, report_dir=None) -> None:
+    def __init__(self, min_rating: float = 3.0, keep_top: int = 5) -> None:
         if not 0.0 <= min_rating <= 5.0 or keep_top < 0:
             raise ConfigError(
                 f"filter.min_rating={min_rating} must be in [0, 5] and filter.keep_top={keep_top} >= 0."
             )
         self.min_rating, self.keep_top = min_rating, keep_top
-        self.report_dir = (
-            report_dir  # where the DataModule writes filter_report.csv (None: not written)
-        )
         self.rescued: dict[str, int] = {}  # class -> recordings brought back by the rescue rule
 
     def __call__(self, train: pd.DataFrame) -> pd.DataFrame:

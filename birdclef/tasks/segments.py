@@ -36,7 +36,7 @@ def _seconds(frame: pd.DataFrame, rate: int) -> pd.DataFrame:
 
 def run(cfg: DictConfig) -> dict:
     root, out = data_root(cfg), output_dir(cfg)
-    row_filter = instantiate(cfg.filter, report_dir=None)
+    row_filter = instantiate(cfg.filter)
     if not hasattr(row_filter, "manifests"):
         raise ConfigError(
             f"filter={type(row_filter).__name__} scores no segments; use task=segments with "

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from birdclef.analysis.runlog import finish
 from birdclef.callbacks import EpochTimer, RunFigures
+from birdclef.data.curation.apply import REPORT_NAME
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError
 from birdclef.jobs import job_info
@@ -76,6 +77,15 @@ def checkpoint_callbacks(cfg: DictConfig, out: Path) -> tuple[ModelCheckpoint, M
     return best, last
 
 
+def write_data_files(dm, out: Path) -> None:
+    """The set-up DataModule's split, skipped files and filter report, into the run folder."""
+    write_csv(out / "split.csv", dm.split[["filename", "primary_label", "split"]])
+    if len(dm.bad_files):
+        write_csv(out / "skipped_files.csv", dm.bad_files)
+    if dm.filter_report is not None:  # filter=none: nothing filtered, nothing to report
+        write_csv(out / REPORT_NAME, dm.filter_report)
+
+
 def run(
     cfg: DictConfig,
     module_factory=Classifier,
@@ -113,9 +123,7 @@ def run(
         dm.prepare_data()
         dm.setup("fit")
         if main_process:
-            write_csv(out / "split.csv", dm.split[["filename", "primary_label", "split"]])
-            if len(dm.bad_files):
-                write_csv(out / "skipped_files.csv", dm.bad_files)
+            write_data_files(dm, out)
         module = module_factory(
             cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
             augment=augment, frontend=cfg.frontend,

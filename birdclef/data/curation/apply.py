@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from birdclef.data.curation.manifest import segment_spans
 from birdclef.data.curation.segment_filter import filter_report
-from birdclef.utils import write_csv
+from birdclef.data.filters import NoFilter
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,10 @@ def apply_filter(
     `after_rows` are the rows the filter kept; a segment filter (one with `select`)
     then picks segments of them from `manifests()` (called only for such a filter),
     and training draws only from those. For row filters the result is None: every
-    window of a kept recording trains, as before. The report is written to the
-    filter's `report_dir` (the run folder) when it has one.
+    window of a kept recording trains, as before. task=train writes the report into
+    the run folder as `REPORT_NAME`.
     """
-    if not hasattr(row_filter, "report_dir"):  # filter=none: nothing filtered, nothing to report
+    if isinstance(row_filter, NoFilter):  # filter=none: nothing filtered, nothing to report
         return None, None
     before = recording_segments(frames, before_rows)
     after = before[before["file"].isin(set(after_rows["filename"]))]
@@ -62,7 +61,4 @@ def apply_filter(
         100 * total["share_removed"],
         sorted({*by_rows, *by_segments}) or "none",
     )  # fmt: skip
-    report_dir = getattr(row_filter, "report_dir", None)
-    if report_dir:
-        write_csv(Path(report_dir) / REPORT_NAME, report)
     return kept, report

@@ -29,7 +29,7 @@ class SegmentFilter:
     def __init__(
         self, min_rating: float | None = None, keep_top: int = 5, yamnet=None,
         voice_drop: float | None = None, speech: str = "silero", vad_threshold: float = 0.5,
-        min_speech_seconds: float = 0.5, rescue: int = 2, seed: int = 0, report_dir=None,
+        min_speech_seconds: float = 0.5, rescue: int = 2, seed: int = 0,
     ) -> None:  # fmt: skip
         if voice_drop is not None and not 0.0 <= voice_drop <= 1.0:
             raise ConfigError(f"filter.voice_drop={voice_drop} must be in [0, 1] (or null: off).")
@@ -49,7 +49,6 @@ class SegmentFilter:
         )
         self.voice_drop, self.speech = voice_drop, speech
         self.min_speech_seconds, self.rescue, self.seed = min_speech_seconds, rescue, seed
-        self.report_dir = report_dir
         self.rescued: dict[str, int] = {}
         self._checked = False
         if self.yamnet is None and voice_drop is None:
