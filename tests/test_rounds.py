@@ -36,8 +36,10 @@ def fake_steps(monkeypatch):
         calls.append(("train", r, cfg.data.pseudo.labels))
         return metrics
 
-    def pseudo(cfg):
+    def pseudo(cfg, planned=None):
         out, target = rounds.Path(cfg.paths.output_dir), rounds.Path(cfg.teacher.output)
+        p = planned if planned is not None else rounds.pseudo_label.plan(cfg)  # as the real one
+        assert p["target"] == target and p["key"] == target.name
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_text(target / "pseudo_labels.csv", "row_id\n")
         metrics = {"pseudo/auc": 0.8, "pseudo/rows": 6}
@@ -50,10 +52,15 @@ def fake_steps(monkeypatch):
     return calls
 
 
-def test_rounds_chain_students_into_teachers_and_record_lineage(tiny_root, tmp_path, fake_steps):
+def test_rounds_chain_students_into_teachers_and_record_lineage(
+    tiny_root, tmp_path, fake_steps, monkeypatch
+):
     cfg = _cfg(tiny_root, tmp_path, "rounds.k=2")
     before = OmegaConf.to_yaml(cfg)
+    plans, plan = [], rounds.pseudo_label.plan
+    monkeypatch.setattr(rounds.pseudo_label, "plan", lambda c: plans.append(c) or plan(c))
     metrics = rounds.run(cfg)
+    assert len(plans) == 2  # one plan per round (it reads the models), reused by the job
     assert OmegaConf.to_yaml(cfg) == before  # the given config is never changed
     out = tmp_path / "out"
     ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(3)]

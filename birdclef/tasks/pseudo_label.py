@@ -92,12 +92,16 @@ BLENDS = ("mean", "power")  # row-by-row blends; see the module docstring for ra
 FOREIGN = "foreign"  # the target's folder of foreign model descriptions (inference.foreign)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Score this shard's files not yet done; merge when all are; metrics of what is covered."""
+def run(cfg: DictConfig, planned: dict | None = None) -> dict:
+    """Score this shard's files not yet done; merge when all are; metrics of what is covered.
+
+    `planned`: `plan(cfg)` when the caller has already made it (task=rounds), so the
+    models are not read twice.
+    """
     tic = time.perf_counter()
     out = output_dir(cfg)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    p = plan(cfg)
+    p = planned if planned is not None else plan(cfg)
     s, root, folder, target, columns = (
         p[k] for k in ("settings", "root", "folder", "target", "columns")
     )

@@ -70,9 +70,9 @@ def run(cfg: DictConfig) -> dict:
         lineage: dict = {"round/index": r}
         labels = None
         if r > 0:
-            job = pseudo_config(cfg, teacher, folder / PSEUDO)
+            job, planned = pseudo_config(cfg, teacher, folder / PSEUDO)
             log.info("round %d/%d: pseudo-labels by %s", r, k, list(job.teacher.models))
-            made = step(job, pseudo_label.run, clear=False)
+            made = step(job, functools.partial(pseudo_label.run, planned=planned), clear=False)
             labels = Path(job.teacher.output) / LABELS
             lineage.update({
                 "round/teacher": [str(m) for m in job.teacher.models],
@@ -130,15 +130,21 @@ def derive(cfg: DictConfig, fn: str, folder: Path, updates: dict | None = None) 
     return new
 
 
-def pseudo_config(cfg: DictConfig, teacher: Path, folder: Path) -> DictConfig:
-    """The pseudo_label job of a round: `teacher` (+ teacher.models), labels in folder/<key>."""
+def pseudo_config(cfg: DictConfig, teacher: Path, folder: Path) -> tuple[DictConfig, dict]:
+    """The pseudo_label job of a round: `teacher` (+ teacher.models), labels in folder/<key>.
+
+    Also its `pseudo_label.plan`, made once here (it reads every model, foreign .onnx
+    files included) and handed to `pseudo_label.run`.
+    """
     if not teacher.is_file():
         raise ConfigError(f"{teacher} is missing: the previous round kept no best checkpoint.")
     models = [str(teacher), *(str(m) for m in cfg.teacher.models or [])]
     updates = {"teacher.models": models, "teacher.shard": 0, "teacher.output": None}
     job = derive(cfg, PSEUDO_FN, folder, updates)
-    OmegaConf.update(job, "teacher.output", str(folder / pseudo_label.plan(job)["key"]))
-    return job
+    planned = pseudo_label.plan(job)
+    target = folder / planned["key"]
+    OmegaConf.update(job, "teacher.output", str(target), merge=False)
+    return job, {**planned, "target": target}  # = plan(job) now that teacher.output is set
 
 
 def step(cfg: DictConfig, fn, clear: bool) -> dict:
