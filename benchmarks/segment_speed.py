@@ -40,9 +40,7 @@ def main() -> None:
     parser.add_argument("--yamnet", help="a YAMNet SavedModel folder or TF-Hub handle")
     args = parser.parse_args()
     meta = load_metadata(args.root)
-    keys = meta.train["filename"].drop_duplicates().tolist()
-    paths = [meta.audio_path(k) for k in keys]
-    groups = [k.split("/")[0] for k in keys]
+    paths, keys, groups = meta.train_files()
     detectors = [("Silero VAD (onnx)", SileroVad)]
     if args.yamnet:
         detectors.append((f"YAMNet ({args.yamnet})", lambda: YamnetDetector(args.yamnet, KEEP)))

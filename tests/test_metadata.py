@@ -25,6 +25,16 @@ def test_loads_synthetic_folder_with_string_labels(tiny_root):
     assert set(meta.classes) == set(taxonomy["primary_label"])
 
 
+def test_train_files_are_each_recording_once_with_its_class_folder(tiny_root):
+    meta = load_metadata(tiny_root)
+    twice = pd.concat([meta.train, meta.train.iloc[:1]], ignore_index=True)
+    meta.train = twice  # a recording on two rows is listed once
+    paths, keys, groups = meta.train_files()
+    assert keys == list(dict.fromkeys(twice["filename"])) and len(keys) == len(twice) - 1
+    assert paths == [tiny_root / "train_audio" / k for k in keys]
+    assert groups == [k.split("/")[0] for k in keys] and set(groups) <= set(meta.classes)
+
+
 def test_parse_list():
     assert parse_list("['song', 'call']", where="x") == ["song", "call"]
     assert parse_list("[]", where="x") == []

@@ -46,21 +46,15 @@ class DataModuleCaches:
         return cache.build(paths, keys, groups, desc)
 
     def _train_frames(self, frontend=None) -> CachedFrames:
-        meta = self._metadata()
-        files = meta.train["filename"].drop_duplicates().tolist()
-        groups = [f.split("/")[0] for f in files]  # shards never mix class folders
-        paths = [meta.audio_path(f) for f in files]
         desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
-        return self._frames(paths, files, groups, desc, frontend)
+        return self._frames(*self._metadata().train_files(), desc, frontend)
 
     def _manifests(self) -> dict:
         """A segment filter's detector scores of every train_audio file (built once, cached)."""
         if self.segment_manifests is None:
-            meta = self._metadata()
-            files = meta.train["filename"].drop_duplicates().tolist()
             self.segment_manifests = self.row_filter.manifests(
-                [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
-                self.cache_dir, self.frontend.sample_rate, self.cache_workers,
+                *self._metadata().train_files(), self.cache_dir, self.frontend.sample_rate,
+                self.cache_workers,
             )  # fmt: skip
         return self.segment_manifests
 

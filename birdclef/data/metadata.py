@@ -48,6 +48,15 @@ class Metadata:
     def audio_path(self, filename: str) -> Path:
         return self.audio_dir / filename
 
+    def train_files(self) -> tuple[list[Path], list[str], list[str]]:
+        """(paths, keys, groups) of every train_audio recording, once each, in train.csv order.
+
+        A key is the train.csv filename; a group is its class folder, so cache shards
+        never mix class folders.
+        """
+        keys = self.train["filename"].drop_duplicates().tolist()
+        return [self.audio_path(k) for k in keys], keys, [k.split("/")[0] for k in keys]
+
 
 def parse_list(value, *, where: str) -> list[str]:
     """Parse a list literal such as "['song', 'call']"; empty or missing gives []."""

@@ -42,13 +42,11 @@ def run(cfg: DictConfig) -> dict:
             f"filter={type(row_filter).__name__} scores no segments; use task=segments with "
             "filter=yamnet, voice, yamnet_voice or another segment filter."
         )
-    meta = load_metadata(root)
-    files = meta.train["filename"].drop_duplicates().tolist()
+    paths, files, groups = load_metadata(root).train_files()
     rate = cfg.sample_rate
     manifests = row_filter.manifests(
-        [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files],
-        cfg.data.cache_dir, rate, cfg.data.cache_workers,
-    )  # fmt: skip
+        paths, files, groups, cfg.data.cache_dir, rate, cfg.data.cache_workers
+    )
     metrics: dict[str, float] = {"segments/files": float(len(files))}
     for name, manifest in manifests.items():
         segments = manifest.segments
