@@ -78,7 +78,12 @@ def one(name: str, overrides: list[str], seed: int, args) -> dict:
     cfg = config(base, out, args.data_dir)
     metrics = get_method(cfg.task.fn)(cfg)
     metrics["run/seconds"] = time.perf_counter() - start
-    mix_cfg = config([*base, f"data.root={args.mix}", "task=train"], out / "mix", args.data_dir)
+    # scored only: no training data (pseudo-labels of another root) goes with it
+    mix_cfg = config(
+        [*base, f"data.root={args.mix}", "task=train", "data.pseudo.labels=null"],
+        out / "mix",
+        args.data_dir,
+    )
     metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
     result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
     write_json(done, result)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Distillation from cross-fitted BirdNET heads on real_xc (README, "BirdNET as the teacher on real_xc"):
+# a BirdNET head on all training recordings, four on folds (data.folds=4), and MelCNN students taught
+# by the full head, by the four heads blended, and by the four cross-fitted; each scored on real_xc's
+# test soundscapes and on the real_xc mix. Then the same students with pseudo-labelled mixed
+# windows too: task=mix_train's folder, pseudo-labelled by the seed-42 full head (as in the README).
+# Finished runs are kept and skipped (resumable).
+#   python run.py task=mix task.source=../shared/data/real_xc task.output=data/real_xc_mix   # once
+#   bash benchmarks/cross_fit.sh 42 1 2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export BIRDCLEF_CPUS=${BIRDCLEF_CPUS:-1}
+W=${WORK:-benchmarks/results/cross_fit}
+F=""
+for k in 0 1 2 3; do F="$F${F:+,}{work}/head_f$k/{seed}/checkpoints/best.ckpt"; done
+XFIT="task=distill teacher.models=[$F] teacher.cross_fit=true"
+$PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
+  floor="model=linear" alone="" head="model=birdnet" \
+  head_f0="model=birdnet data.folds=4 data.fold=0" head_f1="model=birdnet data.folds=4 data.fold=1" \
+  head_f2="model=birdnet data.folds=4 data.fold=2" head_f3="model=birdnet data.folds=4 data.fold=3" \
+  kd_full="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]" \
+  kd_blend="task=distill teacher.models=[$F]" \
+  kd_xfit="$XFIT" \
+  kd_xfit_random40="$XFIT data.crop=random trainer.max_epochs=40" \
+  alone_random40="data.crop=random trainer.max_epochs=40" \
+  --seeds "${@:-42}"
+# the pseudo-labelled mixtures of training windows (never test audio), once
+[ -f data/real_xc_train/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
+  task.output=data/real_xc_train
+head=$W/head/42/checkpoints/best.ckpt
+[ -f "$head" ] || $PY benchmarks/real_audio.py --work "$W" --out "$W.md" head="model=birdnet" --seeds 42
+labels=$W/pseudo_head42
+[ -f $labels/pseudo_label.json ] || $PY run.py task=pseudo_label data.root=data/real_xc_train \
+  "teacher.models=[$head]" hydra.run.dir=$labels > $labels.log 2>&1
+csv=$($PY -c "import json; print(json.load(open('$labels/pseudo_label.json'))['output'])")/pseudo_labels.csv
+PSEUDO="data.pseudo.labels=$csv data.pseudo.ratio=1"
+$PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pseudo.md" \
+  kd_xfit_pseudo="$XFIT $PSEUDO" \
+  kd_xfit_pseudo_random40="$XFIT $PSEUDO data.crop=random trainer.max_epochs=40" \
+  --seeds "${@:-42}"
