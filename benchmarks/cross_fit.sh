@@ -41,7 +41,9 @@ $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pse
   --seeds "${@:-42}"
 # patient teaching: the best recipe for 120 epochs (~45 min a seed on one core); CROSS_FIT_LONG=0 skips it
 if [ "${CROSS_FIT_LONG:-1}" = 1 ]; then
-  $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.long.md" \
+  $PY benchmarks/real_audio.py --work "$W" --out "$W.long.md" \
+    kd_xfit_random120="$XFIT data.crop=random trainer.max_epochs=120" --seeds "${@:-42}"
+  $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.long_pseudo.md" \
     kd_xfit_pseudo_random120="$XFIT $PSEUDO data.crop=random trainer.max_epochs=120" \
     --seeds "${@:-42}"
 fi
