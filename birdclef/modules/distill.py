@@ -83,11 +83,6 @@ class Distiller(Classifier):
         self._teacher_logits: list[torch.Tensor] | None = None
         self._teacher_mask: torch.Tensor | None = None
 
-    @property
-    def teacher(self) -> Classifier:
-        """The first (with one teacher, the) teacher."""
-        return self.teachers[0]
-
     def teacher_targets(
         self,
         teacher_logits: torch.Tensor | Sequence[torch.Tensor],
