@@ -80,6 +80,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[WindowGraph, dict]:
         else ["scores"],
         "activation": activation,
         "source": str(path),
+        # what a distillation teacher needs (birdclef.modules.exported_teacher): the outputs
+        # before the `null` one is dropped, and what the per-window step depends on
+        "output_names": outputs,
+        "frontend_params": frontend.params(),
     }
     return graph, meta
 
