@@ -31,6 +31,17 @@ CROPS = ("fixed", "random")
 WINDOW_CHOICES = ("first", "all")
 
 
+def frame_scale(student, teacher) -> float:
+    """Teacher frames per student frame: front ends or cached frames (`sample_rate`,
+    `hop_length`), which may differ in both."""
+    return (student.hop_length / student.sample_rate) * (teacher.sample_rate / teacher.hop_length)
+
+
+def teacher_window(n_frames: int, student, teacher) -> int:
+    """The teacher's frames for a student window of `n_frames` frames, rounded to the nearest."""
+    return max(1, math.floor(n_frames * frame_scale(student, teacher) + 0.5))
+
+
 class TeacherFrames:
     """A teacher's cached frames of the same recordings, cut to the student's window span.
 
@@ -55,11 +66,8 @@ class TeacherFrames:
             )
         self.frames, self.finish = frames, finish
         self.recording = np.array([frames.position[k] for k in student.index["file"]])
-        # teacher frames per student frame (both front ends may differ in rate and hop)
-        self.scale = (student.hop_length / student.sample_rate) * (
-            frames.sample_rate / frames.hop_length
-        )
-        self.n_frames = max(1, math.floor(n_frames * self.scale + 0.5))
+        self.scale = frame_scale(student, frames)
+        self.n_frames = teacher_window(n_frames, student, frames)
         self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
 
     def features(self, rec: int, start: int) -> torch.Tensor:
