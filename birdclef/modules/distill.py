@@ -12,11 +12,16 @@ without. For a softmax student q is then renormalised to sum to one (it already 
 except for a sigmoid teacher, or a teacher with a `null` column and a student without).
 T^2 keeps the teacher term's gradients on the scale of the label loss's (Hinton et al.).
 
-The teacher is a project checkpoint read by `Classifier.from_checkpoint`; it reads the
-batch key `teacher_features` (its own front end's features of the student's window).
-It is held outside the module's registered children: it is never trained, never put in
-train mode, and neither its weights nor its settings reach the student's checkpoint,
-which therefore loads as a plain `Classifier` (and in `birdclef.inference`).
+The teacher is a project checkpoint read by `Classifier.from_checkpoint`, or an exported
+log-mel model (`birdclef.modules.exported_teacher.ExportedTeacher`: its scores turned back
+into logits, a softmax one's dropped `null` column restored from the leftover mass; a
+softmax export that does not record its outputs, from an older version, has no `null`
+column, so its softened scores are renormalised over the scored classes). It reads the batch key
+`teacher_features` (its own front end's features of the student's window) and returns
+logits [B, its outputs]. It is held outside the module's registered children: it is
+never trained, never put in train mode, and neither its weights nor its settings reach
+the student's checkpoint, which therefore loads as a plain `Classifier` (and in
+`birdclef.inference`).
 
 Several teachers (one front end): q is the mean of their class scores at temperature T.
 Cross-fitted teachers (each trained with one fold of the recordings held out) come with
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 
 from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
+from birdclef.modules.exported_teacher import ExportedTeacher
 from birdclef.modules.losses import activate
 
 
@@ -47,7 +53,7 @@ class Distiller(Classifier):
         optim: dict,
         classes: list[str],
         output_names: list[str],
-        teacher: Classifier | Sequence[Classifier],
+        teacher: Classifier | ExportedTeacher | Sequence[Classifier | ExportedTeacher],
         temperature: float = 2.0,
         kd_weight: float = 0.7,
         augment: torch.nn.Module | None = None,
@@ -58,7 +64,7 @@ class Distiller(Classifier):
                 f"teacher.temperature={temperature} must be positive and teacher.kd_weight="
                 f"{kd_weight} in [0, 1] (the weight of the teacher term)."
             )
-        teachers = [teacher] if isinstance(teacher, Classifier) else list(teacher)
+        teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
         if not teachers:
             raise ConfigError("distillation needs at least one teacher (teacher.models).")
         for t in teachers:
