@@ -1,19 +1,32 @@
 """Task `distill`: train the `model=` student on its labels and on frozen teachers' scores.
 
     python run.py task=distill "teacher.models=[<run>/checkpoints/best.ckpt]" model=melcnn
+    python run.py task=distill "teacher.models=[<export>/model_fp32.onnx,<export>/openvino]"
 
-The teachers are project checkpoints (`teacher.models`; several: the mean of their scores)
-that share one front end: the DataModule caches the training recordings a second time with
-it and every training window carries the teachers' features of the same span
-(`teacher_features`). With `teacher.cross_fit=true` each teacher's run folder's split.csv
-says which recordings it trained on, and a window is taught only by the teachers that did
-not (K teachers trained with `data.folds=K data.fold=k`). Training, checkpoints,
-evaluation and `metrics.json` are those of `birdclef.tasks.train.run`, with a
-`birdclef.modules.distill.Distiller` as the module; the student's checkpoint is a plain
-`Classifier` checkpoint. `metrics.json` adds `distill/teacher` (the checkpoints' paths,
-comma-separated), `distill/teachers`, `distill/cross_fit`, `distill/temperature`,
-`distill/kd_weight` and `distill/teacher_soundscape_auc` (the mean of the test soundscape
-AUCs the teachers' own runs recorded, NaN when one is unknown), for comparison.
+The teachers (`teacher.models`; several: the mean of their scores) are project checkpoints
+or log-mel models exported by `task=export` (.onnx files, OpenVINO folders;
+`birdclef.modules.exported_teacher`: they run on the CPU, `teacher.threads` threads each,
+and take only the window length they were exported with). They share one front end (equal
+`params()`): the DataModule caches the training recordings a second time with it and
+every training window carries the teachers' features of the same span
+(`teacher_features`). Models of other projects (Perch, ...) cannot teach here: they teach
+through `task=pseudo_label` and `data.pseudo.labels`.
+
+With `teacher.cross_fit=true` each teacher's run's split.csv says which recordings it
+trained on, and a window is taught only by the teachers that did not (K teachers trained
+with `data.folds=K data.fold=k`). A checkpoint's split.csv is in its run folder; an
+exported model's is beside it (in the folder holding the .onnx file or the openvino
+folder, where it can be copied), else in the run folder of the checkpoint it was exported
+from (the `source` its export records); without one, cross-fitting refuses the model.
+
+Training, checkpoints, evaluation and `metrics.json` are those of
+`birdclef.tasks.train.run`, with a `birdclef.modules.distill.Distiller` as the module;
+the student's checkpoint is a plain `Classifier` checkpoint. `metrics.json` adds
+`distill/teacher` (the teachers' paths, comma-separated), `distill/teachers`,
+`distill/cross_fit`, `distill/temperature`, `distill/kd_weight` and
+`distill/teacher_soundscape_auc` (the mean of the test soundscape AUCs the teachers' own
+runs recorded, an exported model's being its source checkpoint's run; NaN when one is
+unknown), for comparison.
 """
 
 from __future__ import annotations
@@ -29,69 +42,122 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from birdclef.data.datasets import teacher_window
 from birdclef.errors import ConfigError
+from birdclef.inference.foreign import is_saved_model
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
+from birdclef.modules.exported_teacher import ExportedTeacher, is_exported
+from birdclef.modules.exported_teacher import run_folders as exported_run_folders
 from birdclef.tasks.train import run as train
 
 log = logging.getLogger(__name__)
 
 MIXING = ("mixup_p", "background_p")  # augmentations the teacher's features would not follow
+SPLIT = "split.csv"  # a run's split: which recordings it trained on
 
 
 def teacher_paths(cfg: DictConfig) -> list[Path]:
-    """The teacher checkpoints of `teacher.models`, checked."""
+    """The teachers of `teacher.models`, checked: .ckpt files and exported models."""
     models = [Path(m) for m in cfg.teacher.models or []]
     if not models:
         raise ConfigError(
             'task=distill needs a teacher: give "teacher.models=[<run>/checkpoints/best.ckpt]" '
-            "(several checkpoints: the mean of their scores)."
+            "(several models: the mean of their scores)."
         )
     for path in models:
-        if path.suffix != ".ckpt":
+        if not path.exists():
             raise ConfigError(
-                f"teacher.models=[{path}]: task=distill needs project .ckpt files (it reads the "
-                "teachers' logits and front end); exported .onnx or OpenVINO models cannot teach."
+                f"teacher.models=[{path}] not found; give a run's checkpoints/best.ckpt, or the "
+                "model_fp32.onnx or openvino folder task=export wrote."
             )
-        if not path.is_file():
+        if path.suffix == ".json" or is_saved_model(path):
             raise ConfigError(
-                f"teacher.models=[{path}] not found; give a run's checkpoints/best.ckpt."
+                f"teacher.models=[{path}] is a model of another project (Perch, ...): it cannot "
+                "teach task=distill, which reads the teacher's front end; it teaches through "
+                "task=pseudo_label (teacher.foreign) and data.pseudo.labels."
+            )
+        if not (path.suffix == ".ckpt" and path.is_file()) and not is_exported(path):
+            raise ConfigError(
+                f"teacher.models=[{path}] is not a model task=distill can use: give a project "
+                ".ckpt, an .onnx file or an OpenVINO folder written by task=export."
             )
     return models
 
 
-def load_teachers(paths: list[Path]) -> tuple[list[Classifier], object]:
-    """The frozen teachers and their one front end (as their checkpoints record it)."""
-    teachers = [Classifier.from_checkpoint(p).requires_grad_(False) for p in paths]
-    frontends = [t.hparams.get("frontend") for t in teachers]
+def load_teachers(paths: list[Path], threads: int = 1) -> tuple[list, object]:
+    """The frozen teachers and their one front end (checkpoints: as recorded; exported models:
+    see `birdclef.modules.exported_teacher`); exported ones run on `threads` threads."""
+    teachers, frontends = [], []
+    for path in paths:
+        if is_exported(path):
+            teacher = ExportedTeacher.load(path, threads)
+            frontends.append(teacher.frontend())
+        else:
+            teacher = Classifier.from_checkpoint(path).requires_grad_(False)
+            if teacher.hparams.get("frontend") is None:
+                raise ConfigError(f"teacher {path} does not record its front end; retrain it.")
+            frontends.append(instantiate(teacher.hparams["frontend"]))
+        teachers.append(teacher)
+    first = frontends[0].params()
     for path, frontend in zip(paths, frontends, strict=True):
-        if frontend is None:
-            raise ConfigError(f"teacher {path} does not record its front end; retrain it.")
-        if frontend != frontends[0]:
-            raise ConfigError(
-                f"teachers {paths[0]} and {path} read different front ends "
-                f"({frontends[0].get('_target_')} and {frontend.get('_target_')}, or other "
-                "settings): distil from teachers that share one (e.g. BirdNET heads)."
+        params = frontend.params()
+        if params != first:
+            differ = sorted(
+                k for k in first.keys() | params.keys() if first.get(k) != params.get(k)
             )
-    return teachers, instantiate(frontends[0])
+            raise ConfigError(
+                f"teachers {paths[0]} and {path} read different front ends ({first.get('kind')} "
+                f"and {params.get('kind')}, differing in {', '.join(differ)}): distil from "
+                "teachers that share one (e.g. BirdNET heads)."
+            )
+    return teachers, frontends[0]
+
+
+def check_window(cfg: DictConfig, paths: list[Path], teachers: list, frontend) -> None:
+    """Refuse student windows that are not an exported teacher's window (it takes only its own)."""
+    exported = [(p, t) for p, t in zip(paths, teachers, strict=True) if is_exported(p)]
+    if not exported:
+        return
+    student = instantiate(cfg.frontend)
+    n = int(round(float(cfg.data.window_seconds) * student.sample_rate)) // student.hop_length
+    given = teacher_window(n, student, frontend)
+    for path, teacher in exported:
+        if given != teacher.window_frames:
+            seconds = teacher.window_frames * frontend.hop_length / frontend.sample_rate
+            raise ConfigError(
+                f"teacher {path} takes windows of {teacher.window_frames} frames ({seconds:g} s) "
+                f"and the student's windows (data.window_seconds={cfg.data.window_seconds}) give "
+                f"it {given}: distil with window_seconds={seconds:g}, or from the model's .ckpt."
+            )
+
+
+def run_folders(path: Path) -> list[Path]:
+    """Where a teacher's run files (split.csv, metrics.json) are, in the order looked in: a
+    checkpoint's run folder; for an exported model see `exported_teacher.run_folders`."""
+    return exported_run_folders(path) if is_exported(path) else [path.parent.parent]
 
 
 def trained_on(path: Path) -> set[str]:
     """The recordings the teacher's run trained on (`split == "train"` in its split.csv)."""
-    split = path.parent.parent / "split.csv"
+    folders = run_folders(path)
+    split = next((f / SPLIT for f in folders if (f / SPLIT).is_file()), folders[0] / SPLIT)
     try:
         rows = pd.read_csv(split)
         return set(rows.loc[rows["split"] == "train", "filename"])
     except (OSError, KeyError, pd.errors.ParserError) as err:
+        where = " or ".join(str(f / SPLIT) for f in folders)
         raise ConfigError(
-            f"teacher.cross_fit=true needs each teacher's split.csv ({split}: {err}); give "
-            "checkpoints inside their run folders."
+            f"teacher.cross_fit=true needs each teacher's split.csv ({where}: {err}); give "
+            "checkpoints inside their run folders, or copy the run's split.csv beside an "
+            "exported model."
         ) from err
 
 
 def recorded_auc(path: Path) -> float:
-    """The teacher run's `test/soundscape_auc` from its metrics.json, NaN when absent."""
-    metrics = path.parent.parent / "metrics.json"
+    """The teacher run's `test/soundscape_auc` from its metrics.json, NaN when absent (an
+    exported model: the run of the checkpoint it was exported from)."""
+    metrics = run_folders(path)[-1] / "metrics.json"
     try:
         return float(json.loads(metrics.read_text())["test/soundscape_auc"])
     except (OSError, KeyError, ValueError):
@@ -108,12 +174,13 @@ def run(cfg: DictConfig) -> dict:
             f"augment {', '.join(f'{k}={augment[k]}' for k in mixing)} mixes windows the teacher "
             "does not see mixed; distil with augment=none or augment=specaugment."
         )
-    teachers, teacher_frontend = load_teachers(paths)
     t = cfg.teacher
+    teachers, teacher_frontend = load_teachers(paths, int(t.get("threads") or 1))
+    check_window(cfg, paths, teachers, teacher_frontend)
     cross_fit = bool(t.get("cross_fit", False))
     seen = [trained_on(p) for p in paths] if cross_fit else None
     log.info("distilling %d teacher(s) %s (%s) at T=%g, kd_weight=%g%s", len(paths),
-             ", ".join(map(str, paths)), teachers[0].hparams["net"]["_target_"], t.temperature,
+             ", ".join(map(str, paths)), teacher_frontend.params().get("kind"), t.temperature,
              t.kd_weight, ", cross-fitted" if cross_fit else "")  # fmt: skip
     factory = functools.partial(
         Distiller, teacher=teachers, temperature=float(t.temperature), kd_weight=float(t.kd_weight)
