@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from birdclef.data.metadata import load_metadata
+from birdclef.data.samplers import EpochRedrawSampler
 from birdclef.errors import ConfigError, DataError, user_error
 from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import compose_cfg
@@ -252,3 +253,45 @@ def test_frame_pseudo_labels_need_an_sed_teacher(shared, tiny_root, tmp_path):
         )  # fmt: skip
     found = user_error(caught.value)
     assert isinstance(found, DataError) and "teacher.json" in str(found)
+
+
+def test_redraw_sampler_reads_every_labelled_window_and_new_pseudo_ones_each_epoch():
+    sampler = EpochRedrawSampler(labelled=5, extra=20, draws=4, seed=3)
+    epochs = []
+    for epoch in range(40):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 9
+        assert sorted(k for k in order if k < 5) == [0, 1, 2, 3, 4]  # each labelled one once
+        pseudo = [k for k in order if k >= 5]
+        assert len(set(pseudo)) == 4 and max(pseudo) < 25  # 4 distinct pseudo windows
+        epochs.append(order)
+    sampler.set_epoch(3)
+    assert list(sampler) == epochs[3]  # seeded by (seed, epoch): a resumed run draws the same
+    assert len({tuple(sorted(e)) for e in epochs}) > 1  # other epochs, other pseudo windows
+    assert {k for e in epochs for k in e if k >= 5} == set(range(5, 25))  # all read over the epochs
+    with pytest.raises(ValueError):
+        EpochRedrawSampler(labelled=5, extra=3, draws=4, seed=0)
+
+
+def test_pseudo_redraw_keeps_every_row_and_the_epoch_length(shared, tiny_root, tmp_path):
+    """data.pseudo.redraw: the pseudo set holds every row; an epoch reads ratio x labelled."""
+    common = (f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}")
+    fixed = datamodule(shared, tmp_path / "fixed", *common, "data.pseudo.ratio=0.25")
+    draws = round(0.25 * len(fixed.train_set))
+    assert 0 < draws < 6  # fewer draws than the 6 rows, so a redraw can read others
+    assert len(fixed.pseudo_set) == draws and not fixed.redraws
+    dm = datamodule(
+        shared, tmp_path / "redraw", *common, "data.pseudo.ratio=0.25", "data.pseudo.redraw=true"
+    )
+    assert (dm.pseudo_draws, len(dm.pseudo_set)) == (draws, 6) and dm.redraws
+    expected = expected_softmax(shared["scores"], 1.0)
+    assert {row_of(dm.pseudo_set[k]["target"], expected) for k in range(6)} == set(range(6))
+    sampler = dm.train_dataloader().sampler
+    assert isinstance(sampler, EpochRedrawSampler)
+    assert len(sampler) == len(dm.train_set) + draws
+    balanced = dm.balanced_sampler()  # balanced draws: the pseudo windows keep their share
+    n = len(dm.train_set)
+    assert balanced.num_samples == n + draws
+    mean = balanced.weights[:n].mean()
+    assert torch.allclose(balanced.weights[n:].sum(), mean * draws)

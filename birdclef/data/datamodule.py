@@ -32,7 +32,12 @@ from birdclef.data.filters import NoFilter
 from birdclef.data.labels import InformedLabels
 from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
 from birdclef.data.pseudo import check_pseudo, pseudo_windows, read_pseudo
-from birdclef.data.samplers import EpochSeededSampler, check_sampler, class_balanced_sampler
+from birdclef.data.samplers import (
+    EpochRedrawSampler,
+    EpochSeededSampler,
+    check_sampler,
+    class_balanced_sampler,
+)
 from birdclef.data.splits import check_folds, fold_split, grouped_split
 from birdclef.data.windows import SCORE_SECONDS
 from birdclef.errors import ConfigError, DataError
@@ -90,6 +95,8 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.pseudo_power = float(pseudo.get("power", 1.0))
         self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
         self.pseudo_frames = bool(pseudo.get("frames", False))
+        self.pseudo_redraw = bool(pseudo.get("redraw", False))
+        self.pseudo_draws = 0  # pseudo windows an epoch reads (set with pseudo_set)
         check_pseudo(self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence)
         for name, value, choices in (
             ("data.train_windows", train_windows, WINDOW_CHOICES),
@@ -219,13 +226,18 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.test_set = self._soundscape_set()
         log.info(
             "data: %d classes, %d/%d train/val recordings -> %d/%d windows, %d soundscape rows, "
-            "%d pseudo windows", len(meta.classes), len(train), is_val.sum(), len(self.train_set),
-            len(self.val_set), 0 if self.test_set is None else len(self.test_set),
+            "%d pseudo windows an epoch (of %d)", len(meta.classes), len(train),
+            is_val.sum(), len(self.train_set), len(self.val_set),
+            0 if self.test_set is None else len(self.test_set), self.pseudo_draws,
             0 if self.pseudo_set is None else len(self.pseudo_set),
         )  # fmt: skip
 
     def _pseudo_set(self) -> WindowDataset:
-        """round(ratio x labelled) pseudo windows, with the training set's background crops."""
+        """round(ratio x labelled) pseudo windows, with the training set's background crops.
+
+        `pseudo.redraw`: every row once (at least that many windows), of which each epoch
+        reads round(ratio x labelled), drawn anew (`EpochRedrawSampler`).
+        """
         rows = read_pseudo(self.pseudo_labels, self.classes, self.pseudo_min_confidence)
         frames = self._soundscape_frames()
         if frames is None:
@@ -235,11 +247,12 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
             )
         if not self.background:  # else already reported with the background crops
             self.bad_files = pd.concat([self.bad_files, frames.bad], ignore_index=True)
+        self.pseudo_draws = round(self.pseudo_ratio * len(self.train_set))
+        count = max(self.pseudo_draws, len(rows)) if self.pseudo_redraw else self.pseudo_draws
         pseudo = pseudo_windows(
             frames, rows, self.classes, self.output_names, self.label_rule.activation,
-            self.pseudo_power, self.window, self.frontend.finish,
-            round(self.pseudo_ratio * len(self.train_set)), self.seed, self.pseudo_frames,
-            self.pseudo_labels,
+            self.pseudo_power, self.window, self.frontend.finish, count, self.seed,
+            self.pseudo_frames, self.pseudo_labels,
         )  # fmt: skip
         pseudo.background = self.train_set.background
         if self.teacher_frontend is not None:  # distillation: the teacher hears them too
@@ -305,15 +318,25 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        if self.sampler == "random":
-            return self._loader(self.fit_set, shuffle=True)
-        return self._loader(self.fit_set, sampler=self.balanced_sampler())
+        if self.sampler == "balanced":
+            return self._loader(self.fit_set, sampler=self.balanced_sampler())
+        if self.redraws:
+            sampler = EpochRedrawSampler(
+                len(self.train_set), len(self.pseudo_set), self.pseudo_draws, self.seed
+            )
+            return self._loader(self.fit_set, sampler=sampler)
+        return self._loader(self.fit_set, shuffle=True)
+
+    @property
+    def redraws(self) -> bool:
+        """True when each epoch reads only some of the pseudo windows (`pseudo.redraw`)."""
+        return self.pseudo_set is not None and len(self.pseudo_set) > self.pseudo_draws
 
     def balanced_sampler(self) -> EpochSeededSampler:
         """The training windows' `class_balanced_sampler` (pseudo windows last), data.balance_power."""
         return class_balanced_sampler(
             self.train_set.primary, len(self.classes), len(self.fit_set), self.balance_power,
-            self.seed,
+            self.seed, self.pseudo_draws if self.redraws else None,
         )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
