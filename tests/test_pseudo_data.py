@@ -111,6 +111,8 @@ def test_sigmoid_targets_are_the_powered_scores_and_min_confidence_drops_rows(
         ("none", ["data.pseudo.ratio=-1"], ConfigError, "ratio"),
         ("none", ["data.pseudo.power=0"], ConfigError, "power"),
         ("none", ["data.pseudo.min_confidence=1.5"], ConfigError, "min_confidence"),
+        ("none", ["data.pseudo.threshold=0"], ConfigError, "threshold"),
+        ("none", ["data.pseudo.threshold=0.5", "data.pseudo.power=2"], ConfigError, "power=1"),
         ("missing", [], DataError, "not a file"),
         ("columns", [], DataError, "one column per class"),
         ("stem", [], DataError, "not readable in train_soundscapes"),
@@ -295,3 +297,17 @@ def test_pseudo_redraw_keeps_every_row_and_the_epoch_length(shared, tiny_root, t
     assert balanced.num_samples == n + draws
     mean = balanced.weights[:n].mean()
     assert torch.allclose(balanced.weights[n:].sum(), mean * draws)
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal"])
+def test_thresholded_pseudo_targets_are_hard(shared, tiny_root, tmp_path, loss):
+    """data.pseudo.threshold: 1 where the teacher's score reaches it, else 0 (softmax: with null)."""
+    dm = datamodule(
+        shared, tmp_path, f"data.root={tiny_root}", f"loss={loss}",
+        f"data.pseudo.labels={shared['labels']}", "data.pseudo.ratio=3", "data.pseudo.threshold=0.5",
+    )  # fmt: skip
+    hard = (shared["scores"] >= 0.5).astype(np.float64)  # rows 2..5 have one class >= 0.5
+    if loss == "focal":  # softmax: rows with a class go to it, the others to null
+        hard = np.concatenate([hard, 1.0 - hard.max(axis=1, keepdims=True)], axis=1)
+    targets = {tuple(dm.pseudo_set[k]["target"].tolist()) for k in range(len(dm.pseudo_set))}
+    assert targets == {tuple(row) for row in hard.astype(np.float32).tolist()}

@@ -96,8 +96,12 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
         self.pseudo_frames = bool(pseudo.get("frames", False))
         self.pseudo_redraw = bool(pseudo.get("redraw", False))
+        threshold = pseudo.get("threshold")
+        self.pseudo_threshold = None if threshold is None else float(threshold)
         self.pseudo_draws = 0  # pseudo windows an epoch reads (set with pseudo_set)
-        check_pseudo(self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence)
+        check_pseudo(
+            self.pseudo_ratio, self.pseudo_power, self.pseudo_min_confidence, self.pseudo_threshold
+        )
         for name, value, choices in (
             ("data.train_windows", train_windows, WINDOW_CHOICES),
             ("data.val_windows", val_windows, WINDOW_CHOICES),
@@ -252,7 +256,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         pseudo = pseudo_windows(
             frames, rows, self.classes, self.output_names, self.label_rule.activation,
             self.pseudo_power, self.window, self.frontend.finish, count, self.seed,
-            self.pseudo_frames, self.pseudo_labels,
+            self.pseudo_frames, self.pseudo_labels, self.pseudo_threshold,
         )  # fmt: skip
         pseudo.background = self.train_set.background
         if self.teacher_frontend is not None:  # distillation: the teacher hears them too

@@ -2,9 +2,9 @@
 
 Each row `<stem>_<end>` of the file is the 5-s window ending at `end` seconds of
 `train_soundscapes/<stem>.ogg`, cut from the soundscape cache at read time. Its target is
-the teacher's score sharpened by a power (the BirdCLEF 2025 winners' recipe), mapped to
-the model's outputs; windows whose highest class score is below `min_confidence` are
-dropped. Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
+the teacher's score sharpened by a power (the BirdCLEF 2025 winners' recipe) or, with
+`threshold`, made hard (1 where the score reaches it, else 0), mapped to the model's
+outputs; windows whose highest class score is below `min_confidence` are dropped. Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
 
 With `frames` (data.pseudo.frames, an SED teacher's per-frame pseudo-labels stored next to
 the rows), a pseudo window is instead cut at a random start at every read, anywhere in its
@@ -32,7 +32,9 @@ PRESENT = 0.5  # a target above this counts as present in the item's truth
 SEED_STRIDE = 7_919  # keeps the pseudo draw apart from other draws seeded by `seed`
 
 
-def check_pseudo(ratio: float, power: float, min_confidence: float) -> None:
+def check_pseudo(
+    ratio: float, power: float, min_confidence: float, threshold: float | None = None
+) -> None:
     """Refuse settings that cannot mean anything, before any cache is built."""
     if ratio < 0:
         raise ConfigError(
@@ -44,6 +46,17 @@ def check_pseudo(ratio: float, power: float, min_confidence: float) -> None:
         )
     if not 0.0 <= min_confidence <= 1.0:
         raise ConfigError(f"data.pseudo.min_confidence={min_confidence} must be in [0, 1].")
+    if threshold is not None:
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(
+                f"data.pseudo.threshold={threshold} must be in (0, 1] (a score at or above it "
+                "is a present class), or null for soft targets."
+            )
+        if power != 1.0:
+            raise ConfigError(
+                f"data.pseudo.threshold={threshold} makes hard targets, so data.pseudo.power="
+                f"{power} would do nothing: set one of them (power=1 with a threshold)."
+            )
 
 
 def read_pseudo(path: str | Path, classes: list[str], min_confidence: float) -> pd.DataFrame:
@@ -82,16 +95,20 @@ def read_pseudo(path: str | Path, classes: list[str], min_confidence: float) -> 
 
 
 def pseudo_targets(
-    scores: np.ndarray, power: float, output_names: list[str], activation: str
-) -> np.ndarray:
-    """Targets p ** power over the model's outputs.
+    scores: np.ndarray, power: float, output_names: list[str], activation: str,
+    threshold: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Targets p ** power over the model's outputs (with `threshold`: p >= threshold, 0 or 1).
 
     Sigmoid outputs take them as they are. Softmax outputs are renormalised to sum to
     one; with a `null` output it first gets max(0, 1 - sum of the sharpened scores), so a
     window the teacher hears nothing in trains towards null. Without a null output an
     all-zero row stays all zero (it adds no loss).
     """
-    sharp = np.power(scores, power, dtype=np.float64)
+    if threshold is None:
+        sharp = np.power(scores, power, dtype=np.float64)
+    else:
+        sharp = (np.asarray(scores) >= threshold).astype(np.float64)
     if activation != "softmax":
         return sharp.astype(np.float32)
     if len(output_names) > sharp.shape[1] and output_names[-1] == NULL_CLASS:
@@ -114,7 +131,7 @@ class FramePseudoWindows(WindowDataset):
     def __init__(
         self, frames: CachedFrames, recording, n_frames: int, finish, teacher_frames: list,
         order: np.ndarray, frame_seconds: float, power: float, output_names: list[str],
-        activation: str,
+        activation: str, threshold: float | None = None,
     ) -> None:  # fmt: skip
         n = len(recording)
         super().__init__(
@@ -124,6 +141,7 @@ class FramePseudoWindows(WindowDataset):
         self.teacher_frames, self.order = teacher_frames, order
         self.frame_seconds = float(frame_seconds)
         self.power, self.output_names, self.activation = power, output_names, activation
+        self.threshold = threshold
 
     def window_scores(self, rec: int, start: int) -> np.ndarray:
         """The teacher's per-class maximum over the frames centred inside the window at `start`."""
@@ -137,7 +155,9 @@ class FramePseudoWindows(WindowDataset):
 
     def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.window_scores(rec, start)
-        target = pseudo_targets(scores[None], self.power, self.output_names, self.activation)[0]
+        target = pseudo_targets(
+            scores[None], self.power, self.output_names, self.activation, self.threshold
+        )[0]
         return target, (target[: len(scores)] > PRESENT).astype(np.float32)
 
 
@@ -164,7 +184,7 @@ def teacher_frames(
 def pseudo_windows(
     frames: CachedFrames, rows: pd.DataFrame, classes: list[str], output_names: list[str],
     activation: str, power: float, window: int, finish, count: int, seed: int,
-    use_frames: bool = False, labels: str | Path | None = None,
+    use_frames: bool = False, labels: str | Path | None = None, threshold: float | None = None,
 ) -> WindowDataset:  # fmt: skip
     """`count` pseudo windows of `window` samples drawn from `rows` (see `read_pseudo`).
 
@@ -193,12 +213,14 @@ def pseudo_windows(
         scores, order, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
         return FramePseudoWindows(
             frames, recording, window // hop, finish, scores, order, seconds, power,
-            output_names, activation,
+            output_names, activation, threshold,
         )  # fmt: skip
     row = SCORE_SECONDS * rate
     first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
     start = np.maximum(first, 0) // hop
-    target = pseudo_targets(rows[classes].to_numpy(np.float64), power, output_names, activation)
+    target = pseudo_targets(
+        rows[classes].to_numpy(np.float64), power, output_names, activation, threshold
+    )
     truth = (target[:, : len(classes)] > PRESENT).astype(np.float32)
     return WindowDataset(
         frames, recording, start, window // hop, finish, target, truth,
