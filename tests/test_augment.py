@@ -108,3 +108,11 @@ def test_masks_fill_stripes_with_the_window_mean():
 def test_bad_settings(kwargs):
     with pytest.raises(ConfigError, match="augment"):
         BatchAugment(**kwargs)
+
+
+def test_mixup_keeps_the_smaller_loss_weight():
+    b = batch()
+    b["weight"] = torch.tensor([1.0, 0.3])
+    torch.manual_seed(swapped())
+    out = BatchAugment(mixup_p=1.0)(b)
+    assert torch.allclose(out["weight"], torch.tensor([0.3, 0.3]))  # each mixed with the other

@@ -76,3 +76,17 @@ def test_classifier_adds_the_frame_wise_max_term(weight):
     )
     assert module._loss(outputs, target).item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.equal(module(torch.zeros(4, 1, 8, 8)), outputs["logits"])
+
+
+@pytest.mark.parametrize(
+    "loss", [FocalLoss(), SoftCrossEntropy(), BCELoss(), FocalBCELoss(alpha=0.25)]
+)
+def test_window_weights_scale_each_windows_loss(loss):
+    """loss(weight=w) = mean_i w_i x loss of window i alone; all-one weights change nothing."""
+    logits, target = batch()
+    alone = torch.stack([loss(logits[i : i + 1], target[i : i + 1]) for i in range(len(logits))])
+    assert loss(logits, target).item() == pytest.approx(alone.mean().item(), rel=1e-5)
+    w = torch.linspace(0.0, 1.0, len(logits))
+    assert loss(logits, target, w).item() == pytest.approx((w * alone).mean().item(), rel=1e-5)
+    ones = torch.ones(len(logits))
+    assert loss(logits, target, ones).item() == pytest.approx(loss(logits, target).item(), rel=1e-6)

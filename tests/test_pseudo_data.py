@@ -218,8 +218,9 @@ def _sed_teacher_folder(shared, tmp: Path, n_frames: int, frame_seconds: float) 
     return scores
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 def test_frame_pseudo_windows_are_random_crops_targeted_by_the_teachers_frames(
-    shared, tiny_root, tmp_path, monkeypatch
+    shared, tiny_root, tmp_path, monkeypatch, weighted
 ):
     """data.pseudo.frames: each read cuts a random window of the soundscape, and its target is
     each class's highest teacher frame centred inside that window, sharpened and renormalised."""
@@ -229,6 +230,7 @@ def test_frame_pseudo_windows_are_random_crops_targeted_by_the_teachers_frames(
     dm = datamodule(
         shared, tmp_path / "dm", f"data.root={tiny_root}", "data.pseudo.power=2",
         f"data.pseudo.labels={tmp_path / 'teacher' / 'pseudo_labels.csv'}", "data.pseudo.frames=true",
+        f"data.pseudo.confidence_weight={str(weighted).lower()}",
     )  # fmt: skip
     assert len(dm.pseudo_set) == round(0.5 * len(dm.train_set))
     frames = dm._soundscape_frames()
@@ -243,6 +245,10 @@ def test_frame_pseudo_windows_are_random_crops_targeted_by_the_teachers_frames(
         assert torch.equal(item["truth"], torch.tensor(expected[:-1] > 0.5, dtype=torch.float32))
         want = dm.frontend.finish(frames.window(frames.position[shared["stem"]], start, n))
         assert torch.equal(item["features"], want.unsqueeze(0))
+        if weighted:  # the window's confidence: its highest teacher frame score
+            assert item["weight"].item() == pytest.approx(scores[inside].max())
+        else:
+            assert "weight" not in item
     batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
     assert set(batch) == set(dm.train_set[0])
 
@@ -311,3 +317,23 @@ def test_thresholded_pseudo_targets_are_hard(shared, tiny_root, tmp_path, loss):
         hard = np.concatenate([hard, 1.0 - hard.max(axis=1, keepdims=True)], axis=1)
     targets = {tuple(dm.pseudo_set[k]["target"].tolist()) for k in range(len(dm.pseudo_set))}
     assert targets == {tuple(row) for row in hard.astype(np.float32).tolist()}
+
+
+def test_confidence_weight_weighs_pseudo_windows_by_their_top_score(shared, tiny_root, tmp_path):
+    """data.pseudo.confidence_weight: labelled items weigh 1, pseudo items their row's top score;
+    a training step reads the batch key (a run completes)."""
+    dm = datamodule(
+        shared, tmp_path, f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}",
+        "data.pseudo.ratio=3", "data.pseudo.power=2", "data.pseudo.confidence_weight=true",
+    )  # fmt: skip
+    assert all(dm.train_set[k]["weight"].item() == 1.0 for k in range(len(dm.train_set)))
+    expected = expected_softmax(shared["scores"], 2.0)
+    top = shared["scores"].max(axis=1)
+    for k in range(len(dm.pseudo_set)):
+        item = dm.pseudo_set[k]
+        assert item["weight"].item() == pytest.approx(top[row_of(item["target"], expected)])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["weight"].shape == (len(batch["target"]),)
+    plain = datamodule(shared, tmp_path / "plain", f"data.root={tiny_root}",
+                       f"data.pseudo.labels={shared['labels']}")  # fmt: skip
+    assert "weight" not in plain.pseudo_set[0] and "weight" not in plain.train_set[0]

@@ -161,6 +161,11 @@ class BatchAugment(nn.Module):
         else:
             mixed_t = lam.view(n, 1) * t_a + (1 - lam.view(n, 1)) * t_b
         batch["target"] = torch.where(chosen.view(n, 1), mixed_t, t_a)
+        if (
+            "weight" in batch
+        ):  # loss weights (pseudo-label confidence): a mix is as sure as its less sure part
+            w = batch["weight"]
+            batch["weight"] = torch.where(chosen, torch.minimum(w, w[order]), w)
         if "truth" in batch:
             batch["truth"] = torch.where(
                 chosen.view(n, 1),

@@ -96,6 +96,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.pseudo_min_confidence = float(pseudo.get("min_confidence", 0.0))
         self.pseudo_frames = bool(pseudo.get("frames", False))
         self.pseudo_redraw = bool(pseudo.get("redraw", False))
+        self.pseudo_confidence_weight = bool(pseudo.get("confidence_weight", False))
         threshold = pseudo.get("threshold")
         self.pseudo_threshold = None if threshold is None else float(threshold)
         self.pseudo_draws = 0  # pseudo windows an epoch reads (set with pseudo_set)
@@ -257,8 +258,11 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
             frames, rows, self.classes, self.output_names, self.label_rule.activation,
             self.pseudo_power, self.window, self.frontend.finish, count, self.seed,
             self.pseudo_frames, self.pseudo_labels, self.pseudo_threshold,
+            self.pseudo_confidence_weight,
         )  # fmt: skip
         pseudo.background = self.train_set.background
+        if self.pseudo_confidence_weight:  # labelled windows weigh 1, pseudo ones their top score
+            self.train_set.weight = np.ones(len(self.train_set), dtype=np.float32)
         if self.teacher_frontend is not None:  # distillation: the teacher hears them too
             pseudo.teacher = TeacherFrames(
                 self._soundscape_frames(self.teacher_frontend), self.teacher_frontend.finish,

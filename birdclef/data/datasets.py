@@ -120,7 +120,9 @@ class WindowDataset(Dataset):
     also carries a random crop of one of them, for background-noise augmentation;
     with `teacher` (`TeacherFrames`), the teacher's input for the same span (and crop).
     With `crop_range` ([items, 2] start frames, a segment filter's kept spans), a random
-    crop of item i starts uniformly in [low_i, high_i] instead.
+    crop of item i starts uniformly in [low_i, high_i] instead. With `weight` (an array,
+    set by the DataModule for `data.pseudo.confidence_weight`) items also carry `weight`,
+    the factor on their loss.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class WindowDataset(Dataset):
         self.crop, self.crop_frames, self.background = crop, crop_frames, background
         self.teacher = teacher
         self.crop_range = None if crop_range is None else np.asarray(crop_range, dtype=np.int64)
+        self.weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.recording)
@@ -155,6 +158,10 @@ class WindowDataset(Dataset):
         """Item i's target and truth for a window at `start` (fixed per item here)."""
         return self.target[i], self.truth[i]
 
+    def _weight(self, i: int, rec: int, start: int) -> float | None:
+        """Item i's loss weight for a window at `start`; None: items carry no `weight`."""
+        return None if self.weight is None else float(self.weight[i])
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rec = int(self.recording[i])
         start = self._start(i, rec)
@@ -166,6 +173,9 @@ class WindowDataset(Dataset):
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
             "index": torch.tensor(i, dtype=torch.long),
         }
+        weight = self._weight(i, rec, start)
+        if weight is not None:
+            item["weight"] = torch.tensor(weight, dtype=torch.float32)
         if self.teacher is not None:
             item["teacher_features"] = self.teacher.features(rec, start)
             if self.teacher.allowed is not None:

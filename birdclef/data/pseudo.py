@@ -4,7 +4,10 @@ Each row `<stem>_<end>` of the file is the 5-s window ending at `end` seconds of
 `train_soundscapes/<stem>.ogg`, cut from the soundscape cache at read time. Its target is
 the teacher's score sharpened by a power (the BirdCLEF 2025 winners' recipe) or, with
 `threshold`, made hard (1 where the score reaches it, else 0), mapped to the model's
-outputs; windows whose highest class score is below `min_confidence` are dropped. Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
+outputs; windows whose highest class score is below `min_confidence` are dropped, and
+with `confidence_weight` each window's loss is weighted by that score (the DataModule
+sets the labelled windows' weight to 1, `pseudo_windows(weighted=True)` the pseudo
+ones'). Items carry the keys of `birdclef.data.datasets` (primary = -1, as on scored rows).
 
 With `frames` (data.pseudo.frames, an SED teacher's per-frame pseudo-labels stored next to
 the rows), a pseudo window is instead cut at a random start at every read, anywhere in its
@@ -142,6 +145,7 @@ class FramePseudoWindows(WindowDataset):
         self.frame_seconds = float(frame_seconds)
         self.power, self.output_names, self.activation = power, output_names, activation
         self.threshold = threshold
+        self.weighted = False  # True: items carry their window's confidence as `weight`
 
     def window_scores(self, rec: int, start: int) -> np.ndarray:
         """The teacher's per-class maximum over the frames centred inside the window at `start`."""
@@ -152,6 +156,10 @@ class FramePseudoWindows(WindowDataset):
         if len(inside) == 0:
             return np.zeros(len(self.order), dtype=np.float64)
         return np.asarray(inside).max(axis=0)[self.order].astype(np.float64)
+
+    def _weight(self, i: int, rec: int, start: int) -> float | None:
+        """The window's confidence (its highest teacher score) when `weighted`."""
+        return float(self.window_scores(rec, start).max(initial=0.0)) if self.weighted else None
 
     def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.window_scores(rec, start)
@@ -185,6 +193,7 @@ def pseudo_windows(
     frames: CachedFrames, rows: pd.DataFrame, classes: list[str], output_names: list[str],
     activation: str, power: float, window: int, finish, count: int, seed: int,
     use_frames: bool = False, labels: str | Path | None = None, threshold: float | None = None,
+    weighted: bool = False,
 ) -> WindowDataset:  # fmt: skip
     """`count` pseudo windows of `window` samples drawn from `rows` (see `read_pseudo`).
 
@@ -193,7 +202,8 @@ def pseudo_windows(
     it, moved to start at 0 when it would begin before the recording (past the end it is
     padded with silence by the cache). With `use_frames` the draw picks the soundscapes
     only: each read cuts a random window of them, targeted by the SED teacher's frames
-    stored beside `labels` (`FramePseudoWindows`).
+    stored beside `labels` (`FramePseudoWindows`). With `weighted`, items carry their
+    confidence (the highest teacher score of the row, or of the window read) as `weight`.
     """
     missing = sorted(set(rows["stem"]) - set(frames.position))
     if missing:
@@ -211,10 +221,12 @@ def pseudo_windows(
     if use_frames:  # every soundscape of the cache, indexed by its position
         stems = list(frames.index["file"])
         scores, order, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
-        return FramePseudoWindows(
+        windows = FramePseudoWindows(
             frames, recording, window // hop, finish, scores, order, seconds, power,
             output_names, activation, threshold,
         )  # fmt: skip
+        windows.weighted = weighted
+        return windows
     row = SCORE_SECONDS * rate
     first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
     start = np.maximum(first, 0) // hop
@@ -222,7 +234,10 @@ def pseudo_windows(
         rows[classes].to_numpy(np.float64), power, output_names, activation, threshold
     )
     truth = (target[:, : len(classes)] > PRESENT).astype(np.float32)
-    return WindowDataset(
+    windows = WindowDataset(
         frames, recording, start, window // hop, finish, target, truth,
         np.full(len(rows), NO_PRIMARY, dtype=np.int64),
     )  # fmt: skip
+    if weighted:  # each row's top score
+        windows.weight = rows[classes].to_numpy(np.float32).max(axis=1)
+    return windows

@@ -99,14 +99,17 @@ class Classifier(L.LightningModule):
             return outputs["logits"], outputs.get("frame_logits")
         return outputs, None
 
-    def _loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, outputs, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The loss on window logits, plus `net.frame_loss_weight` x the loss on the
-        frame-wise maximum where the net gives frame logits (the SED recipe)."""
+        frame-wise maximum where the net gives frame logits (the SED recipe); `weight` [B]
+        scales each window's loss (the batch key `weight`, `data.pseudo.confidence_weight`)."""
         logits, frames = self._logits(outputs)
-        loss = self.loss_fn(logits, target)
-        weight = float(getattr(self.net, "frame_loss_weight", 0.0) or 0.0)
-        if frames is not None and weight > 0:
-            loss = loss + weight * self.loss_fn(frames.amax(dim=1), target)
+        loss = self.loss_fn(logits, target, weight)
+        frame_weight = float(getattr(self.net, "frame_loss_weight", 0.0) or 0.0)
+        if frames is not None and frame_weight > 0:
+            loss = loss + frame_weight * self.loss_fn(frames.amax(dim=1), target, weight)
         return loss
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -126,7 +129,7 @@ class Classifier(L.LightningModule):
             return None
         # train on the full objective; report val/loss on the window output alone, comparable across nets
         loss = (
-            self._loss(outputs, batch["target"])
+            self._loss(outputs, batch["target"], batch.get("weight"))
             if stage == "train"
             else self.loss_fn(logits, batch["target"])
         )

@@ -139,8 +139,10 @@ class Distiller(Classifier):
             distance = F.binary_cross_entropy_with_logits(z, q)
         return self.temperature**2 * distance
 
-    def _loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        label = super()._loss(outputs, target)
+    def _loss(
+        self, outputs, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        label = super()._loss(outputs, target, weight)  # the weight scales the label term only
         if self._teacher_logits is None or self.kd_weight == 0.0:
             return label
         kd = self.kd_loss(self._logits(outputs)[0], self._teacher_logits, self._teacher_mask)

@@ -1,7 +1,9 @@
 """Losses on logits [B, outputs] against soft targets [B, outputs].
 
 Each loss names the `activation` that turns its logits into scores, so the module
-scores softmax-trained and sigmoid-trained models the right way.
+scores softmax-trained and sigmoid-trained models the right way. Every loss takes an
+optional `weight` [B]: the mean over the batch of weight x each window's loss
+(`data.pseudo.confidence_weight`); without it, the plain mean.
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdclef.errors import ConfigError
+
+
+def weighted_mean(per_window: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The batch mean of per-window losses [B], each scaled by its `weight` [B] if given."""
+    if weight is None:
+        return per_window.mean()
+    return (per_window * weight.to(per_window)).mean()
 
 
 class FocalLoss(nn.Module):
@@ -28,10 +37,10 @@ class FocalLoss(nn.Module):
             raise ConfigError(f"loss.gamma={gamma} must be >= 0.")
         self.gamma = gamma
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=-1)
-        weight = (1.0 - log_p.exp()).pow(self.gamma)
-        return -(target * weight * log_p).sum(dim=-1).mean()
+        focus = (1.0 - log_p.exp()).pow(self.gamma)
+        return weighted_mean(-(target * focus * log_p).sum(dim=-1), weight)
 
 
 class SoftCrossEntropy(nn.Module):
@@ -39,8 +48,8 @@ class SoftCrossEntropy(nn.Module):
 
     activation = "softmax"
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
+        return weighted_mean(F.cross_entropy(logits.float(), target, reduction="none"), weight)
 
 
 class BCELoss(nn.Module):
@@ -48,8 +57,9 @@ class BCELoss(nn.Module):
 
     activation = "sigmoid"
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), target)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+        return weighted_mean(bce.mean(dim=-1), weight)
 
 
 class FocalBCELoss(nn.Module):
@@ -65,7 +75,7 @@ class FocalBCELoss(nn.Module):
             )
         self.gamma, self.alpha = gamma, alpha
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
         logits = logits.float()
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         p = torch.sigmoid(logits)
@@ -73,7 +83,7 @@ class FocalBCELoss(nn.Module):
         loss = bce * (1 - p_true).pow(self.gamma)
         if self.alpha is not None:
             loss = loss * (self.alpha * target + (1 - self.alpha) * (1 - target))
-        return loss.mean()
+        return weighted_mean(loss.mean(dim=-1), weight)
 
 
 def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
