@@ -47,7 +47,13 @@ def fake_steps(monkeypatch):
         calls.append(("pseudo", list(cfg.teacher.models), target.name))
         return metrics
 
+    def distill(cfg, extra_metrics=None):
+        metrics = train(cfg, extra_metrics)
+        calls[-1] = ("distill", *calls[-1][1:], list(cfg.teacher.models), cfg.task.fn)
+        return metrics
+
     monkeypatch.setattr(rounds.train_task, "run", train)
+    monkeypatch.setattr(rounds.distill_task, "run", distill)
     monkeypatch.setattr(rounds.pseudo_label, "run", pseudo)
     return calls
 
@@ -114,6 +120,27 @@ def test_extra_teachers_blend_with_each_student(tiny_root, tmp_path, fake_steps)
     assert fake_steps[1][:2] == ("pseudo", [student, str(other)])
 
 
+def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path, fake_steps):
+    """rounds.distill=true: round r >= 1 runs task=distill with round r-1's student as the
+    teacher and its labels as data.pseudo.labels; round 0 stays supervised."""
+    other = tmp_path / "other.ckpt"  # an extra labeller: it blends into the labels, not into KD
+    other.write_text("x")
+    rounds.run(
+        _cfg(tiny_root, tmp_path, "rounds.k=2", "rounds.distill=true", f"teacher.models=[{other}]")
+    )
+    out = tmp_path / "out"
+    ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(2)]
+    keys = [c[2] for c in fake_steps if c[0] == "pseudo"]
+    labels = [str(out / f"round_{r}" / "pseudo_label" / keys[r - 1] / "pseudo_labels.csv") for r in (1, 2)]  # fmt: skip
+    assert fake_steps == [
+        ("train", 0, None),
+        ("pseudo", [ckpt[0], str(other)], keys[0]),
+        ("distill", 1, labels[0], [ckpt[0]], rounds.DISTILL_FN),
+        ("pseudo", [ckpt[1], str(other)], keys[1]),
+        ("distill", 2, labels[1], [ckpt[1]], rounds.DISTILL_FN),
+    ]
+
+
 def test_rounds_errors(tiny_root, tmp_path):
     with pytest.raises(ConfigError, match="rounds.k"):
         rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=-1"))
@@ -140,3 +167,18 @@ def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
     stamp = (out / "round_1" / "train" / rounds.BEST).stat().st_mtime_ns
     assert rounds.run(cfg)["rounds"] == metrics["rounds"]  # resumed: nothing trains again
     assert (out / "round_1" / "train" / rounds.BEST).stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_one_real_distilled_round_on_the_tiny_set(tiny_root, tmp_path):
+    cfg = _cfg(
+        tiny_root, tmp_path, "rounds.k=1", "rounds.distill=true", "trainer.max_epochs=1",
+        "data.batch_size=16", "data.min_val_recordings=2", "model.channels=[8,16]",
+        "data.pseudo.power=2",
+    )  # fmt: skip
+    rounds.run(cfg)
+    r1 = json.loads((tmp_path / "out" / "round_1" / "train" / "metrics.json").read_text())
+    teacher = str(tmp_path / "out" / "round_0" / "train" / rounds.BEST)
+    assert r1["distill/teacher"] == teacher and r1["distill/teachers"] == 1.0
+    assert r1["round/teacher"] == [teacher] and r1["round/index"] == 1
+    assert 0 <= r1["test/soundscape_auc"] <= 1

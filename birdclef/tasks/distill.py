@@ -164,7 +164,7 @@ def recorded_auc(path: Path) -> float:
         return math.nan
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
     """Distil `teacher.models` into the `model=` student; the metrics of `birdclef.tasks.train.run`."""
     paths = teacher_paths(cfg)
     augment = cfg.augment
@@ -186,6 +186,7 @@ def run(cfg: DictConfig) -> dict:
         Distiller, teacher=teachers, temperature=float(t.temperature), kd_weight=float(t.kd_weight)
     )
     extra = {
+        **(extra_metrics or {}),
         "distill/teacher": ",".join(map(str, paths)),
         "distill/teachers": float(len(paths)),
         "distill/cross_fit": float(cross_fit),

@@ -6,7 +6,10 @@ Round 0 trains as the config says (`task=train`; data.pseudo.labels as given, nu
 supervised). Round r >= 1: round r-1's best checkpoint, blended with `teacher.models` when
 there are any (e.g. a foreign model), pseudo-labels train_soundscapes (`task=pseudo_label`
 with the `teacher` settings), then a student trains as round 0 does but with those labels
-(`data.pseudo.*`). Each step is `birdclef.tasks.train.run` or `birdclef.tasks.pseudo_label.run`
+(`data.pseudo.*`); with `rounds.distill=true` that student is distilled from round r-1's
+checkpoint too (`task=distill`: online teacher scores on every window, the `teacher`
+temperature and kd_weight, beside the labels). Each step is `birdclef.tasks.train.run`
+(or `birdclef.tasks.distill.run`) or `birdclef.tasks.pseudo_label.run`
 called with a copy of the config (task.fn, paths.output_dir and the labels changed, the
 `rounds` group left out, so raising k keeps the finished rounds). The task's folder:
 
@@ -43,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from birdclef.data.pseudo_store import LABELS
 from birdclef.errors import ConfigError
 from birdclef.jobs import METRICS, finished_metrics
+from birdclef.tasks import distill as distill_task
 from birdclef.tasks import pseudo_label
 from birdclef.tasks import train as train_task
 from birdclef.tasks.common import output_dir
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TRAIN, PSEUDO = "train", "pseudo_label"  # a round's step folders
 TRAIN_FN, PSEUDO_FN = "birdclef.tasks.train.run", "birdclef.tasks.pseudo_label.run"
+DISTILL_FN = "birdclef.tasks.distill.run"
 BEST = Path("checkpoints") / "best.ckpt"
 COLUMNS = (
     "round", "teacher", "teacher_key", "pseudo_labels", "pseudo/auc", "pseudo/rows",
@@ -62,6 +67,7 @@ COLUMNS = (
 def run(cfg: DictConfig) -> dict:
     """Rounds 0..k (see the module docstring); metrics of the last round and a per-round table."""
     k = check(cfg)
+    distilled = bool(cfg.rounds.get("distill", False))
     out = output_dir(cfg)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     table, teacher = [], None
@@ -83,8 +89,12 @@ def run(cfg: DictConfig) -> dict:
             })  # fmt: skip
         log.info("round %d/%d: training %s", r, k, "supervised" if labels is None else "with them")
         updates = {} if labels is None else {"data.pseudo.labels": str(labels)}
-        fit = functools.partial(train_task.run, extra_metrics=lineage)
-        metrics = step(derive(cfg, TRAIN_FN, folder / TRAIN, updates), fit, clear=True)
+        fn, task = TRAIN_FN, train_task.run
+        if labels is not None and distilled:  # the teacher also scores every window online
+            updates["teacher.models"] = [str(teacher)]
+            fn, task = DISTILL_FN, distill_task.run
+        fit = functools.partial(task, extra_metrics=lineage)
+        metrics = step(derive(cfg, fn, folder / TRAIN, updates), fit, clear=True)
         teacher = folder / TRAIN / BEST
         table.append(row(lineage, metrics, folder / TRAIN))
     frame = pd.DataFrame(table, columns=list(COLUMNS))
