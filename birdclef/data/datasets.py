@@ -154,18 +154,16 @@ class WindowDataset(Dataset):
             return _random_start(self.frames.n_frames(rec), self.n_frames, self.crop_frames)
         return int(self.start[i])
 
-    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item i's target and truth for a window at `start` (fixed per item here)."""
-        return self.target[i], self.truth[i]
-
-    def _weight(self, i: int, rec: int, start: int) -> float | None:
-        """Item i's loss weight for a window at `start`; None: items carry no `weight`."""
-        return None if self.weight is None else float(self.weight[i])
+    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """Item i's target, truth and loss weight (None: no `weight` key) for a window at
+        `start` (fixed per item here)."""
+        weight = None if self.weight is None else float(self.weight[i])
+        return self.target[i], self.truth[i], weight
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rec = int(self.recording[i])
         start = self._start(i, rec)
-        target, truth = self._labels(i, rec, start)
+        target, truth, weight = self._labels(i, rec, start)
         item = {
             "features": self._features(self.frames, rec, start),
             "target": torch.tensor(target),
@@ -173,7 +171,6 @@ class WindowDataset(Dataset):
             "primary": torch.tensor(self.primary[i], dtype=torch.long),
             "index": torch.tensor(i, dtype=torch.long),
         }
-        weight = self._weight(i, rec, start)
         if weight is not None:
             item["weight"] = torch.tensor(weight, dtype=torch.float32)
         if self.teacher is not None:

@@ -157,16 +157,14 @@ class FramePseudoWindows(WindowDataset):
             return np.zeros(len(self.order), dtype=np.float64)
         return np.asarray(inside).max(axis=0)[self.order].astype(np.float64)
 
-    def _weight(self, i: int, rec: int, start: int) -> float | None:
-        """The window's confidence (its highest teacher score) when `weighted`."""
-        return float(self.window_scores(rec, start).max(initial=0.0)) if self.weighted else None
-
-    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def _labels(self, i: int, rec: int, start: int) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """Target, truth and, when `weighted`, the window's confidence (its top teacher score)."""
         scores = self.window_scores(rec, start)
+        weight = float(scores.max(initial=0.0)) if self.weighted else None
         target = pseudo_targets(
             scores[None], self.power, self.output_names, self.activation, self.threshold
         )[0]
-        return target, (target[: len(scores)] > PRESENT).astype(np.float32)
+        return target, (target[: len(scores)] > PRESENT).astype(np.float32), weight
 
 
 def teacher_frames(
