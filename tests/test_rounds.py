@@ -58,6 +58,14 @@ def fake_steps(monkeypatch):
     return calls
 
 
+def _chain(out, fake_steps, k):
+    """Round r's checkpoint path (r < k), the labellers' keys and round r's labels (r >= 1)."""
+    ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(k)]
+    keys = [c[2] for c in fake_steps if c[0] == "pseudo"]
+    labels = [str(out / f"round_{r}" / "pseudo_label" / keys[r - 1] / "pseudo_labels.csv") for r in (1, 2)]  # fmt: skip
+    return ckpt, keys, labels
+
+
 def test_rounds_chain_students_into_teachers_and_record_lineage(
     tiny_root, tmp_path, fake_steps, monkeypatch
 ):
@@ -69,9 +77,7 @@ def test_rounds_chain_students_into_teachers_and_record_lineage(
     assert len(plans) == 2  # one plan per round (it reads the models), reused by the job
     assert OmegaConf.to_yaml(cfg) == before  # the given config is never changed
     out = tmp_path / "out"
-    ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(3)]
-    keys = [c[2] for c in fake_steps if c[0] == "pseudo"]
-    labels = [str(out / f"round_{r}" / "pseudo_label" / keys[r - 1] / "pseudo_labels.csv") for r in (1, 2)]  # fmt: skip
+    ckpt, keys, labels = _chain(out, fake_steps, 3)
     assert fake_steps == [
         ("train", 0, None),
         ("pseudo", [ckpt[0]], keys[0]),
@@ -128,10 +134,7 @@ def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path
     rounds.run(
         _cfg(tiny_root, tmp_path, "rounds.k=2", "rounds.distill=true", f"teacher.models=[{other}]")
     )
-    out = tmp_path / "out"
-    ckpt = [str(out / f"round_{r}" / "train" / rounds.BEST) for r in range(2)]
-    keys = [c[2] for c in fake_steps if c[0] == "pseudo"]
-    labels = [str(out / f"round_{r}" / "pseudo_label" / keys[r - 1] / "pseudo_labels.csv") for r in (1, 2)]  # fmt: skip
+    ckpt, keys, labels = _chain(tmp_path / "out", fake_steps, 2)
     assert fake_steps == [
         ("train", 0, None),
         ("pseudo", [ckpt[0], str(other)], keys[0]),
