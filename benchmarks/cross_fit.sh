@@ -39,10 +39,13 @@ $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pse
   kd_xfit_pseudo="$XFIT $PSEUDO" \
   kd_xfit_pseudo_random40="$XFIT $PSEUDO data.crop=random trainer.max_epochs=40" \
   --seeds "${@:-42}"
-# two variants of the 40-epoch recipe (seed 42 in the README): kd_weight 0.9; and three times as many
+# variants of the 40-epoch recipe (seed 42 in the README): kd_weight 0.9, confidence-weighted and hard
+# pseudo-label targets; and three times as many
 # pseudo-labelled mixtures (120 soundscapes), of which each epoch reads as many as before, drawn anew
 $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.variants.md" \
   kd09_xfit_pseudo_random40="$XFIT $PSEUDO teacher.kd_weight=0.9 data.crop=random trainer.max_epochs=40" \
+  kd_xfit_pseudo_random40_confw="$XFIT $PSEUDO data.pseudo.confidence_weight=true data.crop=random trainer.max_epochs=40" \
+  kd_xfit_pseudo_random40_thr05="$XFIT $PSEUDO data.pseudo.threshold=0.5 data.crop=random trainer.max_epochs=40" \
   --seeds "${@:-42}"
 [ -f data/real_xc_train120/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
   task.output=data/real_xc_train120 task.n_soundscapes=120
