@@ -253,3 +253,28 @@ def test_missing_resume_checkpoint(tiny_root, tmp_path):
     cfg = compose_cfg(f"data.root={tiny_root}", f"ckpt_path={tmp_path}/nope.ckpt", tmp=tmp_path)
     with pytest.raises(ConfigError, match="ckpt_path"):
         run(cfg)
+
+
+def test_monitor_null_tests_the_last_epoch(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        "trainer.max_epochs=3", "model.channels=[8,16]", "monitor=null", tmp=tmp_path,
+    )  # fmt: skip
+    run(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+    best, last = (
+        torch.load(folder / n, weights_only=True, map_location="cpu")
+        for n in ("best.ckpt", "last.ckpt")
+    )
+    assert best["epoch"] == last["epoch"] == 2
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(best["state_dict"][key], value, rtol=0, atol=0)
+
+
+def test_early_stopping_without_a_monitor_is_refused(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "monitor=null", "callbacks=early_stopping", tmp=tmp_path
+    )
+    with pytest.raises(ConfigError, match="early_stopping.*monitor=null"):
+        run(cfg)

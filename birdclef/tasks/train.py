@@ -65,14 +65,23 @@ def checkpoint_callbacks(cfg: DictConfig, out: Path) -> tuple[ModelCheckpoint, M
     """The best (by `monitor`) and the last checkpoint, `best.ckpt` and `last.ckpt`.
 
     `last.ckpt` has a callback of its own: Lightning's `save_last` rewrites it only
-    when the best one changes, so it would go stale after the best epoch. A resumed run
+    when the best one changes, so it would go stale after the best epoch. With
+    `monitor=null` nothing is selected: `best.ckpt` is rewritten every epoch, so
+    validation and test use the last epoch (for a validation set that cannot rank
+    epochs, e.g. one whose recordings also feed the training mixtures). A resumed run
     keeps writing into the checkpoint folder of the run it resumes, so Lightning
     restores the best score so far and epochs before the resume still count.
     """
     folder = Path(cfg.ckpt_path).parent if cfg.ckpt_path else out / "checkpoints"
+    if cfg.monitor is None and "early_stopping" in (cfg.get("callbacks") or {}):
+        raise ConfigError(
+            "callbacks=early_stopping needs a metric to watch, but monitor=null; "
+            "set monitor=val/auc or drop early stopping."
+        )
     best = ModelCheckpoint(
-        dirpath=folder, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode
-    )
+        dirpath=folder, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode,
+        enable_version_counter=cfg.monitor is not None,
+    )  # fmt: skip
     last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
     return best, last
 
