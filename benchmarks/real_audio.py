@@ -17,7 +17,10 @@ the checkpoints of settings before it, of the same seed (teachers):
         kd="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]"
 
 Finished runs are kept under `--work` (one metrics file per setting and seed) and are
-not trained again, so an interrupted benchmark resumes. Prints a Markdown table of
+not trained again, so an interrupted benchmark resumes. `--last` also scores each run's
+`last.ckpt` on both tests (finished runs too, without training again): the last epoch, for
+settings whose validation set cannot rank epochs (its AUC saturates near 1 when its
+recordings also feed the training mixtures of `task=mix_train`). Prints a Markdown table of
 means and standard deviations over the seeds and writes it to `--out`.
 """
 
@@ -42,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REAL_XC = ROOT.parent / "shared" / "data" / "real_xc"
 COLUMNS = ("test/soundscape_auc", "mix/soundscape_auc", "val/auc", "train/epoch_seconds")
+LAST = ("last/test_soundscape_auc", "last/mix_soundscape_auc")
 
 
 def config(overrides: list[str], out: Path, data_dir: Path):
@@ -67,38 +71,46 @@ def score(checkpoint: Path, cfg) -> float:
     return macro_auc(torch.cat(truth).numpy(), torch.cat(scores).numpy())
 
 
+def scoring_config(base: list[str], root: Path, out: Path, args):
+    """Scored only: no training data (pseudo-labels of another root) goes with it."""
+    return config(
+        [*base, f"data.root={root}", "task=train", "data.pseudo.labels=null"], out, args.data_dir
+    )
+
+
 def one(name: str, overrides: list[str], seed: int, args) -> dict:
     out = args.work / name / str(seed)
     done = out / "benchmark.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     filled = [o.replace("{seed}", str(seed)).replace("{work}", str(args.work)) for o in overrides]
     base = [f"data.root={args.root}", f"seed={seed}", *filled]
-    start = time.perf_counter()
-    cfg = config(base, out, args.data_dir)
-    metrics = get_method(cfg.task.fn)(cfg)
-    metrics["run/seconds"] = time.perf_counter() - start
-    # scored only: no training data (pseudo-labels of another root) goes with it
-    mix_cfg = config(
-        [*base, f"data.root={args.mix}", "task=train", "data.pseudo.labels=null"],
-        out / "mix",
-        args.data_dir,
-    )
-    metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
-    result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
-    write_json(done, result)
+    if done.is_file():
+        result = json.loads(done.read_text())
+    else:
+        start = time.perf_counter()
+        cfg = config(base, out, args.data_dir)
+        metrics = get_method(cfg.task.fn)(cfg)
+        metrics["run/seconds"] = time.perf_counter() - start
+        mix_cfg = scoring_config(base, args.mix, out / "mix", args)
+        metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
+        result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
+        write_json(done, result)
+    if args.last and not all(k in result for k in LAST):
+        last = out / "checkpoints" / "last.ckpt"
+        for key, root in zip(LAST, (args.root, args.mix), strict=True):
+            result[key] = score(last, scoring_config(base, root, out / "last", args))
+        write_json(done, result)
     return result
 
 
-def table(results: list[dict], names: list[str]) -> str:
+def table(results: list[dict], names: list[str], columns=COLUMNS) -> str:
     lines = [
-        "| setting | seeds | " + " | ".join(COLUMNS) + " |",
-        "|---|---:|" + "---:|" * len(COLUMNS),
+        "| setting | seeds | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
     ]
     for name in names:
         rows = [r for r in results if r["name"] == name]
         cells = []
-        for key in COLUMNS:
+        for key in columns:
             values = [r[key] for r in rows if key in r]
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.mean(values):.3f}{spread}" if values else "-")
@@ -117,6 +129,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--work", type=Path, default=HERE / "results" / "real_audio")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "real_audio.md")
+    parser.add_argument(
+        "--last", action="store_true", help="also score each run's last.ckpt on both tests"
+    )
     args = parser.parse_args()
     torch.set_num_threads(available_cpus())  # BIRDCLEF_CPUS=1 when sharing the machine
     for path, hint in ((args.root, "--root"), (args.mix / "soundscape_labels.csv", "task=mix")):
@@ -127,7 +142,7 @@ def main() -> None:
         name, _, overrides = item.partition("=")
         settings[name] = overrides.split()
     results = [one(n, o, s, args) for n, o in settings.items() for s in args.seeds]
-    text = table(results, list(settings))
+    text = table(results, list(settings), COLUMNS + LAST if args.last else COLUMNS)
     write_text(args.out, text + "\n")
     print(text)
 
