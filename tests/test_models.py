@@ -351,6 +351,34 @@ def test_melcnn_options_input_norm_bands_and_stats():
         MelCNN(5, band_stats=-1)
 
 
+def test_pcen_is_the_recursive_smoother_and_flattens_stationary_background():
+    from birdclef.models.layers import PCEN
+
+    pcen = PCEN()
+    x = mel(0, (2, 1, 16, 300)) - 40.0  # dB
+    energy = torch.pow(10.0, x / 10.0)
+    # the reference: M_t = (1 - s) M_{t-1} + s E_t from M_0 = E_0 (librosa's pcen, zi = E_0)
+    s = float(pcen.kernel[0, 0, 0, -1])
+    smooth = torch.empty_like(energy)
+    state = energy[..., 0]
+    for t in range(energy.shape[-1]):
+        state = (1 - s) * state + s * energy[..., t]
+        smooth[..., t] = state
+    expected = (energy / (pcen.eps + smooth) ** pcen.gain + pcen.bias) ** pcen.power
+    expected = expected - pcen.bias**pcen.power
+    torch.testing.assert_close(pcen(x), expected, rtol=2e-3, atol=1e-4)
+    # a steady hum 40 dB louder or 30 dB quieter comes out within a factor 1.5 (gain 0.98 leaves
+    # (E / M) * M^0.02); a call 30 dB above it stands out ten times over
+    steady = torch.full((1, 1, 8, 200), -50.0)
+    call = steady.clone()
+    call[..., 150:160] = -20.0
+    flat = [float(pcen(steady + d)[..., 100:].mean()) for d in (-30.0, 0.0, 40.0)]
+    assert max(flat) < 1.5 * min(flat)
+    assert float(pcen(call)[..., 150].mean()) > 10 * flat[1]
+    net = MelCNN(5, channels=[8, 16], input_norm="pcen", band_stats=8).eval()
+    assert net(mel(1, (3, 1, 32, 40))).shape == (3, 5)
+
+
 @pytest.mark.parametrize(("n", "bins"), [(128, 8), (13, 5), (4, 8), (100, 7)])
 def test_band_average_equals_adaptive_pooling(n, bins):
     from birdclef.models.layers import band_average

@@ -202,6 +202,15 @@ def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
         run(cfg)
 
 
+def test_pcen_on_mfcc_is_refused(tiny_root, tmp_path):
+    cfg = compose_cfg(
+        f"data.root={tiny_root}", "data.cache_workers=0", "frontend=mfcc", "model.input_norm=pcen",
+        tmp=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="input_norm=pcen.*MFCCs"):
+        run(cfg)
+
+
 def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
     """10-s training windows come from the same cache; soundscape rows stay the 5-s grid."""
     base = (f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2")

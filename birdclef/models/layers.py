@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
@@ -24,7 +25,47 @@ class Standardize(nn.Module):
         return (x - mean) / (std + EPS)
 
 
-INPUT_NORMS = ("window", "dataset")
+class PCEN(nn.Module):
+    """Per-channel energy normalisation of a dB image (Wang et al. 2017; librosa's defaults).
+
+    Each band's power is divided by its own smoothed past (an exponential moving average
+    with `time_constant`, as a causal FIR filter so that it exports to ONNX), then
+    compressed: `(E / (eps + M)^gain + bias)^power - bias^power`. Stationary background
+    (rain, insects, hum) flattens towards a constant while onsets stand out, whatever the
+    recording's level. `frame_seconds` is the front end's hop in seconds: the default
+    front end's (500 samples at 32 kHz); with `frontend=mel_fast` (hop 1000) the smoother
+    spans twice the time.
+    """
+
+    def __init__(
+        self,
+        frame_seconds: float = 500 / 32000,
+        time_constant: float = 0.4,
+        gain: float = 0.98,
+        bias: float = 2.0,
+        power: float = 0.5,
+        eps: float = 1e-12,  # below the front end's power floor (-100 dB), so level barely matters
+    ) -> None:
+        super().__init__()
+        frames = time_constant / frame_seconds
+        s = (math.sqrt(1 + 4 * frames**2) - 1) / (2 * frames**2)  # librosa's smoothing coefficient
+        # until the weight falls to 1e-6, so that even a call 60 dB above the background
+        # fades from the smoother as it would from the recursive one
+        taps = max(1, math.ceil(math.log(1e-6) / math.log(1 - s)))
+        kernel = s * (1 - s) ** torch.arange(taps, dtype=torch.float32)
+        # conv2d correlates: the newest frame's weight sits last
+        self.register_buffer("kernel", (kernel / kernel.sum()).flip(0).view(1, 1, 1, taps))
+        self.gain, self.bias, self.power, self.eps = gain, bias, power, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        energy = torch.pow(10.0, x / 10.0)
+        padded = nn.functional.pad(energy, (self.kernel.shape[-1] - 1, 0, 0, 0), mode="replicate")
+        smooth = nn.functional.conv2d(padded, self.kernel)
+        ratio = energy / (self.eps + smooth) ** self.gain
+        return (ratio + self.bias) ** self.power - self.bias**self.power
+
+
+INPUT_NORMS = ("window", "dataset", "pcen")
 
 
 def build_input_norm(kind: str) -> nn.Module:
@@ -32,12 +73,15 @@ def build_input_norm(kind: str) -> nn.Module:
 
     `window`: per-window standardisation (level-free: a quiet and a loud call look the
     same); `dataset`: one mean and variance learned over the training data (BatchNorm on
-    the single input channel), so a window's level and contrast survive.
+    the single input channel), so a window's level and contrast survive; `pcen`: per-channel
+    energy normalisation (`PCEN`, background flattened, onsets kept), then `dataset`.
     """
     if kind == "window":
         return Standardize()
     if kind == "dataset":
         return nn.BatchNorm2d(1)
+    if kind == "pcen":
+        return nn.Sequential(PCEN(), nn.BatchNorm2d(1))
     raise ConfigError(f"model.input_norm={kind!r} must be one of {INPUT_NORMS}.")
 
 

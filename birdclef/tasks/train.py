@@ -124,10 +124,16 @@ def run(
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
         dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
-        if augment.active and not getattr(dm.frontend, "log_mel_image", False):
+        log_mel = getattr(dm.frontend, "log_mel_image", False)
+        if augment.active and not log_mel:
             raise ConfigError(
                 f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
                 "gives other features (MFCCs or embeddings); use augment=none with it."
+            )
+        if cfg.model.get("input_norm") == "pcen" and not log_mel:
+            raise ConfigError(
+                f"model.input_norm=pcen normalises log-mel power, but frontend={type(dm.frontend).__name__} "
+                "gives other features (MFCCs or embeddings); use model.input_norm=dataset with it."
             )
         dm.prepare_data()
         dm.setup("fit")
