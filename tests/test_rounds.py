@@ -132,7 +132,14 @@ def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path
     other = tmp_path / "other.ckpt"  # an extra labeller: it blends into the labels, not into KD
     other.write_text("x")
     rounds.run(
-        _cfg(tiny_root, tmp_path, "rounds.k=2", "rounds.distill=true", f"teacher.models=[{other}]")
+        _cfg(
+            tiny_root,
+            tmp_path,
+            "rounds.k=2",
+            "rounds.distill=true",
+            "augment=none",
+            f"teacher.models=[{other}]",
+        )  # fmt: skip
     )
     ckpt, keys, labels = _chain(tmp_path / "out", fake_steps, 2)
     assert fake_steps == [
@@ -151,6 +158,10 @@ def test_rounds_errors(tiny_root, tmp_path):
         rounds.run(_cfg(tiny_root, tmp_path, "ckpt_path=x.ckpt"))
     with pytest.raises(ConfigError, match="teacher.shards=1"):
         rounds.run(_cfg(tiny_root, tmp_path, "teacher.shards=2"))
+    # the default MelCNN's mixup, refused before round 0 trains
+    with pytest.raises(ConfigError, match="mixup_p=0.5 mixes windows.*augment=none"):
+        rounds.run(_cfg(tiny_root, tmp_path, "rounds.distill=true"))
+    assert not (tmp_path / "out" / "round_0").exists()
 
 
 @pytest.mark.slow
@@ -175,9 +186,9 @@ def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_one_real_distilled_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
-        tiny_root, tmp_path, "rounds.k=1", "rounds.distill=true", "trainer.max_epochs=1",
-        "data.batch_size=16", "data.min_val_recordings=2", "model.channels=[8,16]",
-        "data.pseudo.power=2",
+        tiny_root, tmp_path, "rounds.k=1", "rounds.distill=true", "augment=none",
+        "trainer.max_epochs=1", "data.batch_size=16", "data.min_val_recordings=2",
+        "model.channels=[8,16]", "data.pseudo.power=2",
     )  # fmt: skip
     rounds.run(cfg)
     r1 = json.loads((tmp_path / "out" / "round_1" / "train" / "metrics.json").read_text())

@@ -164,16 +164,22 @@ def recorded_auc(path: Path) -> float:
         return math.nan
 
 
-def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
-    """Distil `teacher.models` into the `model=` student; the metrics of `birdclef.tasks.train.run`."""
-    paths = teacher_paths(cfg)
+def check_augment(cfg: DictConfig) -> None:
+    """Refuse augmentations that mix windows: the teacher scores each window unmixed."""
     augment = cfg.augment
     mixing = [k for k in MIXING if float(augment.get(k) or 0.0) > 0]
     if mixing:
         raise ConfigError(
             f"augment {', '.join(f'{k}={augment[k]}' for k in mixing)} mixes windows the teacher "
-            "does not see mixed; distil with augment=none or augment=specaugment."
+            "does not see mixed; distil with augment=none or augment=specaugment (task=distill "
+            "selects augment=none; model=melcnn selects augment=mixup for other tasks)."
         )
+
+
+def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
+    """Distil `teacher.models` into the `model=` student; the metrics of `birdclef.tasks.train.run`."""
+    paths = teacher_paths(cfg)
+    check_augment(cfg)
     t = cfg.teacher
     teachers, teacher_frontend = load_teachers(paths, int(t.get("threads") or 1))
     check_window(cfg, paths, teachers, teacher_frontend)

@@ -68,6 +68,8 @@ def run(cfg: DictConfig) -> dict:
     """Rounds 0..k (see the module docstring); metrics of the last round and a per-round table."""
     k = check(cfg)
     distilled = bool(cfg.rounds.get("distill", False))
+    if distilled:  # before round 0 trains, not when round 1 starts
+        distill_task.check_augment(cfg)
     out = output_dir(cfg)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     table, teacher = [], None
