@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export BIRDCLEF_CPUS=${BIRDCLEF_CPUS:-1}
+# the MelCNN these README tables were measured with: the default until 2026-11-28, before it took
+# PCEN and mixup (README, "Real audio"); PREV="" runs today's default instead
+PREV=${PREV-model.input_norm=dataset augment=none}
 base=$1 name=$2 overrides=$3
 rounds=data/rounds/$base
 shift 3
@@ -15,7 +18,7 @@ for s in "$@"; do
   dir=data/rounds/${base}_$name/s$s
   labels=$($PY -c "import json; print(json.load(open('$rounds/s$s/metrics.json'))['rounds'][1]['pseudo_labels'])")
   # shellcheck disable=SC2086  # the overrides are words
-  [ -f $dir/metrics.json ] || $PY run.py seed=$s data.pseudo.labels=$labels $overrides hydra.run.dir=$dir > $dir.log 2>&1
+  [ -f $dir/metrics.json ] || $PY run.py seed=$s $PREV data.pseudo.labels=$labels $overrides hydra.run.dir=$dir > $dir.log 2>&1
   $PY - "$rounds/s$s" "$dir" <<'PYEOF'
 import json, sys
 rows = json.load(open(f"{sys.argv[1]}/metrics.json"))["rounds"]

@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export BIRDCLEF_CPUS=${BIRDCLEF_CPUS:-1}
+# the MelCNN these README tables were measured with: the default until 2026-11-28, before it took
+# PCEN and mixup (README, "Real audio"); PREV="" runs today's default instead
+PREV=${PREV-model.input_norm=dataset augment=none}
 name=$1 overrides=$2
 shift 2
 mkdir -p data/rounds/$name
 for s in "${@:-42}"; do
   dir=data/rounds/$name/s$s
   # shellcheck disable=SC2086  # the overrides are words
-  $PY run.py task=rounds seed=$s $overrides hydra.run.dir=$dir > $dir.log 2>&1 || echo "seed $s failed: $dir.log"
+  $PY run.py task=rounds seed=$s $PREV $overrides hydra.run.dir=$dir > $dir.log 2>&1 || echo "seed $s failed: $dir.log"
 done
 $PY - data/rounds/$name "$@" <<'PYEOF'
 import json, sys

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export BIRDCLEF_CPUS=${BIRDCLEF_CPUS:-1}
+# the MelCNN these README tables were measured with: the default until 2026-11-28, before it took
+# PCEN and mixup (README, "Real audio"); PREV="" runs today's default instead
+PREV=${PREV-model.input_norm=dataset augment=none}
 for s in "${@:-42}"; do
   teacher=data/models/syn_sed_s$s labels=data/models/pl_sed_s$s
   [ -f $teacher/metrics.json ] || $PY run.py seed=$s model=sed_lite0_imagenet hydra.run.dir=$teacher > $teacher.log 2>&1
@@ -15,7 +18,7 @@ for s in "${@:-42}"; do
     out=data/models/sed_${kind}_s$s
     extra=""; [ $kind = frames ] && extra="data.pseudo.frames=true"
     # shellcheck disable=SC2086  # extra is one word or none
-    [ -f $out/metrics.json ] || $PY run.py seed=$s data.pseudo.labels=$csv data.pseudo.ratio=1 \
+    [ -f $out/metrics.json ] || $PY run.py seed=$s $PREV data.pseudo.labels=$csv data.pseudo.ratio=1 \
       data.pseudo.power=2 $extra hydra.run.dir=$out > $out.log 2>&1
   done
   $PY - "$teacher" "$labels" data/models/sed_rows_s$s data/models/sed_frames_s$s <<'PYEOF'

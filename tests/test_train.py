@@ -202,12 +202,14 @@ def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
         run(cfg)
 
 
-def test_pcen_on_mfcc_is_refused(tiny_root, tmp_path):
+def test_the_default_melcnn_on_mfcc_names_both_fixes(tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "frontend=mfcc", "model.input_norm=pcen",
-        tmp=tmp_path,
-    )  # fmt: skip
-    with pytest.raises(ConfigError, match="input_norm=pcen.*MFCCs"):
+        f"data.root={tiny_root}", "data.cache_workers=0", "frontend=mfcc", tmp=tmp_path
+    )
+    assert cfg.model.input_norm == "pcen" and cfg.augment.mixup_p > 0  # the default MelCNN's
+    with pytest.raises(
+        ConfigError, match="input_norm=pcen.*MFCCs.*augment=none model.input_norm=dataset"
+    ):
         run(cfg)
 
 

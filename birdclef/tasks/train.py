@@ -124,17 +124,21 @@ def run(
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         augment = instantiate(cfg.augment)
         dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
-        log_mel = getattr(dm.frontend, "log_mel_image", False)
-        if augment.active and not log_mel:
-            raise ConfigError(
-                f"this augment mixes and masks log-mel images, but frontend={type(dm.frontend).__name__} "
-                "gives other features (MFCCs or embeddings); use augment=none with it."
-            )
-        if cfg.model.get("input_norm") == "pcen" and not log_mel:
-            raise ConfigError(
-                f"model.input_norm=pcen normalises log-mel power, but frontend={type(dm.frontend).__name__} "
-                "gives other features (MFCCs or embeddings); use model.input_norm=dataset with it."
-            )
+        if not getattr(dm.frontend, "log_mel_image", False):
+            needs = {
+                "the augment (it mixes and masks log-mel images)": ("augment=none", augment.active),
+                "model.input_norm=pcen (it normalises log-mel power)": (
+                    "model.input_norm=dataset",
+                    cfg.model.get("input_norm") == "pcen",
+                ),
+            }
+            wrong = {what: fix for what, (fix, on) in needs.items() if on}
+            if wrong:
+                raise ConfigError(
+                    f"{' and '.join(wrong)} need log-mel features, but frontend="
+                    f"{type(dm.frontend).__name__} gives other features (MFCCs or embeddings); "
+                    f"use {' '.join(wrong.values())} with it."
+                )
         dm.prepare_data()
         dm.setup("fit")
         if main_process:
