@@ -53,6 +53,10 @@ $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.var
   kd_xfit_pseudo_random40_ema="$XFIT $PSEUDO callbacks=ema data.crop=random trainer.max_epochs=40" \
   kd_xfit_pseudo_random40_t4="$XFIT $PSEUDO teacher.temperature=4 data.crop=random trainer.max_epochs=40" \
   --seeds "${@:-42}"
+# a PCEN student (today's default input norm; task=distill takes no mixup), 40 epochs, with --last
+$PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pcen.md" --last \
+  kd_xfit_pseudo_random40_pcen="$XFIT $PSEUDO model.input_norm=pcen data.crop=random trainer.max_epochs=40" \
+  --seeds "${@:-42}"
 [ -f data/real_xc_train120/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
   task.output=data/real_xc_train120 task.n_soundscapes=120
 labels120=$W/pseudo120_head42
