@@ -19,6 +19,7 @@ W=${WORK:-benchmarks/results/cross_fit}
 F=""
 for k in 0 1 2 3; do F="$F${F:+,}{work}/head_f$k/{seed}/checkpoints/best.ckpt"; done
 XFIT="task=distill teacher.models=[$F] teacher.cross_fit=true $PREV"
+R40="data.crop=random trainer.max_epochs=40"  # random crops, 40 epochs
 $PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
   floor="model=linear" alone="$PREV" head="model=birdnet" \
   head_f0="model=birdnet data.folds=4 data.fold=0" head_f1="model=birdnet data.folds=4 data.fold=1" \
@@ -26,8 +27,8 @@ $PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
   kd_full="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]" \
   kd_blend="task=distill teacher.models=[$F]" \
   kd_xfit="$XFIT" \
-  kd_xfit_random40="$XFIT data.crop=random trainer.max_epochs=40" \
-  alone_random40="$PREV data.crop=random trainer.max_epochs=40" \
+  kd_xfit_random40="$XFIT $R40" \
+  alone_random40="$PREV $R40" \
   --seeds "${@:-42}"
 # the pseudo-labelled mixtures of training windows (never test audio), once
 [ -f data/real_xc_train/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
@@ -41,21 +42,19 @@ csv=$($PY -c "import json; print(json.load(open('$labels/pseudo_label.json'))['o
 PSEUDO="data.pseudo.labels=$csv data.pseudo.ratio=1"
 $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pseudo.md" \
   kd_xfit_pseudo="$XFIT $PSEUDO" \
-  kd_xfit_pseudo_random40="$XFIT $PSEUDO data.crop=random trainer.max_epochs=40" \
+  kd_xfit_pseudo_random40="$XFIT $PSEUDO $R40" \
   --seeds "${@:-42}"
-# variants of the 40-epoch recipe (seed 42 in the README): kd_weight 0.9, confidence-weighted and hard
-# pseudo-label targets, weight EMA, temperature 4; and three times as many
+# variants of the 40-epoch recipe (seed 42 in the README; --last: also the last epoch): kd_weight 0.9,
+# confidence-weighted and hard pseudo-label targets, weight EMA, temperature 4, a PCEN student (today's
+# default input norm; task=distill takes no mixup); and three times as many
 # pseudo-labelled mixtures (120 soundscapes), of which each epoch reads as many as before, drawn anew
-$PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.variants.md" \
-  kd09_xfit_pseudo_random40="$XFIT $PSEUDO teacher.kd_weight=0.9 data.crop=random trainer.max_epochs=40" \
-  kd_xfit_pseudo_random40_confw="$XFIT $PSEUDO data.pseudo.confidence_weight=true data.crop=random trainer.max_epochs=40" \
-  kd_xfit_pseudo_random40_thr05="$XFIT $PSEUDO data.pseudo.threshold=0.5 data.crop=random trainer.max_epochs=40" \
-  kd_xfit_pseudo_random40_ema="$XFIT $PSEUDO callbacks=ema data.crop=random trainer.max_epochs=40" \
-  kd_xfit_pseudo_random40_t4="$XFIT $PSEUDO teacher.temperature=4 data.crop=random trainer.max_epochs=40" \
-  --seeds "${@:-42}"
-# a PCEN student (today's default input norm; task=distill takes no mixup), 40 epochs, with --last
-$PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.pcen.md" --last \
-  kd_xfit_pseudo_random40_pcen="$XFIT $PSEUDO model.input_norm=pcen data.crop=random trainer.max_epochs=40" \
+$PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.variants.md" --last \
+  kd09_xfit_pseudo_random40="$XFIT $PSEUDO teacher.kd_weight=0.9 $R40" \
+  kd_xfit_pseudo_random40_confw="$XFIT $PSEUDO data.pseudo.confidence_weight=true $R40" \
+  kd_xfit_pseudo_random40_thr05="$XFIT $PSEUDO data.pseudo.threshold=0.5 $R40" \
+  kd_xfit_pseudo_random40_ema="$XFIT $PSEUDO callbacks=ema $R40" \
+  kd_xfit_pseudo_random40_t4="$XFIT $PSEUDO teacher.temperature=4 $R40" \
+  kd_xfit_pseudo_random40_pcen="$XFIT $PSEUDO model.input_norm=pcen $R40" \
   --seeds "${@:-42}"
 [ -f data/real_xc_train120/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
   task.output=data/real_xc_train120 task.n_soundscapes=120
@@ -64,7 +63,7 @@ labels120=$W/pseudo120_head42
   "teacher.models=[$head]" hydra.run.dir=$labels120 > $labels120.log 2>&1
 csv120=$($PY -c "import json; print(json.load(open('$labels120/pseudo_label.json'))['output'])")/pseudo_labels.csv
 $PY benchmarks/real_audio.py --root data/real_xc_train120 --work "$W" --out "$W.variants120.md" \
-  kd_xfit_pseudo120_redraw_random40="$XFIT data.pseudo.labels=$csv120 data.pseudo.ratio=1 data.pseudo.redraw=true data.crop=random trainer.max_epochs=40" \
+  kd_xfit_pseudo120_redraw_random40="$XFIT data.pseudo.labels=$csv120 data.pseudo.ratio=1 data.pseudo.redraw=true $R40" \
   --seeds "${@:-42}"
 # patient teaching: the best recipe for 120 epochs (~45 min a seed on one core); CROSS_FIT_LONG=0 skips it
 if [ "${CROSS_FIT_LONG:-1}" = 1 ]; then
