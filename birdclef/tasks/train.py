@@ -125,19 +125,21 @@ def run(
         augment = instantiate(cfg.augment)
         dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
         if not getattr(dm.frontend, "log_mel_image", False):
-            needs = {
-                "the augment (it mixes and masks log-mel images)": ("augment=none", augment.active),
-                "model.input_norm=pcen (it normalises log-mel power)": (
-                    "model.input_norm=dataset",
-                    cfg.model.get("input_norm") == "pcen",
-                ),
-            }
-            wrong = {what: fix for what, (fix, on) in needs.items() if on}
+            wrong = []  # (what needs log-mel images, its fix)
+            if augment.active:
+                wrong.append(("the augment (it mixes and masks log-mel images)", "augment=none"))
+            if cfg.model.get("input_norm") == "pcen":
+                wrong.append(
+                    (
+                        "model.input_norm=pcen (it normalises log-mel power)",
+                        "model.input_norm=dataset",
+                    )
+                )
             if wrong:
                 raise ConfigError(
-                    f"{' and '.join(wrong)} need log-mel features, but frontend="
+                    f"{' and '.join(w for w, _ in wrong)} need log-mel features, but frontend="
                     f"{type(dm.frontend).__name__} gives other features (MFCCs or embeddings); "
-                    f"use {' '.join(wrong.values())} with it."
+                    f"use {' '.join(f for _, f in wrong)} with it."
                 )
         dm.prepare_data()
         dm.setup("fit")
