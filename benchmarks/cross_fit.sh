@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Distillation from cross-fitted BirdNET heads on real_xc (README, "BirdNET as the teacher on real_xc"):
 # a BirdNET head on all training recordings, four on folds (data.folds=4), and MelCNN students taught
-# by the full head, by the four heads blended, and by the four cross-fitted; each scored on real_xc's
-# test soundscapes and on the real_xc mix. Then the same students with pseudo-labelled mixed
+# by the full head, by the four heads blended, and by the four cross-fitted, with controls trained alone
+# (default_random40: today's default, PCEN + mixup, for as long as the PCEN students' shortest run); each
+# scored on real_xc's test soundscapes and on the real_xc mix. Then the same students with pseudo-labelled mixed
 # windows too: task=mix_train's folder, pseudo-labelled by the seed-42 full head (as in the README).
 # Finished runs are kept and skipped (resumable).
 #   python run.py task=mix task.source=../shared/data/real_xc task.output=data/real_xc_mix   # once
 #   bash benchmarks/cross_fit.sh 42 1 2
-# (the README's fourth seed, 3, ran only the first block and kd_xfit_pseudo_random120)
+# (the README's seeds 42, 1 and 3 ran the PCEN students and default_random40; seed 3 also the first
+# block and kd_xfit_pseudo_random120)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -29,6 +31,7 @@ $PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
   kd_xfit="$XFIT" \
   kd_xfit_random40="$XFIT $R40" \
   alone_random40="$PREV $R40" \
+  default_random40="model.input_norm=pcen augment=mixup $R40" \
   --seeds "${@:-42}"
 # the pseudo-labelled mixtures of training windows (never test audio), once
 [ -f data/real_xc_train/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
@@ -73,5 +76,6 @@ if [ "${CROSS_FIT_LONG:-1}" = 1 ]; then
   $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.long_pseudo.md" --last \
     kd_xfit_pseudo_random120="$XFIT $PSEUDO data.crop=random trainer.max_epochs=120" \
     kd09_xfit_pseudo_random120="$XFIT $PSEUDO teacher.kd_weight=0.9 data.crop=random trainer.max_epochs=120" \
+    kd_xfit_pseudo_random120_pcen="$XFIT $PSEUDO model.input_norm=pcen data.crop=random trainer.max_epochs=120" \
     --seeds "${@:-42}"
 fi
