@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from birdclef.errors import ConfigError
 from birdclef.inference.backends import OnnxModel, load_model
 from birdclef.inference.runtime import predict_folder
+from birdclef.models.layers import PCEN
 from birdclef.tasks.export import run
 from birdclef.tasks.export_int8 import sample_windows
 from tests.conftest import compose_cfg
@@ -98,9 +99,20 @@ def test_int8_stores_int8_weights_and_stays_close(exported):
     named = {name: size for name, size in quantized.items() if name in weights}
     assert len(named) == 2 and "net.head.1.weight" in named
     assert all(weights[name] == 4 * size for name, size in named.items())
-    # PCEN's fixed smoothing filter (the default MelCNN's input norm) stays fp32 too
-    assert "net.norm.0.kernel" in weights and "net.norm.0.kernel" not in quantized
-    learned = {k: v for k, v in weights.items() if k != "net.norm.0.kernel"}
+    # PCEN's fixed smoothing filter (the default MelCNN's input norm) stays fp32 too: its 354
+    # weights, from which the graph builds the smoothing matrix at run time (not stored)
+    taps = PCEN().kernel.numel()
+
+    def filters(model, dtype) -> list[str]:
+        return [
+            t.name
+            for t in model.graph.initializer
+            if np.prod(t.dims) == taps and t.data_type == dtype
+        ]
+
+    (smoother,) = filters(fp32, TensorProto.FLOAT)
+    assert filters(int8, TensorProto.FLOAT) and not filters(int8, TensorProto.INT8)
+    learned = {k: v for k, v in weights.items() if k != smoother}
     # so most of the net's learned weights take a quarter of their fp32 bytes
     assert sum(weights[name] for name in named) > 0.8 * sum(learned.values())
     sizes = [(folder / f"model_{p}.onnx").stat().st_size for p in ("fp32", "int8")]
