@@ -386,6 +386,23 @@ def test_pcen_is_the_recursive_smoother_and_flattens_stationary_background():
     assert net(mel(1, (3, 1, 32, 40))).shape == (3, 5)
 
 
+def test_pcen_runs_in_and_after_inference_mode():
+    """Scoring loads checkpoints and runs under inference mode; training follows validation."""
+    from birdclef.models.layers import PCEN
+
+    x = mel(3, (2, 1, 8, 50)) - 40.0
+    expected = PCEN()(x)
+    with torch.inference_mode():
+        loaded = PCEN()  # its kernel an inference tensor, as when a checkpoint loads in that mode
+        loaded.load_state_dict(PCEN().state_dict())
+        torch.testing.assert_close(loaded(x), expected)
+        trained = PCEN()
+        trained(x)  # validation builds the matrix
+    wanted = x.clone().requires_grad_(True)
+    trained(wanted).sum().backward()  # and the next training step uses it
+    assert wanted.grad is not None and torch.isfinite(wanted.grad).all()
+
+
 @pytest.mark.parametrize(("n", "bins"), [(128, 8), (13, 5), (4, 8), (100, 7)])
 def test_band_average_equals_adaptive_pooling(n, bins):
     from birdclef.models.layers import band_average

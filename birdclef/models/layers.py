@@ -76,23 +76,30 @@ class PCEN(nn.Module):
         to ~2e-5 (`benchmarks/pcen_speed.py`). Built once per length outside tracing; an
         exported graph computes it from `kernel` at run time instead of storing it.
         """
-        key = (frames, self.kernel.device, self.kernel.dtype, self.kernel._version)
+        key = (frames, self.kernel.device, self.kernel.dtype)
         tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         if not tracing and key in self._smoothers:
             return self._smoothers[key]
-        weights = self.kernel.flatten().flip(0)  # weights[k]: the frame k frames back
-        taps = weights.shape[0]
-        t = torch.arange(frames, device=weights.device)
-        lag = t.view(1, -1) - t.view(-1, 1)  # [source frame, output frame]
-        zero = weights.new_zeros(())
-        matrix = torch.where((lag >= 0) & (lag < taps), weights[lag.clamp(0, taps - 1)], zero)
-        # the weight of the padding more than t frames back, for output frame t
-        before = weights.sum() - torch.cumsum(weights, 0)
-        padding = torch.where(t < taps - 1, before[t.clamp(max=taps - 1)], zero)
-        matrix = torch.cat([matrix[:1] + padding, matrix[1:]])
+        # a normal tensor even when built under inference mode (validation, scoring), so that
+        # a later training step can use it
+        with torch.inference_mode(False):
+            weights = self.kernel.flatten().flip(0)  # weights[k]: the frame k frames back
+            taps = weights.shape[0]
+            t = torch.arange(frames, device=weights.device)
+            lag = t.view(1, -1) - t.view(-1, 1)  # [source frame, output frame]
+            zero = weights.new_zeros(())
+            matrix = torch.where((lag >= 0) & (lag < taps), weights[lag.clamp(0, taps - 1)], zero)
+            # the weight of the padding more than t frames back, for output frame t
+            before = weights.sum() - torch.cumsum(weights, 0)
+            padding = torch.where(t < taps - 1, before[t.clamp(max=taps - 1)], zero)
+            matrix = torch.cat([matrix[:1] + padding, matrix[1:]])
         if not tracing:
             self._smoothers = {key: matrix}  # one length at a time: the windows' own
         return matrix
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._smoothers = {}  # a loaded kernel replaces the one the matrices were built from
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 INPUT_NORMS = ("window", "dataset", "pcen")
