@@ -17,7 +17,8 @@ the checkpoints of settings before it, of the same seed (teachers):
         kd="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]"
 
 Finished runs are kept under `--work` (one metrics file per setting and seed) and are
-not trained again, so an interrupted benchmark resumes. `--last` also scores each run's
+not trained again, so an interrupted benchmark resumes (a run that finished training but
+stopped before it was scored is only scored). `--last` also scores each run's
 `last.ckpt` on both tests (finished runs too, without training again): the last epoch, for
 settings whose validation set cannot rank epochs (its AUC saturates near 1 when its
 recordings also feed the training mixtures of `task=mix_train`). Prints a Markdown table of
@@ -36,6 +37,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 
+from birdclef.jobs import finished_metrics
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.metrics import macro_auc
 from birdclef.tasks.train import build_datamodule
@@ -88,8 +90,11 @@ def one(name: str, overrides: list[str], seed: int, args) -> dict:
     else:
         start = time.perf_counter()
         cfg = config(base, out, args.data_dir)
-        metrics = get_method(cfg.task.fn)(cfg)
-        metrics["run/seconds"] = time.perf_counter() - start
+        # a run that trained but stopped before it was scored is scored, not trained again
+        metrics = finished_metrics(cfg, out)
+        if metrics is None:
+            metrics = get_method(cfg.task.fn)(cfg)
+            metrics["run/seconds"] = time.perf_counter() - start
         mix_cfg = scoring_config(base, args.mix, out / "mix", args)
         metrics["mix/soundscape_auc"] = score(out / "checkpoints" / "best.ckpt", mix_cfg)
         result = {"name": name, "seed": seed, "overrides": overrides, **metrics}
