@@ -356,24 +356,34 @@ def test_pcen_is_the_recursive_smoother_and_flattens_stationary_background():
 
     pcen = PCEN()
     taps = pcen.kernel.numel()
-    # shorter and longer than the filter (354 taps), and the first length again (its matrix rebuilt)
-    for frames in (300, taps + 150, 300):
+
+    def compress(smooth: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        out = (energy / (pcen.eps + smooth) ** pcen.gain + pcen.bias) ** pcen.power
+        return out - pcen.bias**pcen.power
+
+    # shorter and longer than the filter (354 taps), the first length again (its matrix rebuilt),
+    # and longer than the matrix is built for (then the filter runs as a convolution)
+    for frames in (300, taps + 150, 300, PCEN.MATRIX_FRAMES + 100):
         x = mel(frames, (2, 1, 16, frames)) - 40.0  # dB
         energy = torch.pow(10.0, x / 10.0)
-        # the reference: M_t = (1 - s) M_{t-1} + s E_t from M_0 = E_0 (librosa's pcen, zi = E_0)
+        # the FIR filter, exactly: convolving the replicate-padded frames, in float64
+        padded = torch.nn.functional.pad(energy, (taps - 1, 0, 0, 0), mode="replicate")
+        fir = torch.nn.functional.conv2d(padded.double(), pcen.kernel.double())
+        torch.testing.assert_close(
+            pcen(x).double(), compress(fir, energy.double()), rtol=1e-4, atol=1e-5
+        )
+        if frames > PCEN.MATRIX_FRAMES:
+            continue
+        torch.testing.assert_close(energy.double() @ pcen.smoother(frames).double(), fir)
+        # and the recursive smoother it truncates: M_t = (1 - s) M_{t-1} + s E_t from M_0 = E_0
+        # (librosa's pcen, zi = E_0)
         s = float(pcen.kernel[0, 0, 0, -1])
         smooth = torch.empty_like(energy)
         state = energy[..., 0]
         for t in range(energy.shape[-1]):
             state = (1 - s) * state + s * energy[..., t]
             smooth[..., t] = state
-        expected = (energy / (pcen.eps + smooth) ** pcen.gain + pcen.bias) ** pcen.power
-        expected = expected - pcen.bias**pcen.power
-        torch.testing.assert_close(pcen(x), expected, rtol=2e-3, atol=1e-4)
-        # the matrix is the FIR filter exactly: the same as convolving the replicate-padded frames
-        padded = torch.nn.functional.pad(energy, (taps - 1, 0, 0, 0), mode="replicate")
-        fir = torch.nn.functional.conv2d(padded.double(), pcen.kernel.double())
-        torch.testing.assert_close(energy.double() @ pcen.smoother(frames).double(), fir)
+        torch.testing.assert_close(pcen(x), compress(smooth, energy), rtol=2e-3, atol=1e-4)
     # a steady hum 40 dB louder or 30 dB quieter comes out within a factor 1.5 (gain 0.98 leaves
     # (E / M) * M^0.02); a call 30 dB above it stands out ten times over
     steady = torch.full((1, 1, 8, 200), -50.0)

@@ -30,8 +30,8 @@ class PCEN(nn.Module):
     """Per-channel energy normalisation of a dB image (Wang et al. 2017; librosa's defaults).
 
     Each band's power is divided by its own smoothed past (an exponential moving average
-    with `time_constant`, as a causal FIR filter applied as one matrix product, so that it
-    exports to ONNX), then
+    with `time_constant`, as a causal FIR filter that exports to ONNX: one matrix product
+    for windows, a convolution for inputs over `MATRIX_FRAMES`), then
     compressed: `(E / (eps + M)^gain + bias)^power - bias^power`. Stationary background
     (rain, insects, hum) flattens towards a constant while onsets stand out, whatever the
     recording's level. `frame_seconds` is the front end's hop in seconds: the default
@@ -60,9 +60,18 @@ class PCEN(nn.Module):
         self.gain, self.bias, self.power, self.eps = gain, bias, power, eps
         self._smoothers: dict[tuple, torch.Tensor] = {}
 
+    # above this many frames (16 s at the default hop) the matrix (frames^2 weights) costs
+    # more than the convolution (frames x taps): long inputs take the convolution
+    MATRIX_FRAMES = 1024
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         energy = torch.pow(10.0, x / 10.0)
-        smooth = energy @ self.smoother(energy.shape[-1])
+        if energy.shape[-1] <= self.MATRIX_FRAMES:
+            smooth = energy @ self.smoother(energy.shape[-1])
+        else:
+            taps = self.kernel.shape[-1]
+            padded = nn.functional.pad(energy, (taps - 1, 0, 0, 0), mode="replicate")
+            smooth = nn.functional.conv2d(padded, self.kernel)
         ratio = energy / (self.eps + smooth) ** self.gain
         return (ratio + self.bias) ** self.power - self.bias**self.power
 
