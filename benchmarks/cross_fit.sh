@@ -31,8 +31,10 @@ $PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
   kd_xfit="$XFIT" \
   kd_xfit_random40="$XFIT $R40" \
   alone_random40="$PREV $R40" \
-  default_random40="model.input_norm=pcen augment=mixup $R40" \
   --seeds "${@:-42}"
+# the control for the PCEN students: today's default alone as long (--last: also the last epoch)
+$PY benchmarks/real_audio.py --work "$W" --out "$W.default.md" --last \
+  default_random40="model.input_norm=pcen augment=mixup $R40" --seeds "${@:-42}"
 # the pseudo-labelled mixtures of training windows (never test audio), once
 [ -f data/real_xc_train/train.csv ] || $PY run.py task=mix_train task.source=../shared/data/real_xc \
   task.output=data/real_xc_train

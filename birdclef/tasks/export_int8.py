@@ -151,8 +151,9 @@ def _fed_by_first_conv(nodes, shapes: dict[str, list[int]]) -> set[str]:
     """Names of the nodes downstream of the stem (nodes are topologically sorted).
 
     The stem is the first convolution with more than one output channel: a one-channel
-    convolution before it is a fixed filter of the input norm (PCEN's smoother, whose
-    taps fall to 1e-6 and would vanish on an 8-bit grid), kept in fp32 like the stem.
+    convolution before it is a fixed filter of the input norm (PCEN's smoother on inputs
+    over `PCEN.MATRIX_FRAMES`, whose taps fall to 1e-6 and would vanish on an 8-bit grid;
+    on windows it is a MatMul before the stem), kept in fp32 like the stem.
     """
     first = next(
         (n for n in nodes if n.op_type == "Conv" and shapes.get(n.input[1], [2])[0] > 1), None
