@@ -9,8 +9,8 @@ import lightning  # noqa: F401  (imported first so its console handlers can be d
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from birdclef.errors import user_error
-from birdclef.jobs import in_multirun, run_sweep_job, start_job, write_config
+from birdclef.core.errors import user_error
+from birdclef.runs.jobs import in_multirun, run_sweep_job, start_job, write_config
 
 log = logging.getLogger("birdclef")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
     """Run `cfg.task.fn(cfg)`; return the monitored metric so sweepers can optimise it.
 
     In a multirun, a job that already finished is skipped and a failing job is recorded
-    in its folder (birdclef.jobs), so the other jobs go on.
+    in its folder (birdclef.runs.jobs), so the other jobs go on.
     """
     # Lightning set up its own console handlers at import, before Hydra configured logging;
     # send its messages through Hydra's handlers (console and run.log) instead, once.

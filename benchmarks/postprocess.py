@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from birdclef.core.cpus import available_cpus
+from birdclef.core.io import write_text
+from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
-from birdclef.inference.backends import load_model
+from birdclef.inference.loading import load_model
 from birdclef.inference.predict import list_audio, predict_files
 from birdclef.inference.submission import assemble
-from birdclef.tasks.common import read_solution, score_frames
-from birdclef.utils import available_cpus, write_text
 
 HERE = Path(__file__).resolve().parent
 BLENDS = ("rank",)  # blends scored for every subset of two or more models

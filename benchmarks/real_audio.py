@@ -37,11 +37,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 
-from birdclef.jobs import finished_metrics
+from birdclef.core.cpus import available_cpus
+from birdclef.core.io import write_json, write_text
+from birdclef.core.metric import macro_auc
 from birdclef.modules.classifier import Classifier
-from birdclef.modules.metrics import macro_auc
+from birdclef.runs.jobs import finished_metrics
 from birdclef.tasks.train import build_datamodule
-from birdclef.utils import available_cpus, write_json, write_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

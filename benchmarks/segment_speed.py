@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from birdclef.core.cpus import available_cpus
 from birdclef.data.curation.detectors import SileroVad, YamnetDetector
 from birdclef.data.curation.manifest import SEGMENT_SECONDS, SegmentManifest
 from birdclef.data.metadata import load_metadata
-from birdclef.utils import available_cpus
 
 SAMPLE_RATE = 32000  # Hz
 COMPETITION_HOURS = 280  # h of train_audio in BirdCLEF+ 2025

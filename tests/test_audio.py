@@ -3,9 +3,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from birdclef.core.errors import AudioError, ConfigError
 from birdclef.data.audio import load_audio, write_audio
 from birdclef.data.frontend import MelFrontend, MfccFrontend
-from birdclef.errors import AudioError, ConfigError
 from tests.conftest import SR, tone, write_wav
 
 

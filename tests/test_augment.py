@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.augment import BatchAugment, _to_power
-from birdclef.errors import ConfigError
 
 
 def batch(n=2, seed=0):

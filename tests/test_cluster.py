@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from birdclef.analysis import cluster as C
+from birdclef.core.errors import ConfigError
 from birdclef.data.audio import load_audio
 from birdclef.data.frontend import MelFrontend, MfccFrontend
-from birdclef.errors import ConfigError
 from birdclef.tasks.cluster import run
 from tests.conftest import SR, compose_cfg, tone
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.curation.manifest import Manifest, SegmentManifest, seconds_of, segment_spans
 from birdclef.data.curation.segment_filter import SegmentFilter, filter_report
-from birdclef.errors import ConfigError
 from tests.conftest import ROOT, SR, tone, write_wav
 
 

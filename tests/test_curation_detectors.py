@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.curation.detectors import DETECTOR_RATE, SileroVad, YamnetDetector
 from birdclef.data.synthetic.speech import espeak_available, render_speech
-from birdclef.errors import ConfigError
 
 # not importorskip: TensorFlow must come after torch and triton (import_tensorflow sees to it)
 needs_tf = pytest.mark.skipif(

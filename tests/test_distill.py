@@ -14,12 +14,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from birdclef.core.activations import activate
+from birdclef.core.errors import ConfigError
 from birdclef.data.frontend import MelFrontend
-from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
 from birdclef.modules.exported_teacher import HIGH, LOW, ExportedTeacher
-from birdclef.modules.losses import activate
 from birdclef.tasks.distill import recorded_auc, run, trained_on
 from birdclef.tasks.train import build_datamodule
 from tests.conftest import compose_cfg

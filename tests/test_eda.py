@@ -13,7 +13,7 @@ import soundfile as sf
 
 from birdclef.analysis import eda
 from birdclef.analysis.headers import characteristics, read_headers
-from birdclef.errors import DataError
+from birdclef.core.errors import DataError
 from birdclef.tasks.eda import run
 from tests.conftest import compose_cfg, tone
 

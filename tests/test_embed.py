@@ -163,7 +163,7 @@ def test_embed_leaves_out_recordings_another_front_end_could_not_read(
 
 
 def test_embed_refuses_unknown_representations(tmp_path):
-    from birdclef.errors import ConfigError
+    from birdclef.core.errors import ConfigError
     from birdclef.tasks.embed import run
 
     cfg = compose_cfg("task=embed", "embed.representations=[mel,pixels]", tmp=tmp_path)

@@ -11,8 +11,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from birdclef.errors import ConfigError
-from birdclef.inference.backends import OnnxModel, load_model
+from birdclef.core.errors import ConfigError
+from birdclef.inference.backends import OnnxModel
+from birdclef.inference.loading import load_model
 from birdclef.inference.runtime import predict_folder
 from birdclef.models.layers import PCEN
 from birdclef.tasks.export import run

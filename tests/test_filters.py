@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
+from birdclef.core.errors import ConfigError, DataError
 from birdclef.data.filters import NoFilter, RatingFilter
-from birdclef.errors import ConfigError, DataError
 from tests.conftest import compose_cfg
 
 # fmt: off

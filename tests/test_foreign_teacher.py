@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from birdclef.inference.backends import load_model
-from birdclef.inference.errors import InferenceError
+from birdclef.core.errors import InferenceError
 from birdclef.inference.foreign import describe
 from birdclef.inference.foreign_runners import import_tensorflow
+from birdclef.inference.loading import load_model
 from birdclef.inference.predict import decode
 from birdclef.inference.teacher import UNSCORED
 from birdclef.tasks import pseudo_label

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.core.errors import InferenceError
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.inference.blend import blend, ranks
-from birdclef.inference.errors import InferenceError
 from birdclef.inference.features import LogMelFrames, cut_windows
 from birdclef.inference.postprocess import postprocess, smooth, topk_scale
 from birdclef.inference.predict import FileScores

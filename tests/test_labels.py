@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.labels import InformedLabels, presence
-from birdclef.errors import ConfigError
 
 CLASSES = ["a", "b", "c", "1139490"]
 

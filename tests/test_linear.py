@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import EPS
 from birdclef.models.linear import PooledLinear
 from tests.conftest import compose_cfg

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birdclef.errors import ConfigError
-from birdclef.modules.losses import BCELoss, FocalBCELoss, FocalLoss, SoftCrossEntropy, activate
+from birdclef.core.activations import activate
+from birdclef.core.errors import ConfigError
+from birdclef.modules.losses import BCELoss, FocalBCELoss, FocalLoss, SoftCrossEntropy
 
 
 def batch():

@@ -3,8 +3,8 @@ import shutil
 import pandas as pd
 import pytest
 
+from birdclef.core.errors import DataError
 from birdclef.data.metadata import load_metadata, load_soundscape_labels, parse_list
-from birdclef.errors import DataError
 
 
 def copy_root(tiny_root, tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC, competition_score, macro_auc
+from birdclef.core.metric import competition_score, macro_auc
+from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 
 
 def sklearn_competition(truth: np.ndarray, scores: np.ndarray) -> float:

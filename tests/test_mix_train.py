@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.metadata import load_metadata
 from birdclef.data.mixtures import MixSpec, plan_mixtures, render_soundscape, rms
-from birdclef.errors import ConfigError
 from birdclef.tasks.mix_train import run, training_windows
 from tests.conftest import SR, compose_cfg
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from birdclef.core.errors import ConfigError, DataError
 from birdclef.data.metadata import find_soundscape_labels, load_metadata, load_soundscape_labels
 from birdclef.data.mixtures import (
     BACKGROUND,
@@ -22,7 +23,6 @@ from birdclef.data.mixtures import (
     render_soundscape,
     rms,
 )
-from birdclef.errors import ConfigError, DataError
 from birdclef.tasks.mix import load_windows, run
 from tests.conftest import ROOT, SR, compose_cfg
 

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.cnn import CNN
 from birdclef.models.layers import Standardize
 from birdclef.models.melcnn import MelCNN

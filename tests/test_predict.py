@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdclef.errors import ConfigError
-from birdclef.inference.errors import InferenceError
+from birdclef.core.errors import ConfigError, InferenceError
 from birdclef.inference.runtime import predict_folder
 from birdclef.tasks import predict, score
 from tests.conftest import ROOT, SR, compose_cfg, tone, write_wav

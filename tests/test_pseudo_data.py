@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.core.errors import ConfigError, DataError, user_error
 from birdclef.data.metadata import load_metadata
 from birdclef.data.samplers import EpochRedrawSampler
-from birdclef.errors import ConfigError, DataError, user_error
 from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import compose_cfg
 

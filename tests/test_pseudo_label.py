@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.metric import macro_auc
+from birdclef.core.rows import grid_window_starts, row_id
 from birdclef.data.pseudo_store import read_frames
-from birdclef.errors import ConfigError, DataError
-from birdclef.inference.backends import load_model
-from birdclef.inference.rows import frames_along_file, grid_window_starts, row_id, window_starts
+from birdclef.inference.loading import load_model
+from birdclef.inference.rows import frames_along_file, window_starts
 from birdclef.inference.runtime import predict_folder
 from birdclef.inference.teacher import frames_on_grid
-from birdclef.modules.metrics import macro_auc
 from birdclef.tasks import pseudo_label
 from tests.conftest import SR, compose_cfg
 

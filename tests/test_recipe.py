@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from birdclef.callbacks import EMA
-from birdclef.modules.metrics import competition_score
+from birdclef.core.metric import competition_score
+from birdclef.modules.callbacks import EMA
 from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.modules.schedules import RESUME_MODES, WarmupCosine
 from birdclef.tasks.train import run
 from tests.conftest import compose_cfg

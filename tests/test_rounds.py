@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_json, write_text
 from birdclef.tasks import rounds
-from birdclef.utils import write_json, write_text
 from tests.conftest import compose_cfg
 
 

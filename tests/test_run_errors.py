@@ -11,9 +11,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from birdclef.errors import ConfigError, DataError, user_error
-from birdclef.jobs import FAILED, finished_metrics, run_sweep_job
-from birdclef.utils import write_json, write_text
+from birdclef.core.errors import ConfigError, DataError, user_error
+from birdclef.core.io import write_json, write_text
+from birdclef.runs.jobs import FAILED, finished_metrics, run_sweep_job
 
 HERE = "tests.test_run_errors"  # run.py imports this module for task.fn: keep its imports light
 ROOT = Path(__file__).resolve().parents[1]

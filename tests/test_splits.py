@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.splits import fold_split, grouped_split
-from birdclef.errors import ConfigError
 
 
 def frame():

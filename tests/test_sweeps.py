@@ -1,4 +1,4 @@
-"""A sweep fills a results table: Hydra multirun (basic and submitit launchers) + birdclef.report;
+"""A sweep fills a results table: Hydra multirun (basic and submitit launchers) + birdclef.runs.report;
 failed jobs are recorded, finished ones skipped, and jobs that share a machine split its cores."""
 
 import json
@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from birdclef import jobs
-from birdclef.errors import DataError
-from birdclef.report import collect, main, table
-from birdclef.utils import available_cpus
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import DataError
+from birdclef.runs import jobs
+from birdclef.runs.report import collect, main, table
 from tests.conftest import ROOT
 
 FAST = ("data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1")

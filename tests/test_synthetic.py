@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.audio import audio_seconds, load_audio
 from birdclef.data.metadata import TAXONOMY_COLUMNS, TRAIN_COLUMNS
 from birdclef.data.synthetic import SynthSpec, generate
 from birdclef.data.synthetic.speech import WORDS, espeak_available, intro_text, render_speech
-from birdclef.errors import ConfigError
 from tests.conftest import TINY
 
 
@@ -139,7 +139,7 @@ def test_espeak_intros_are_real_speech_and_deterministic_per_seed():
 
 def test_an_espeak_failure_is_one_clear_error(monkeypatch):
     import birdclef.data.synthetic.speech as speech
-    from birdclef.errors import ConfigError
+    from birdclef.core.errors import ConfigError
 
     monkeypatch.setattr(speech, "ESPEAK", "false")  # a command that fails, as a broken install
     with pytest.raises(ConfigError, match="espeak-ng failed for synth voice 'en'"):

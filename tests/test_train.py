@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.core.errors import ConfigError
+from birdclef.core.metric import competition_score
 from birdclef.data.metadata import load_soundscape_labels
-from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
-from birdclef.modules.metrics import competition_score
 from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from birdclef.errors import ConfigError, user_error
+from birdclef.core.errors import ConfigError, user_error
 from birdclef.models.vae import ConvVAE
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule, elbo_terms

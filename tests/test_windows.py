@@ -1,13 +1,8 @@
 import numpy as np
 import pytest
 
-from birdclef.data.windows import (
-    cut_window,
-    recording_window_starts,
-    row_id,
-    soundscape_ends,
-    split_row_id,
-)
+from birdclef.core.rows import row_id, soundscape_ends, split_row_id
+from birdclef.data.windows import cut_window, recording_window_starts
 
 SR = 32000
 W = 5 * SR

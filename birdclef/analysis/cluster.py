@@ -20,7 +20,7 @@ from sklearn.cluster import DBSCAN, AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 LINKAGES = ("ward", "complete", "average", "single")
 METHODS = ("kmeans", *LINKAGES, "dbscan")

@@ -17,7 +17,7 @@ import torch
 from birdclef.analysis import eda, figures
 from birdclef.analysis.eda import SkipSection, markdown_table
 from birdclef.analysis.headers import characteristics
-from birdclef.errors import AudioError
+from birdclef.core.errors import AudioError
 
 
 @dataclass

@@ -29,10 +29,10 @@ import pandas as pd
 import torch  # imported before umap: umap may import tensorflow, which breaks a later torch import
 from torch.utils.data import DataLoader, Dataset
 
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import atomic_path
 from birdclef.data.cache import CachedFrames
 from birdclef.data.windows import recording_window_starts
-from birdclef.errors import ConfigError
-from birdclef.utils import atomic_path
 
 log = logging.getLogger(__name__)
 

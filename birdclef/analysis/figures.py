@@ -9,7 +9,7 @@ import io
 import os
 from collections.abc import Sequence
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 
 class MissingMatplotlib(ConfigError, ImportError):
@@ -33,7 +33,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from birdclef.utils import atomic_path  # noqa: E402
+from birdclef.core.io import atomic_path  # noqa: E402
 
 DPI = 80  # dots per inch of the written PNGs: small files, still legible
 COLORS = 128  # palette colours of the written PNGs

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdclef.errors import ConfigError
-from birdclef.modules.metrics import macro_auc
-from birdclef.report import HIDDEN_PREFIXES
-from birdclef.utils import atomic_path, write_csv
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import atomic_path, write_csv
+from birdclef.core.metric import macro_auc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB_NAME = "run"  # Hydra's job name when not set: the script's name (run.py)
 
+# Overrides that do not change a run's results: left out of run names and sweep tables.
+HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers", "rerun=")
 MAX_TAG = 64  # characters: W&B refuses longer tags
 TOP_PREDICTIONS = 3  # classes named under each spectrogram
 

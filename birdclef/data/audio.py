@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from birdclef.errors import AudioError
+from birdclef.core.errors import AudioError
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -54,7 +54,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) ->
     libsndfile's Vorbis encoder can crash on one very large write, so long
     signals go out in one-minute blocks.
     """
-    from birdclef.utils import atomic_path
+    from birdclef.core.io import atomic_path
 
     path = Path(path)
     block = 60 * sample_rate

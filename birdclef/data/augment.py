@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.frontend import POWER_FLOOR
-from birdclef.errors import ConfigError
 
 DB = 10.0  # dB per decade of power
 TARGET_FLOOR = 1e-8  # a target summing to less is treated as empty when renormalising

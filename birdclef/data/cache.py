@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import AudioError, ConfigError
+from birdclef.core.io import atomic_path, stable_hash, write_json
 from birdclef.data.audio import load_audio
-from birdclef.errors import AudioError, ConfigError
-from birdclef.utils import atomic_path, available_cpus, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 

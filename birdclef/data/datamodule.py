@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.cache import CachedFrames
 from birdclef.data.curation.apply import apply_filter
 from birdclef.data.datamodule_caches import DataModuleCaches
@@ -39,8 +41,6 @@ from birdclef.data.samplers import (
     class_balanced_sampler,
 )
 from birdclef.data.splits import check_folds, fold_split, grouped_split
-from birdclef.data.windows import SCORE_SECONDS
-from birdclef.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.soundscape_rows = solution[["row_id"]].reset_index(drop=True)
         return soundscape_rows(
             windows, solution, self.classes, len(self.output_names),
-            SCORE_SECONDS * self.frontend.sample_rate, self.frontend.finish,
+            ROW_SECONDS * self.frontend.sample_rate, self.frontend.finish,
         )  # fmt: skip
 
     # ---- loaders ------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ front end (a distillation teacher's) instead of the module's own.
 
 from __future__ import annotations
 
+from birdclef.core.errors import DataError
 from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.metadata import load_soundscape_labels
-from birdclef.errors import DataError
 
 
 class DataModuleCaches:

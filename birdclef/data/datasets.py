@@ -21,10 +21,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from birdclef.core.errors import DataError
+from birdclef.core.rows import grid_window_starts
 from birdclef.data.cache import CachedFrames
 from birdclef.data.labels import presence
-from birdclef.data.windows import grid_window_starts, recording_window_starts
-from birdclef.errors import DataError
+from birdclef.data.windows import recording_window_starts
 
 NO_PRIMARY = -1  # soundscape rows have no primary label
 CROPS = ("fixed", "random")

@@ -9,7 +9,7 @@ import logging
 
 import pandas as pd
 
-from birdclef.errors import ConfigError, DataError
+from birdclef.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

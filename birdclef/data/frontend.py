@@ -24,7 +24,7 @@ import torchaudio
 import torchaudio.functional as AF
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 POWER_FLOOR = 1e-10  # power below this is silence (-100 dB)
 SILENCE_DB = 10.0 * math.log10(POWER_FLOOR)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 NULL_CLASS = "null"
 

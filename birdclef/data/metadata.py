@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from birdclef.data.windows import split_row_id
-from birdclef.errors import DataError
+from birdclef.core.errors import DataError
+from birdclef.core.rows import split_row_id
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from birdclef.data.windows import SCORE_SECONDS, row_id
-from birdclef.errors import ConfigError, DataError
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.rows import ROW_SECONDS, row_id
 
 SILENT_RMS = 1e-4  # a window quieter than this (-80 dBFS RMS) holds no usable sound
 FADE_SECONDS = 0.01  # s, raised-cosine fade at each row's edges: no click where rows meet
@@ -60,10 +60,10 @@ class MixSpec:
             raise ConfigError(
                 f"task.n_soundscapes={self.n_soundscapes} and sample_rate must be >= 1."
             )
-        if self.soundscape_seconds < SCORE_SECONDS or self.soundscape_seconds % SCORE_SECONDS:
+        if self.soundscape_seconds < ROW_SECONDS or self.soundscape_seconds % ROW_SECONDS:
             raise ConfigError(
                 f"task.soundscape_seconds={self.soundscape_seconds} must be a positive multiple of "
-                f"the {SCORE_SECONDS}-s row."
+                f"the {ROW_SECONDS}-s row."
             )
         if not self.stem_prefix or not self.stem_prefix.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(
@@ -132,7 +132,7 @@ def plan_mixtures(
     low, high = spec.sources_per_window
     lines = []
     for stem in spec.stems:
-        for end in range(SCORE_SECONDS, spec.soundscape_seconds + 1, SCORE_SECONDS):
+        for end in range(ROW_SECONDS, spec.soundscape_seconds + 1, ROW_SECONDS):
             rid = row_id(stem, end)
             if background is not None:
                 back = background["row_id"].iloc[int(rng.integers(len(background)))]
@@ -189,7 +189,7 @@ def render_soundscape(
     its sources over silence, scaled to the first source's RMS. The whole soundscape is
     scaled down only if its peak would clip.
     """
-    window = SCORE_SECONDS * sample_rate
+    window = ROW_SECONDS * sample_rate
     audio = np.zeros(int(plan["end"].max()) * sample_rate, np.float64)
     for end, lines in plan.groupby("end", sort=True):
         back = lines.loc[lines["component"] == BACKGROUND, "source_row_id"]

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.rows import ROW_SECONDS, split_row_id
 from birdclef.data.cache import CachedFrames
 from birdclef.data.datasets import NO_PRIMARY, WindowDataset
 from birdclef.data.labels import NULL_CLASS
 from birdclef.data.pseudo_store import TEACHER, frames_info, read_frames
-from birdclef.data.windows import SCORE_SECONDS
-from birdclef.errors import ConfigError, DataError
-from birdclef.inference.rows import split_row_id
 
 PRESENT = 0.5  # a target above this counts as present in the item's truth
 SEED_STRIDE = 7_919  # keeps the pseudo draw apart from other draws seeded by `seed`
@@ -225,7 +224,7 @@ def pseudo_windows(
         )  # fmt: skip
         windows.weighted = weighted
         return windows
-    row = SCORE_SECONDS * rate
+    row = ROW_SECONDS * rate
     first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
     start = np.maximum(first, 0) // hop
     target = pseudo_targets(

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdclef.errors import DataError
-from birdclef.inference.rows import SCORE_SECONDS, row_id
+from birdclef.core.errors import DataError
+from birdclef.core.io import write_csv, write_json
+from birdclef.core.metric import macro_auc
+from birdclef.core.rows import ROW_SECONDS, row_id
 from birdclef.inference.submission import write_submission
-from birdclef.modules.metrics import macro_auc
-from birdclef.utils import write_csv, write_json
 
 FILES, LABELS, BAD, LOCK = "files", "pseudo_labels.csv", "bad_files.csv", ".lock"
 TEACHER, FRAMES = "teacher.json", ".frames.npy"  # FRAMES: the suffix of a file's frames
@@ -85,7 +85,7 @@ def merge(
                     f"{path} holds {rows.shape}, not [rows, {len(columns)}]; delete it."
                 )
             blocks.append(rows)
-            ids += [row_id(p.stem, (i + 1) * SCORE_SECONDS) for i in range(len(rows))]
+            ids += [row_id(p.stem, (i + 1) * ROW_SECONDS) for i in range(len(rows))]
             if frame_models:
                 per_row.add(frames_per_row(target, p.stem, len(rows), len(columns)))
     if len(per_row) > 1:
@@ -108,7 +108,7 @@ def merge(
     }
     if frame_models:
         info["frame_models"] = list(frame_models)
-        info["frame_seconds"] = SCORE_SECONDS / per_row.pop() if per_row else None
+        info["frame_seconds"] = ROW_SECONDS / per_row.pop() if per_row else None
     write_json(target / TEACHER, info)
     return frame
 

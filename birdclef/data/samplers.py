@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 SAMPLERS = ("random", "balanced")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 
 def grouped_split(

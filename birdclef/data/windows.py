@@ -5,14 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 # the scored row grid lives with the submission code, which must not import the data layer
-from birdclef.inference.rows import (  # noqa: F401  (re-exported)
-    ROW_TOLERANCE_SECONDS,
-    SCORE_SECONDS,
-    grid_window_starts,
-    row_id,
-    soundscape_ends,
-    split_row_id,
-)
 
 
 def recording_window_starts(n_samples: int, window: int) -> list[int]:

@@ -17,12 +17,11 @@ file's metadata and, for OpenVINO, in `model.json` beside `model.xml`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InferenceError
+from ..core.errors import InferenceError
 from .features import MEL_KINDS, LogMelFrames
 
 META_KEY = "birdclef"  # ONNX metadata key holding the model's description (JSON)
@@ -158,32 +157,3 @@ class OpenVinoModel(WindowModel):
         frames = np.ascontiguousarray(windows, dtype=np.float32)
         result = self.request.infer({"frames": frames})
         return self._split([result[out] for out in self.compiled.outputs])
-
-
-def load_model(path: str | os.PathLike, threads: int = 1, openvino_precision: str = "f32"):
-    """The model at `path`: `.onnx`, an OpenVINO folder or `.xml`, a project `.ckpt`, or the
-    `.json` description of a foreign model (Perch, ...)."""
-    path = Path(path)
-    if not path.exists():
-        raise InferenceError(f"model not found: {path}")
-    if path.suffix == ".onnx":
-        return OnnxModel(path, threads)
-    if path.suffix == ".xml" or (path.is_dir() and (path / "model.xml").is_file()):
-        return OpenVinoModel(path, threads, openvino_precision)
-    if path.suffix == ".json":  # a foreign model's description (birdclef.inference.foreign)
-        from .foreign import ForeignModel
-
-        return ForeignModel(path, threads)
-    if path.suffix == ".ckpt":
-        try:
-            from .torch_backend import TorchModel
-        except ImportError as err:
-            raise InferenceError(
-                f"{path} is a training checkpoint, which needs the birdclef project and torch; "
-                "export it (`task=export`) to run it without them."
-            ) from err
-        return TorchModel(path, threads)
-    raise InferenceError(
-        f"{path} is not a model this project can run: give a .ckpt checkpoint, an exported "
-        ".onnx file or an OpenVINO folder (model.xml)."
-    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import InferenceError
+from ..core.errors import InferenceError
 
 BLENDS = ("mean", "rank", "power")
 

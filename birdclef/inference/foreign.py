@@ -39,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.activations import activate as core_activate
+from ..core.errors import InferenceError
+from ..core.rows import ROW_SECONDS
 from .backends import META_FORMAT, WindowModel
-from .errors import InferenceError
 from .foreign_runners import OnnxRunner, SavedModelRunner
-from .rows import SCORE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,8 @@ def class_index(scientific: list[str], names: list[str]) -> list[list[int]]:
 
 
 def activate(logits: np.ndarray, activation: str) -> np.ndarray:
-    x = logits.astype(np.float64)
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    if activation == "softmax":
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return x
+    """Scores from the model's outputs; `none`: the outputs are already scores."""
+    return logits.astype(np.float64) if activation == "none" else core_activate(logits, activation)
 
 
 def fit_windows(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
@@ -218,7 +214,7 @@ class ForeignModel(WindowModel):
             "name": model.stem if model.suffix else model.name,
             "classes": classes,
             "frame_params": {"kind": WAVEFORM, "sample_rate": rate, "hop_length": 1},
-            "window_frames": SCORE_SECONDS * rate,
+            "window_frames": ROW_SECONDS * rate,
             "pad_value": 0.0,
             "outputs": ["scores"],
             "activation": desc["activation"],

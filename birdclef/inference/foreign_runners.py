@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InferenceError
+from ..core.errors import InferenceError
 
 SIGNATURE = "serving_default"  # the SavedModel signature a foreign model is called through
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InferenceError
+from ..core.errors import InferenceError
 
 
 def check_kernel(kernel) -> np.ndarray | None:

@@ -28,16 +28,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .backends import load_model
-from .errors import InferenceError
+from ..core.errors import InferenceError
+from ..core.rows import ROW_SECONDS, grid_window_starts
 from .features import cut_windows
-from .rows import (
-    SCORE_SECONDS,
-    frames_along_file,
-    grid_window_starts,
-    rows_from_windows,
-    window_starts,
-)
+from .loading import load_model
+from .rows import frames_along_file, rows_from_windows, window_starts
 
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
 DEFAULT_BAD_ROWS = 12  # rows given to a file whose length is unknown: one competition minute
@@ -125,7 +120,7 @@ class FilePredictor:
         except Exception as err:  # soundfile raises several types for corrupt files
             return FileScores(str(path), DEFAULT_BAD_ROWS, error=f"{type(err).__name__}: {err}")
         timing = {"decode": time.perf_counter() - tic, "frames": 0.0, "model": 0.0}
-        window = SCORE_SECONDS * self.sample_rate
+        window = ROW_SECONDS * self.sample_rate
         n_rows = len(grid_window_starts(len(wave), window, self.sample_rate))
         starts = window_starts(n_rows, self.stride_seconds)
         result = FileScores(str(path), n_rows, seconds=len(wave) / self.sample_rate, timing=timing)

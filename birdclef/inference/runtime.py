@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InferenceError
+from ..core.errors import InferenceError
 from .predict import FilePredictor, list_audio, predict_files
 from .submission import assemble, read_columns, validate, write_submission
 
@@ -105,7 +105,7 @@ def run(soundscapes, output, settings: dict, progress: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The bundle's command line: `python predict.py SOUNDSCAPES [--output submission.csv]`."""
-    here = Path(__file__).resolve().parents[1]  # the bundle: this package sits in it
+    here = Path(__file__).resolve().parents[2]  # the bundle: <bundle>/<package>/inference/
     parser = argparse.ArgumentParser(
         description="Write submission.csv for a folder of soundscapes."
     )

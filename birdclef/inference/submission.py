@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.errors import InferenceError
+from ..core.rows import ROW_SECONDS, row_id
 from .blend import blend
-from .errors import InferenceError
 from .postprocess import postprocess
 from .predict import FileScores
-from .rows import SCORE_SECONDS, row_id
 
 
 def read_columns(path: str | os.PathLike) -> list[str]:
@@ -93,13 +93,13 @@ def assemble(
     by_path = dict(zip([r.path for r in good], np.split(processed, lengths[1:-1]), strict=True))
     for r in results:
         stem = Path(r.path).stem
-        ids += [row_id(stem, (i + 1) * SCORE_SECONDS) for i in range(r.rows)]
+        ids += [row_id(stem, (i + 1) * ROW_SECONDS) for i in range(r.rows)]
         if r.error is not None:
             blocks.append(np.repeat(fill[None], r.rows, axis=0))
             issues.append({"file": r.path, "problem": r.error, "rows": "filled with class medians"})
         else:
             blocks.append(by_path[r.path])
-            if r.seconds < SCORE_SECONDS:
+            if r.seconds < ROW_SECONDS:
                 issues.append(
                     {"file": r.path, "problem": f"only {r.seconds:.2f} s", "rows": "scored, padded"}
                 )

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from birdclef.errors import ConfigError
-
+from ..core.errors import ConfigError, InferenceError
 from .blend import blend, check_weights
-from .errors import InferenceError
 from .predict import FilePredictor, FileScores
 
 log = logging.getLogger(__name__)

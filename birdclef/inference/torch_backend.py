@@ -14,12 +14,11 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from birdclef.modules.losses import activate
-
+from ..core.activations import activate
+from ..core.errors import InferenceError
+from ..core.rows import ROW_SECONDS
 from .backends import META_FORMAT, WindowModel
-from .errors import InferenceError
 from .features import MEL_KINDS
-from .rows import SCORE_SECONDS
 
 
 class WindowGraph(nn.Module):
@@ -67,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[WindowGraph, dict]:
     activation = instantiate(hp["loss"]).activation
     graph = WindowGraph(frontend, net, activation, len(classes)).eval()
     hop = int(frontend.hop_length)
-    window_frames = SCORE_SECONDS * int(frontend.sample_rate) // hop
+    window_frames = ROW_SECONDS * int(frontend.sample_rate) // hop
     meta = {
         "format": META_FORMAT,
         "name": path.parent.parent.name if path.parent.name == "checkpoints" else path.stem,

@@ -8,7 +8,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import build_input_norm, build_pool, conv_block
 
 

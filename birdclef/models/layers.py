@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 EPS = 1e-5
 

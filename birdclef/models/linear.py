@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import EPS
 
 

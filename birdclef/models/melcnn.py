@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import band_average, build_input_norm, build_pool, conv_block
 from birdclef.models.linear import RunningStandardize, band_statistics
 

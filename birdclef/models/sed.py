@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import build_input_norm
 from birdclef.models.timm_nets import check_common, drop_path
 from birdclef.models.weights import BACKBONE, classifier_names, create_backbone, load_weights

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.models.layers import Standardize
 
 STRIDE = 2  # each encoder block halves both axes; each decoder block doubles them

@@ -20,7 +20,7 @@ import torch
 from timm.models import adapt_input_conv
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

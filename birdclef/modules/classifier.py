@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.modules.losses import activate
+from birdclef.core.activations import activate
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 from birdclef.modules.rng import rng_states, set_rng_states
 from birdclef.modules.schedules import build_optimizers

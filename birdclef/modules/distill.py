@@ -37,10 +37,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from birdclef.errors import ConfigError
+from birdclef.core.activations import activate
+from birdclef.core.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.exported_teacher import ExportedTeacher
-from birdclef.modules.losses import activate
 
 
 class Distiller(Classifier):

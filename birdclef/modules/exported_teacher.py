@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from birdclef.core.errors import ConfigError, InferenceError
 from birdclef.data.frontend import MelFrontend
-from birdclef.errors import ConfigError
-from birdclef.inference.backends import META_KEY, OPENVINO_META, load_model, onnx_metadata
-from birdclef.inference.errors import InferenceError
+from birdclef.inference.backends import META_KEY, OPENVINO_META, onnx_metadata
 from birdclef.inference.features import MEL_KINDS
+from birdclef.inference.loading import load_model
 
 LOW = float(np.finfo(np.float32).tiny)  # smallest score read as a probability
 HIGH = 1.0 - float(np.finfo(np.float32).epsneg)  # largest float32 score below 1

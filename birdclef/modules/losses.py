@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 
 def weighted_mean(per_window: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -84,12 +84,3 @@ class FocalBCELoss(nn.Module):
         if self.alpha is not None:
             loss = loss * (self.alpha * target + (1 - self.alpha) * (1 - target))
         return weighted_mean(loss.mean(dim=-1), weight)
-
-
-def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Scores in [0, 1] from logits: softmax across outputs or sigmoid per output."""
-    if activation == "softmax":
-        return torch.softmax(logits.float(), dim=-1)
-    if activation == "sigmoid":
-        return torch.sigmoid(logits.float())
-    raise ConfigError(f"unknown activation {activation!r}; use 'softmax' or 'sigmoid'.")

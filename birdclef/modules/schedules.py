@@ -8,7 +8,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

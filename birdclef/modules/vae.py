@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 from birdclef.modules.classifier import _plain
 from birdclef.modules.schedules import build_optimizers
 

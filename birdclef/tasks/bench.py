@@ -25,8 +25,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_json, write_text
+from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
-from birdclef.errors import ConfigError
 from birdclef.inference.predict import (
     busy_seconds,
     list_audio,
@@ -34,14 +37,7 @@ from birdclef.inference.predict import (
     steady_realtime_factor,
 )
 from birdclef.inference.submission import assemble
-from birdclef.tasks.common import (
-    data_root,
-    output_dir,
-    predict_settings,
-    read_solution,
-    score_frames,
-)
-from birdclef.utils import available_cpus, write_json, write_text
+from birdclef.tasks.common import data_root, output_dir, predict_settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +91,7 @@ def run(cfg: DictConfig) -> dict:
             models, list_audio(root / "test_soundscapes"), 1, cores, s["stride_seconds"],
             s["sed_frames"], False, s["openvino_precision"],
         )  # fmt: skip
-        from birdclef.inference.backends import load_model
+        from birdclef.inference.loading import load_model
 
         classes = [load_model(m).classes for m in models]
         columns = [c for c in solution.columns if c != "row_id"]

@@ -2,8 +2,8 @@
 
     python run.py task=bundle "predict.models=[A.onnx,B_openvino]" bundle.output=DIR
 
-The folder holds `predict.py` (the command line), `birdclef_inference/` (a copy of
-`birdclef.inference` without its torch backend), `models/` (the exported models),
+The folder holds `predict.py` (the command line), `birdclef_runtime/` (copies of `birdclef.core` and
+`birdclef.inference`, without the backends that need torch or TensorFlow), `models/` (the exported models),
 `settings.json` (the `predict` group, model paths relative to the folder), the column
 order (`sample_submission.csv` or `taxonomy.csv`), `requirements.txt` and `README.md`
 (the texts of predict.py, requirements.txt and README.md: `birdclef.tasks.bundle_files`).
@@ -24,8 +24,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+import birdclef.core as core_package
 import birdclef.inference as inference_package
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import current_umask, write_json
 from birdclef.inference.backends import OPENVINO_META
 from birdclef.inference.blend import BLENDS, check_weights
 from birdclef.inference.postprocess import check_kernel
@@ -34,11 +36,10 @@ from birdclef.inference.runtime import settings_from
 from birdclef.inference.submission import align, read_columns
 from birdclef.tasks.bundle_files import OPTIONAL, PREDICT_PY, REQUIRED, readme, requirements
 from birdclef.tasks.common import output_dir, predict_settings
-from birdclef.utils import current_umask, write_json
 
 log = logging.getLogger(__name__)
 
-PACKAGE = "birdclef_inference"  # the copied package's name inside the bundle
+PACKAGE = "birdclef_runtime"  # the package inside the bundle: core/ and inference/
 LEFT_OUT = (
     "torch_backend.py",
     "foreign.py",
@@ -173,11 +174,17 @@ def check_imports(folder: Path) -> list[str]:
 
 def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path | None) -> dict:
     """Write every file of the bundle into `folder`; the settings as stored there."""
-    package = Path(inference_package.__file__).parent
     (folder / PACKAGE).mkdir()
-    for source in sorted(package.glob("*.py")):
-        if source.name not in LEFT_OUT:
-            shutil.copy2(source, folder / PACKAGE / source.name)
+    (folder / PACKAGE / "__init__.py").write_text(
+        '"""birdclef.core and birdclef.inference, copied."""\n'
+    )
+    for package in (core_package, inference_package):
+        source_dir = Path(package.__file__).parent
+        target = folder / PACKAGE / source_dir.name
+        target.mkdir()
+        for source in sorted(source_dir.glob("*.py")):
+            if source.name not in LEFT_OUT:
+                shutil.copy2(source, target / source.name)
     (folder / "models").mkdir()
     sources = settings["models"]
     stored = {

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":  # worker processes import this file again and must not rerun it
-    from birdclef_inference.runtime import main
+    from birdclef_runtime.inference.runtime import main
 
     raise SystemExit(main())
 '''

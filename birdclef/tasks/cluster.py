@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from birdclef.analysis import cluster as C
 from birdclef.analysis import figures
 from birdclef.analysis.eda import markdown_table, parse_list_loose
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.io import write_csv, write_json, write_text
 from birdclef.data.audio import audio_seconds, load_audio
-from birdclef.errors import ConfigError, DataError
 from birdclef.tasks.common import data_root, output_dir
 from birdclef.tasks.eda import load_inputs, spectral_frontends
-from birdclef.utils import write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 

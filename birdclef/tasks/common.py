@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.errors import ConfigError, DataError
-from birdclef.modules.metrics import macro_auc
-from birdclef.utils import available_cpus
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import ConfigError
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -59,36 +57,3 @@ def predict_settings(cfg: DictConfig, root: Path | None) -> dict:
         "workers": int(workers),
         "taxonomy": taxonomy,
     }
-
-
-def read_solution(path: Path) -> pd.DataFrame:
-    """A solution CSV: `row_id` and one 0/1 column per class (the competition's format)."""
-    if not path.is_file():
-        raise DataError(f"score.solution={path} not found; give a CSV of row_id + class columns.")
-    frame = pd.read_csv(path)
-    if "row_id" not in frame.columns:
-        raise DataError(
-            f"{path} has no row_id column; a solution is row_id + one column per class."
-        )
-    frame["row_id"] = frame["row_id"].astype(str)
-    return frame
-
-
-def score_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-    """The competition metric and a per-class table (positives, rows, AUC) of `submission`."""
-    from birdclef.modules.metrics import competition_score
-
-    try:
-        overall = competition_score(solution, submission)
-    except ValueError as err:
-        raise DataError(f"cannot score: {err}") from err
-    classes = [c for c in solution.columns if c != "row_id"]
-    sub = submission.set_index("row_id").loc[solution["row_id"], classes]
-    rows = []
-    for c in classes:
-        truth = solution[c].to_numpy()
-        positives = int((truth > 0).sum())
-        scored = 0 < positives < len(truth)
-        auc = macro_auc(truth[:, None], sub[c].to_numpy()[:, None]) if scored else float("nan")
-        rows.append({"class": c, "positives": positives, "rows": len(truth), "auc": auc})
-    return overall, pd.DataFrame(rows)

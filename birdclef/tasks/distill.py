@@ -42,8 +42,8 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from birdclef.core.errors import ConfigError
 from birdclef.data.datasets import teacher_window
-from birdclef.errors import ConfigError
 from birdclef.inference.foreign import is_saved_model
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller

@@ -16,11 +16,12 @@ from omegaconf import DictConfig
 from birdclef.analysis.eda import SkipSection
 from birdclef.analysis.eda_report import SECTIONS, Context
 from birdclef.analysis.headers import read_headers
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import DataError
+from birdclef.core.io import write_csv, write_json, write_text
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.metadata import read_csv
-from birdclef.errors import DataError
 from birdclef.tasks.common import data_root, output_dir
-from birdclef.utils import available_cpus, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from birdclef.analysis import embed as E
 from birdclef.analysis.embed import Windows, representation, select_windows
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_csv, write_json, write_text
 from birdclef.data.birdnet import BirdNETFrontend
 from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.metadata import load_metadata
-from birdclef.errors import ConfigError
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule
+from birdclef.runs.envelope import add_file_log, remove_file_log
 from birdclef.tasks.common import data_root, output_dir
-from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 

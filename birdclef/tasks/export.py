@@ -5,7 +5,7 @@
 Writes DIR/model_fp32.onnx, DIR/model_int8.onnx, DIR/openvino/ (model.xml, model.bin,
 model.json) and DIR/export.json. Each graph maps the raw dB frames of windows (`frames`,
 [B, features, window_frames]) to `scores` (and `frame_scores` for SED nets) and carries the
-checkpoint's description, so `birdclef.inference.backends.load_model` runs it without torch.
+checkpoint's description, so `birdclef.inference.loading.load_model` runs it without torch.
 fp32 and OpenVINO must match torch within `export.tolerance`; int8 is measured against fp32.
 """
 
@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.errors import ConfigError
-from birdclef.inference.backends import META_KEY, OPENVINO_META, OnnxModel, load_model
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import atomic_path, current_umask, write_json
+from birdclef.inference.backends import META_KEY, OPENVINO_META, OnnxModel
 from birdclef.inference.features import MEL_KINDS
+from birdclef.inference.loading import load_model
 from birdclef.inference.torch_backend import load_checkpoint
 from birdclef.tasks.common import data_root, output_dir
 from birdclef.tasks.export_int8 import (
@@ -36,7 +38,6 @@ from birdclef.tasks.export_int8 import (
     quantize_int8,
     sample_windows,
 )
-from birdclef.utils import atomic_path, current_umask, write_json
 
 log = logging.getLogger(__name__)
 

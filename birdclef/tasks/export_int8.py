@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from birdclef.core.errors import AudioError, ConfigError, DataError
 from birdclef.data.audio import load_audio
 from birdclef.data.metadata import load_metadata
-from birdclef.errors import AudioError, ConfigError, DataError
 from birdclef.inference.features import LogMelFrames, cut_windows
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.io import atomic_path, stable_hash, write_csv, write_json, write_text
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.audio import load_audio, write_audio
 from birdclef.data.metadata import find_soundscape_labels, load_metadata, load_soundscape_labels
 from birdclef.data.mixtures import (
@@ -37,9 +40,7 @@ from birdclef.data.mixtures import (
     rms,
     split_rows,
 )
-from birdclef.data.windows import SCORE_SECONDS, cut_window
-from birdclef.errors import ConfigError, DataError
-from birdclef.utils import atomic_path, stable_hash, write_csv, write_json, write_text
+from birdclef.data.windows import cut_window
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ AUDIO_DIR = "test_soundscapes"
 
 def load_windows(root: Path, labels: pd.DataFrame, sample_rate: int) -> dict[str, np.ndarray]:
     """Every labelled row's window [end - 5 s, end) of `root/test_soundscapes/<stem>.ogg`, by row id."""
-    window = SCORE_SECONDS * sample_rate
+    window = ROW_SECONDS * sample_rate
     windows = {}
     groups = labels.groupby("stem", sort=True)
     for stem, rows in tqdm(
@@ -182,9 +183,9 @@ Made by `python run.py task=mix task.source={source} task.output={output}` (bird
 with seed {spec["seed"]}; every setting is in `{SPEC}`. Train on the source's train_audio and
 score on these rows with `python run.py data.root={output}`.
 
-How: each {SCORE_SECONDS}-s row is one background window (a row of the source's soundscape labels
+How: each {ROW_SECONDS}-s row is one background window (a row of the source's soundscape labels
 with no species) plus {low} to {high} labelled windows (rows with a species), all cut from the
-source's test_soundscapes at [end - {SCORE_SECONDS} s, end). Each labelled window is scaled to an SNR
+source's test_soundscapes at [end - {ROW_SECONDS} s, end). Each labelled window is scaled to an SNR
 drawn uniformly from {spec["snr_db"]} dB: its RMS over the background window's RMS. Species are
 drawn evenly (not by their row counts) and each labelled window adds a species not yet in the
 row. Rows are faded in and out over {FADE_SECONDS * 1000:g} ms; a soundscape peaking above {PEAK} is

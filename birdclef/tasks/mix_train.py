@@ -26,6 +26,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from birdclef.core.errors import AudioError, DataError
+from birdclef.core.io import write_csv, write_json
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.audio import load_audio, write_audio
 from birdclef.data.metadata import load_metadata
 from birdclef.data.mixtures import (
@@ -35,10 +38,8 @@ from birdclef.data.mixtures import (
     render_soundscape,
     rms,
 )
-from birdclef.data.windows import SCORE_SECONDS, cut_window, recording_window_starts
-from birdclef.errors import AudioError, DataError
+from birdclef.data.windows import cut_window, recording_window_starts
 from birdclef.tasks.mix import COPIED, copy_files, folders, link_folder, output_state
-from birdclef.utils import write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def training_windows(meta, sample_rate: int) -> tuple[dict[str, np.ndarray], pd.
     A window's id is `<filename>@<start sample>`; its truth is its recording's primary label.
     Unreadable or silent windows are left out (and logged).
     """
-    size = SCORE_SECONDS * sample_rate
+    size = ROW_SECONDS * sample_rate
     windows, rows, bad = {}, [], []
     for filename, label in tqdm(
         zip(meta.train["filename"], meta.train["primary_label"], strict=True),

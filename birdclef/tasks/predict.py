@@ -13,16 +13,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from birdclef.core.io import write_csv, write_json
+from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.inference.runtime import run as run_predict
-from birdclef.tasks.common import (
-    data_root,
-    output_dir,
-    predict_settings,
-    read_solution,
-    score_frames,
-)
-from birdclef.utils import write_csv, write_json
+from birdclef.tasks.common import data_root, output_dir, predict_settings
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,10 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import ConfigError, DataError, InferenceError
+from birdclef.core.io import atomic_path, stable_hash, write_json, write_text
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.pseudo_store import (
     FILES,
     FRAMES,
@@ -68,22 +72,12 @@ from birdclef.data.pseudo_store import (
     truth_metrics,
     write_bad_list,
 )
-from birdclef.errors import ConfigError, DataError
 from birdclef.inference.blend import check_weights
-from birdclef.inference.errors import InferenceError
 from birdclef.inference.foreign import descriptions, write_descriptions
 from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, iter_predict_files
-from birdclef.inference.rows import SCORE_SECONDS
 from birdclef.inference.submission import align, read_columns
 from birdclef.inference.teacher import blend_covered, blend_frames, load_teacher, sed_models
 from birdclef.tasks.common import data_root, output_dir
-from birdclef.utils import (
-    atomic_path,
-    available_cpus,
-    stable_hash,
-    write_json,
-    write_text,
-)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +184,7 @@ def settings(t: DictConfig) -> dict:
         raise ConfigError(
             f"teacher.shard={t.shard} must be in [0, teacher.shards={t.shards}) and shards >= 1."
         )
-    if not 0 < float(t.stride_seconds) <= SCORE_SECONDS:
+    if not 0 < float(t.stride_seconds) <= ROW_SECONDS:
         raise ConfigError(f"teacher.stride_seconds={t.stride_seconds} must be in (0, 5].")
     for m in t.models:
         if not Path(m).exists():

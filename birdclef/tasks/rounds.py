@@ -43,14 +43,14 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_csv, write_json, write_text
 from birdclef.data.pseudo_store import LABELS
-from birdclef.errors import ConfigError
-from birdclef.jobs import METRICS, finished_metrics
+from birdclef.runs.jobs import METRICS, finished_metrics
 from birdclef.tasks import distill as distill_task
 from birdclef.tasks import pseudo_label
 from birdclef.tasks import train as train_task
 from birdclef.tasks.common import output_dir
-from birdclef.utils import write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 

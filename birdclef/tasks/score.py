@@ -11,15 +11,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.io import write_csv, write_json
+from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
-from birdclef.errors import ConfigError, DataError
-from birdclef.tasks.common import (
-    data_root,
-    output_dir,
-    read_solution,
-    score_frames,
-)
-from birdclef.utils import write_csv, write_json
+from birdclef.tasks.common import data_root, output_dir
 
 log = logging.getLogger(__name__)
 

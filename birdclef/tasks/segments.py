@@ -19,11 +19,11 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_csv, write_json
 from birdclef.data.curation.evaluate import precision_recall, segment_truth
 from birdclef.data.metadata import load_metadata
-from birdclef.errors import ConfigError
 from birdclef.tasks.common import data_root, output_dir
-from birdclef.utils import write_csv, write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from birdclef.analysis.callbacks import RunFigures
 from birdclef.analysis.runlog import finish
-from birdclef.callbacks import EpochTimer, RunFigures
+from birdclef.core.errors import ConfigError
+from birdclef.core.io import write_csv, write_json, write_text
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.curation.apply import REPORT_NAME
-from birdclef.data.windows import SCORE_SECONDS
-from birdclef.errors import ConfigError
-from birdclef.jobs import job_info
+from birdclef.models.timing import cpu_ms_per_window
+from birdclef.modules.callbacks import EpochTimer
 from birdclef.modules.classifier import Classifier
+from birdclef.runs.envelope import add_file_log, remove_file_log
+from birdclef.runs.jobs import job_info
 from birdclef.tasks.synth import synthetic_root
-from birdclef.timing import cpu_ms_per_window
-from birdclef.utils import add_file_log, remove_file_log, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ def run(
                     pd.concat([dm.soundscape_rows, scores], axis=1),
                 )
         if main_process:
-            window = SCORE_SECONDS * cfg.sample_rate
+            window = ROW_SECONDS * cfg.sample_rate
             metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(dm.frontend, module.net, window)
             metrics.update(job_info())  # timings above are shared with this many jobs
             write_json(out / "metrics.json", metrics)

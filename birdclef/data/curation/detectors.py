@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdclef.errors import ConfigError
-from birdclef.inference.errors import InferenceError
+from birdclef.core.errors import ConfigError, InferenceError
 from birdclef.inference.foreign_runners import import_tensorflow as tensorflow_on_threads
 
 log = logging.getLogger(__name__)

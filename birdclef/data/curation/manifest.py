@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import AudioError, ConfigError
+from birdclef.core.io import stable_hash, write_json
 from birdclef.data.audio import load_audio
 from birdclef.data.cache import file_stamp
 from birdclef.data.curation.detectors import DETECTOR_RATE
 from birdclef.data.windows import recording_window_starts
-from birdclef.errors import AudioError, ConfigError
-from birdclef.utils import available_cpus, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import logging
 import numpy as np
 import pandas as pd
 
+from birdclef.core.errors import ConfigError, DataError
 from birdclef.data.curation.detectors import SileroVad, YamnetDetector
 from birdclef.data.curation.manifest import SegmentManifest
 from birdclef.data.filters import RatingFilter
-from birdclef.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

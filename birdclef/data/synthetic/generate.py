@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from birdclef.core.io import stable_hash, write_csv, write_json
+from birdclef.core.rows import ROW_SECONDS, row_id
 from birdclef.data.audio import write_audio
 from birdclef.data.synthetic.calls import TAXA, draw_voiceprint
 from birdclef.data.synthetic.render import render_recording, render_soundscape
 from birdclef.data.synthetic.spec import SynthSpec, plan_classes, plan_recordings
 from birdclef.data.synthetic.speech import espeak_available
-from birdclef.data.windows import SCORE_SECONDS, row_id
-from birdclef.utils import stable_hash, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _write_dataset(root: Path, spec: SynthSpec, workers: int | None) -> None:
             jobs.append({"kind": "soundscape", "stem": stem, "species": species, "split": split,
                          "path": str(root / f"{split}_soundscapes" / f"{stem}.ogg"),
                          "seed": [spec.seed, 2 if split == "train" else 3, i], "sample_rate": spec.sample_rate,
-                         "seconds": spec.soundscape_seconds, "window_seconds": SCORE_SECONDS,
+                         "seconds": spec.soundscape_seconds, "window_seconds": ROW_SECONDS,
                          "snr_db": spec.soundscape_snr_db, "voiceprints": {s: prints[s] for s in species}})  # fmt: skip
 
     workers = os.cpu_count() if workers is None else workers
@@ -190,7 +190,7 @@ def _window_truth(
     stems: list[str], events: list[dict], classes: list[str], spec: SynthSpec
 ) -> pd.DataFrame:
     """One row per 5-s window; a class is present where one of its calls was placed."""
-    ends = list(range(SCORE_SECONDS, spec.soundscape_seconds + 1, SCORE_SECONDS))
+    ends = list(range(ROW_SECONDS, spec.soundscape_seconds + 1, ROW_SECONDS))
     rows = [row_id(stem, end) for stem in stems for end in ends]
     truth = pd.DataFrame(0, index=rows, columns=classes, dtype=np.int64)
     for e in events:

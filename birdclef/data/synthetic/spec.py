@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from birdclef.core.errors import ConfigError
+from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.synthetic.calls import TAXA
-from birdclef.data.windows import SCORE_SECONDS
-from birdclef.errors import ConfigError
 
 COLLECTIONS = ("XC", "iNat", "CSA")
 VOICES = ("formant", "espeak")
@@ -91,10 +91,10 @@ class SynthSpec:
             raise ConfigError(
                 f"synth.taxon_mix keys must be among {TAXA} with non-negative shares."
             )
-        if self.soundscape_seconds % SCORE_SECONDS:
+        if self.soundscape_seconds % ROW_SECONDS:
             raise ConfigError(
                 f"synth.soundscape_seconds={self.soundscape_seconds} must be a multiple of the "
-                f"{SCORE_SECONDS}-s scored rows."
+                f"{ROW_SECONDS}-s scored rows."
             )
         if self.voice not in VOICES:
             raise ConfigError(f"synth.voice={self.voice!r} must be one of {VOICES}.")

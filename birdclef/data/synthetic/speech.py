@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from birdclef.errors import ConfigError
+from birdclef.core.errors import ConfigError
 
 ESPEAK = "espeak-ng"
 VOICES = {"en": ("en", "en-us", "en-gb-scotland"), "es": ("es", "es-419")}

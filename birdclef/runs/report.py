@@ -1,12 +1,12 @@
 """Collect the `metrics.json` of runs (a sweep's folder, or several) into one markdown table.
 
-    python -m birdclef.report multirun/2026-11-27/10-00-00
-    python -m birdclef.report outputs/a outputs/b --out results.md --sort test/soundscape_auc
-    python -m birdclef.report multirun/voice_drop --mean-over seed --rare 2
+    python -m birdclef.runs.report multirun/2026-11-27/10-00-00
+    python -m birdclef.runs.report outputs/a outputs/b --out results.md --sort test/soundscape_auc
+    python -m birdclef.runs.report multirun/voice_drop --mean-over seed --rare 2
 Each run is named by the command-line overrides (Hydra's `.hydra/overrides.yaml`) in
 which it differs from the other runs, leaving out paths and hydra settings; the
 overrides all runs share are printed once above the table. Jobs that failed (a
-`failed.txt` and no `metrics.json`, see birdclef.jobs) are listed below it.
+`failed.txt` and no `metrics.json`, see birdclef.runs.jobs) are listed below it.
 
 `--rare K` adds the mean per-class AUC of the classes with at most K recordings (from each
 run's `per_class_auc.csv` and `split.csv`); `--mean-over seed` merges the runs that differ
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from birdclef.errors import DataError
-from birdclef.jobs import FAILED, METRICS
-from birdclef.utils import write_text
+from birdclef.analysis.runlog import HIDDEN_PREFIXES
+from birdclef.core.errors import DataError
+from birdclef.core.io import write_text
+from birdclef.runs.jobs import FAILED, METRICS
 
 COLUMNS = {
     "test/soundscape_auc": ("soundscape AUC", "{:.3f}"),
@@ -37,13 +38,12 @@ COLUMNS = {
     "model/params": ("params (M)", "{:.2f}"),
     "infer/cpu_ms_per_window": ("CPU ms / 5-s window", "{:.1f}"),
 }
-# Shown only when some run has them (sweeps since birdclef.jobs.job_info): what timings depend on.
+# Shown only when some run has them (sweeps since birdclef.runs.jobs.job_info): what timings depend on.
 JOB_COLUMNS = {
     "job/cpus": ("CPUs", "{:.0f}"),
     "job/concurrent_jobs": ("jobs at once", "{:.0f}"),
 }
 # Overrides that do not change results (after Hydra's +/++/~ prefix), left out of run names.
-HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers", "rerun=")
 RARE = "test/rare_class_auc"  # --rare: added to each run's metrics
 PER_CLASS, SPLIT = "per_class_auc.csv", "split.csv"  # written by every training run
 

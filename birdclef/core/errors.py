@@ -1,6 +1,6 @@
 """User-facing errors: one clear message that names the thing and the fix."""
 
-from birdclef.inference.errors import InferenceError
+from __future__ import annotations
 
 
 class BirdclefError(Exception):
@@ -22,7 +22,11 @@ class AudioError(DataError):
     """An audio file cannot be decoded or holds no usable samples."""
 
 
-def user_error(err: BaseException | None) -> BirdclefError | InferenceError | None:
+class InferenceError(BirdclefError, ValueError):
+    """A model, folder or setting the submission cannot use; the message names it and the fix."""
+
+
+def user_error(err: BaseException | None) -> BirdclefError | None:
     """The BirdclefError behind `err`: itself, or one it was raised `from`.
 
     Only explicit causes are followed (Hydra's instantiate wraps errors with
@@ -31,7 +35,7 @@ def user_error(err: BaseException | None) -> BirdclefError | InferenceError | No
     not a user error, and keeps its traceback.
     """
     while err is not None:
-        if isinstance(err, BirdclefError | InferenceError):
+        if isinstance(err, BirdclefError):
             return err
         err = err.__cause__
     return None

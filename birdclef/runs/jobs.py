@@ -21,15 +21,16 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from birdclef.errors import user_error
-from birdclef.utils import available_cpus, write_text
+from birdclef.core.cpus import CPUS_ENV, available_cpus
+from birdclef.core.errors import user_error
+from birdclef.core.io import write_text
 
 log = logging.getLogger(__name__)
 
 FAILED = "failed.txt"  # a failed job's message and traceback, in its folder
 METRICS = "metrics.json"
 CONFIG = "config.yaml"  # the resolved config, written by the task
-CPUS_ENV = "BIRDCLEF_CPUS"  # read by birdclef.utils.available_cpus
+
 CONCURRENT_ENV = "BIRDCLEF_CONCURRENT_JOBS"  # jobs of one sweep running at once on this machine
 # Keys that differ between two runs of the same experiment without changing its results.
 VOLATILE_KEYS = ("paths.output_dir", "rerun", "data.cache_workers")
@@ -64,7 +65,7 @@ def torch_default_threads() -> int:
 
     Read once, before the first job of this process changes it; a share never gets more.
     """
-    import torch  # here, so that birdclef.report does not load torch
+    import torch  # here, so that birdclef.runs.report does not load torch
 
     return torch.get_num_threads()
 
@@ -204,7 +205,7 @@ class SweepCallback(Callback):
         sweep = Path(str(config.hydra.sweep.dir))
         failed = sorted(p.parent for p in sweep.rglob(FAILED))
         finished = sorted(p.parent for p in sweep.rglob(METRICS))
-        report = f"table: python -m birdclef.report {sweep}"
+        report = f"table: python -m birdclef.runs.report {sweep}"
         if not failed:
             log.info("%d job(s) finished; %s", len(finished), report)
             return
