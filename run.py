@@ -10,7 +10,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from birdclef.core.errors import user_error
-from birdclef.runs.jobs import in_multirun, run_sweep_job, start_job, write_config
+from birdclef.runs.jobs import in_multirun, run_sweep_job, start_job
 
 log = logging.getLogger("birdclef")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -39,7 +39,6 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run_sweep_job(cfg, run_task)
     else:
         try:
-            write_config(cfg)
             metrics = run_task(cfg)
         except Exception as err:
             cause = user_error(err)

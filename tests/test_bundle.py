@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from birdclef.core.errors import ConfigError
-from birdclef.tasks.bundle import check_imports
+from birdclef.inference.bundle import check_imports
 from tests.conftest import compose_cfg
 
 BLOCKED = ("birdclef", "torch", "lightning", "hydra", "omegaconf")  # what a bundle must not need
@@ -241,7 +241,7 @@ def test_import_check_names_forbidden_imports(tmp_path):
 
 
 def test_failed_bundle_leaves_nothing(tiny_root, onnx_model, tmp_path, monkeypatch):
-    from birdclef.tasks import bundle
+    from birdclef.inference import bundle
 
     monkeypatch.setattr(bundle, "ALLOWED_IMPORTS", bundle.ALLOWED_IMPORTS - {"soundfile"})
     with pytest.raises(

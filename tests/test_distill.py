@@ -255,7 +255,7 @@ def test_exported_teacher_teaches_its_checkpoints_targets(
 ):
     if name == "openvino" and not HAS_OPENVINO:
         pytest.skip("openvino is not installed")
-    from birdclef.tasks.export_int8 import sample_windows
+    from birdclef.models.quantize import sample_windows
 
     ckpt = Classifier.from_checkpoint(tiny_checkpoint)
     teacher = ExportedTeacher.load(exported / name)

@@ -16,8 +16,8 @@ from birdclef.inference.backends import OnnxModel
 from birdclef.inference.loading import load_model
 from birdclef.inference.runtime import predict_folder
 from birdclef.models.layers import PCEN
+from birdclef.models.quantize import sample_windows
 from birdclef.tasks.export import run
-from birdclef.tasks.export_int8 import sample_windows
 from tests.conftest import compose_cfg
 
 TOLERANCE = 1e-4  # export.tolerance's default: |score difference| fp32 / OpenVINO vs torch

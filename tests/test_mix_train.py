@@ -19,7 +19,7 @@ N = 2  # soundscapes
 def mix_train(source: Path, output: Path, *overrides: str) -> dict:
     cfg = compose_cfg(
         "task=mix_train", f"task.source={source}", f"task.output={output}", f"task.n_soundscapes={N}",
-        *overrides, tmp=output.parent,
+        *overrides, tmp=output.parent / f"{output.name}_run",  # the run folder is not the output
     )  # fmt: skip
     return run(cfg)
 

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from birdclef.core.errors import ConfigError, DataError
+from birdclef.data.folders import load_windows
 from birdclef.data.metadata import find_soundscape_labels, load_metadata, load_soundscape_labels
 from birdclef.data.mixtures import (
     BACKGROUND,
@@ -23,7 +24,7 @@ from birdclef.data.mixtures import (
     render_soundscape,
     rms,
 )
-from birdclef.tasks.mix import load_windows, run
+from birdclef.tasks.mix import run
 from tests.conftest import ROOT, SR, compose_cfg
 
 N = 2  # soundscapes per test folder
@@ -33,7 +34,7 @@ ENDS = list(range(5, 61, 5))  # s, the 12 rows of a 60-s soundscape
 def mix(source: Path, output: Path, *overrides: str) -> dict:
     cfg = compose_cfg(
         "task=mix", f"task.source={source}", f"task.output={output}", f"task.n_soundscapes={N}",
-        *overrides, tmp=output.parent,
+        *overrides, tmp=output.parent / f"{output.name}_run",  # the run folder is not the output
     )  # fmt: skip
     return run(cfg)
 

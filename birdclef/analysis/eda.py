@@ -5,9 +5,13 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from birdclef.data.frontend import MelFrontend, MfccFrontend
+from birdclef.data.metadata import read_csv
 
 BIN_SECONDS = 10.0  # s, width of the bins of the modal duration (the study's "modal 10-s bin")
 NO_TYPE = "(no type)"
@@ -171,3 +175,38 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g", index: bool = Fal
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body])
+
+
+AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+GROUPS = {  # report name -> folder under the data root
+    "labelled": "train_audio",
+    "unlabelled": "train_soundscapes",
+    "test": "test_soundscapes",
+}
+MEL_KEYS = ("n_mels", "n_fft", "hop_length", "f_min", "f_max", "top_db")
+
+
+def spectral_frontends(frontend, sample_rate: int, n_mfcc: int):
+    """A log-mel and an MFCC front end with the run's mel settings where it has them
+    (frontend=mel or mfcc), the project defaults otherwise (frontend=birdnet)."""
+    kwargs = {k: frontend[k] for k in MEL_KEYS if k in frontend}
+    n_mfcc = int(frontend.get("n_mfcc", n_mfcc))
+    return MelFrontend(sample_rate, **kwargs), MfccFrontend(sample_rate, n_mfcc=n_mfcc, **kwargs)
+
+
+def audio_files(root: Path, folder: str) -> list[Path]:
+    where = root / folder
+    if not where.is_dir():
+        return []
+    return sorted(p for p in where.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def load_inputs(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """train.csv as text (any columns) and the taxonomy's classes (empty if absent)."""
+    train = read_csv(root / "train.csv", (), "train.csv")  # any columns: sections check theirs
+    classes: list[str] = []
+    taxonomy = root / "taxonomy.csv"
+    if taxonomy.is_file():
+        tax = read_csv(taxonomy, (), "taxonomy.csv")
+        classes = tax["primary_label"].str.strip().tolist() if "primary_label" in tax else []
+    return train, classes

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.errors import InferenceError
+from ..core.cpus import available_cpus
+from ..core.errors import ConfigError, InferenceError
 from .predict import FilePredictor, list_audio, predict_files
 from .submission import assemble, read_columns, validate, write_submission
 
@@ -43,11 +44,7 @@ def settings_from(values: dict) -> dict:
         )
     out = {**DEFAULTS, **values}
     if out["workers"] is None:  # all the CPUs this process may use
-        out["workers"] = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        out["workers"] = available_cpus()
     for key in ("workers", "threads"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise InferenceError(f"predict.{key}={out[key]!r} must be a whole number >= 1.")
@@ -56,6 +53,43 @@ def settings_from(values: dict) -> dict:
             "no models given: set predict.models=[<.ckpt|.onnx|openvino folder>, ...]."
         )
     return out
+
+
+def settings_from_group(p, root: Path | None) -> dict:
+    """The plain settings `predict_folder` takes, from the `predict` config group `p` (any mapping).
+
+    The column order defaults to `root`'s sample_submission.csv / taxonomy.csv.
+    """
+    if not p.models:
+        raise ConfigError(
+            'predict.models is empty: give "predict.models=[<run>/checkpoints/best.ckpt]" '
+            "(checkpoints, exported .onnx files or OpenVINO folders)."
+        )
+    post = p.postprocess
+    workers = p.workers if p.workers is not None else available_cpus()
+    kernel = post["smooth_kernel"]
+    taxonomy = p.taxonomy
+    if (
+        taxonomy is None
+        and root is not None
+        and any((root / n).is_file() for n in ("sample_submission.csv", "taxonomy.csv"))
+    ):
+        taxonomy = str(root)
+    return {
+        "models": [str(m) for m in p.models],
+        "weights": None if p.weights is None else [float(w) for w in p.weights],
+        "blend": p.blend,
+        "power": float(p.power),
+        "stride_seconds": float(p.stride_seconds),
+        "sed_frames": bool(p.sed_frames),
+        "topk": None if post["topk"] is None else int(post["topk"]),
+        "topk_power": float(post["topk_power"]),
+        "smooth_kernel": None if kernel is None else [float(k) for k in kernel],
+        "openvino_precision": str(p.openvino_precision),
+        "threads": int(p.threads),
+        "workers": int(workers),
+        "taxonomy": taxonomy,
+    }
 
 
 def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: bool = True):

@@ -24,12 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from birdclef.core.cpus import CPUS_ENV, available_cpus
 from birdclef.core.errors import user_error
 from birdclef.core.io import write_text
+from birdclef.runs.envelope import CONFIG, METRICS
 
 log = logging.getLogger(__name__)
 
 FAILED = "failed.txt"  # a failed job's message and traceback, in its folder
-METRICS = "metrics.json"
-CONFIG = "config.yaml"  # the resolved config, written by the task
 
 CONCURRENT_ENV = "BIRDCLEF_CONCURRENT_JOBS"  # jobs of one sweep running at once on this machine
 # Keys that differ between two runs of the same experiment without changing its results.
@@ -128,13 +127,6 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
     return json.loads(metrics.read_text())
 
 
-def write_config(cfg: DictConfig) -> Path:
-    """`<output_dir>/config.yaml`, the resolved config, for every task (the sweep skip reads it)."""
-    path = Path(cfg.paths.output_dir) / CONFIG
-    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
-    return path
-
-
 def record_failure(out: Path, err: Exception) -> Path:
     """Write `out/failed.txt` (one-line reason, then the traceback) and log it."""
     cause = user_error(err)
@@ -166,7 +158,6 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], Any]) -> Any:
     for stale in (METRICS, FAILED):  # a new attempt: nothing of an older one may remain
         (out / stale).unlink(missing_ok=True)
     try:
-        write_config(cfg)
         return task(cfg)
     except Exception as err:
         record_failure(out, err)

@@ -27,17 +27,19 @@ from omegaconf import DictConfig
 
 from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import write_json, write_text
+from birdclef.core.io import write_text
 from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
+from birdclef.data.root import data_root
 from birdclef.inference.predict import (
     busy_seconds,
     list_audio,
     predict_files,
     steady_realtime_factor,
 )
+from birdclef.inference.runtime import settings_from_group
 from birdclef.inference.submission import assemble
-from birdclef.tasks.common import data_root, output_dir, predict_settings
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,12 @@ def _name(path: str) -> str:
     return f"{p.parent.name}/{p.name}"
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     b = cfg.bench
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     root = data_root(cfg)
-    s = predict_settings(cfg, root)
+    s = settings_from_group(cfg.predict, root)
     cores = available_cpus()
     folder = Path(b.soundscapes) if b.soundscapes else root / "test_soundscapes"
     files = list_audio(folder)[: b.files] if b.files else list_audio(folder)
@@ -145,7 +148,6 @@ def run(cfg: DictConfig) -> dict:
         "bench/best_projected_minutes": float(best["projected min"].iloc[0]) if len(best) else float("nan"),
         "bench/max_x_real_time": float(table["x real time"].max()),
     }  # fmt: skip
-    write_json(out / "metrics.json", metrics)
     log.info("\n%s", markdown)
     return metrics
 

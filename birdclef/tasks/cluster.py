@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 
 from birdclef.analysis import cluster as C
 from birdclef.analysis import figures
-from birdclef.analysis.eda import markdown_table, parse_list_loose
+from birdclef.analysis.eda import load_inputs, markdown_table, parse_list_loose, spectral_frontends
 from birdclef.core.errors import ConfigError, DataError
-from birdclef.core.io import write_csv, write_json, write_text
+from birdclef.core.io import write_csv, write_text
 from birdclef.data.audio import audio_seconds, load_audio
-from birdclef.tasks.common import data_root, output_dir
-from birdclef.tasks.eda import load_inputs, spectral_frontends
+from birdclef.data.root import data_root
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def settings_grid(s) -> list[tuple[str, str, str]]:
     return grid
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     s = cfg.clustering
@@ -84,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
         raise DataError(
             f"data.root={root} does not exist; point it at a competition-layout folder."
         )
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     train, _ = load_inputs(root)
     for column in ("filename", "primary_label"):
         if column not in train:
@@ -140,7 +141,6 @@ def run(cfg: DictConfig) -> dict:
     if rows:
         metrics.update(write_tables(pd.DataFrame(rows), out, s))
     metrics["cluster/seconds"] = time.perf_counter() - started
-    write_json(out / "metrics.json", metrics)
     log.info(
         "clustered %d recording(s) into %s (%.1f s)", len(names), out, metrics["cluster/seconds"]
     )

@@ -49,7 +49,8 @@ from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
 from birdclef.modules.exported_teacher import ExportedTeacher, is_exported
 from birdclef.modules.exported_teacher import run_folders as exported_run_folders
-from birdclef.tasks.train import run as train
+from birdclef.runs.envelope import task
+from birdclef.tasks.train import train
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def check_augment(cfg: DictConfig) -> None:
         )
 
 
+@task
 def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
     """Distil `teacher.models` into the `model=` student; the metrics of `birdclef.tasks.train.run`."""
     paths = teacher_paths(cfg)

@@ -8,58 +8,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig
 
-from birdclef.analysis.eda import SkipSection
+from birdclef.analysis.eda import GROUPS, SkipSection, audio_files, load_inputs, spectral_frontends
 from birdclef.analysis.eda_report import SECTIONS, Context
 from birdclef.analysis.headers import read_headers
 from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import DataError
-from birdclef.core.io import write_csv, write_json, write_text
-from birdclef.data.frontend import MelFrontend, MfccFrontend
-from birdclef.data.metadata import read_csv
-from birdclef.tasks.common import data_root, output_dir
+from birdclef.core.io import write_csv, write_text
+from birdclef.data.root import data_root
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
-GROUPS = {  # report name -> folder under the data root
-    "labelled": "train_audio",
-    "unlabelled": "train_soundscapes",
-    "test": "test_soundscapes",
-}
-MEL_KEYS = ("n_mels", "n_fft", "hop_length", "f_min", "f_max", "top_db")
 
-
-def spectral_frontends(frontend: DictConfig, sample_rate: int, n_mfcc: int):
-    """A log-mel and an MFCC front end with the run's mel settings where it has them
-    (frontend=mel or mfcc), the project defaults otherwise (frontend=birdnet)."""
-    kwargs = {k: frontend[k] for k in MEL_KEYS if k in frontend}
-    n_mfcc = int(frontend.get("n_mfcc", n_mfcc))
-    return MelFrontend(sample_rate, **kwargs), MfccFrontend(sample_rate, n_mfcc=n_mfcc, **kwargs)
-
-
-def audio_files(root: Path, folder: str) -> list[Path]:
-    where = root / folder
-    if not where.is_dir():
-        return []
-    return sorted(p for p in where.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-
-
-def load_inputs(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """train.csv as text (any columns) and the taxonomy's classes (empty if absent)."""
-    train = read_csv(root / "train.csv", (), "train.csv")  # any columns: sections check theirs
-    classes: list[str] = []
-    taxonomy = root / "taxonomy.csv"
-    if taxonomy.is_file():
-        tax = read_csv(taxonomy, (), "taxonomy.csv")
-        classes = tax["primary_label"].str.strip().tolist() if "primary_label" in tax else []
-    return train, classes
-
-
+@task
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     root = data_root(cfg)
@@ -69,7 +33,7 @@ def run(cfg: DictConfig) -> dict:
             "(train.csv, train_audio/), or leave it null for the built-in synthetic dataset."
         )
     settings = cfg.eda
-    out = output_dir(cfg) / settings.report_dir
+    out = run_dir(cfg) / settings.report_dir
     train, classes = load_inputs(root)
     if "filename" in train:
         labelled = [root / "train_audio" / f for f in train["filename"].str.strip()]
@@ -107,7 +71,6 @@ def run(cfg: DictConfig) -> dict:
     ctx.numbers["eda/section_seconds"] = time.perf_counter() - t0
     ctx.numbers["eda/seconds"] = time.perf_counter() - started
     write_text(out / "report.md", "\n".join(parts))
-    write_json(output_dir(cfg) / "metrics.json", ctx.numbers)
     log.info("EDA report: %s (%.1f s)", out / "report.md", ctx.numbers["eda/seconds"])
     return ctx.numbers
 

@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 from birdclef.analysis import embed as E
 from birdclef.analysis.embed import Windows, representation, select_windows
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import write_csv, write_json, write_text
+from birdclef.core.io import write_csv, write_text
 from birdclef.data.birdnet import BirdNETFrontend
 from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.metadata import load_metadata
+from birdclef.data.root import data_root
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule
-from birdclef.runs.envelope import add_file_log, remove_file_log
-from birdclef.tasks.common import data_root, output_dir
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,10 @@ def skip_reason(name: str, cfg: DictConfig) -> str | None:
     return None
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     """Score every representation; returns `embed/<name>/knn_accuracy`, `.../silhouette`, ..."""
-    out = output_dir(cfg)
-    handler = add_file_log(out)
-    try:
-        return _run(cfg, out)
-    finally:
-        remove_file_log(handler)
+    return _run(cfg, run_dir(cfg))
 
 
 def _run(cfg: DictConfig, out: Path) -> dict:
@@ -243,7 +239,6 @@ def _run(cfg: DictConfig, out: Path) -> dict:
         + notes(cfg, items, metrics["embed/chance"], skipped, unread)
     )
     write_text(out / "representations.md", text)
-    write_json(out / "metrics.json", metrics)
     log.info("embed: representations by kNN accuracy\n%s\noutputs: %s", text, out)
     return metrics
 

@@ -26,18 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from birdclef.core.errors import ConfigError
 from birdclef.core.io import atomic_path, current_umask, write_json
+from birdclef.data.root import data_root
 from birdclef.inference.backends import META_KEY, OPENVINO_META, OnnxModel
 from birdclef.inference.features import MEL_KINDS
 from birdclef.inference.loading import load_model
 from birdclef.inference.torch_backend import load_checkpoint
-from birdclef.tasks.common import data_root, output_dir
-from birdclef.tasks.export_int8 import (
-    METHODS,
-    differences,
-    outputs,
-    quantize_int8,
-    sample_windows,
-)
+from birdclef.models.quantize import METHODS, differences, outputs, quantize_int8, sample_windows
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +40,12 @@ FP32_FILE, INT8_FILE, OPENVINO_DIR = "model_fp32.onnx", "model_int8.onnx", "open
 OPENVINO_CHOICES = ("auto", True, False)
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     e = cfg.export
     ckpt = _checked_settings(e)
     want_openvino = _want_openvino(e.openvino)
-    folder = Path(e.output) if e.output else output_dir(cfg) / "export"
+    folder = Path(e.output) if e.output else run_dir(cfg) / "export"
     folder.mkdir(parents=True, exist_ok=True)
     graph, meta = load_checkpoint(ckpt)
     kind = meta["frame_params"].get("kind")
@@ -88,7 +84,6 @@ def run(cfg: DictConfig) -> dict:
     settings = OmegaConf.to_container(e, resolve=True)
     report = {"model": str(ckpt), "files": files, "metrics": metrics, "settings": settings}
     write_json(folder / "export.json", {**report, "meta": meta})
-    write_json(output_dir(cfg) / "metrics.json", metrics)
     log.info("export: %s", _summary(metrics, folder))
     return metrics
 

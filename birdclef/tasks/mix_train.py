@@ -30,6 +30,7 @@ from birdclef.core.errors import AudioError, DataError
 from birdclef.core.io import write_csv, write_json
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.audio import load_audio, write_audio
+from birdclef.data.folders import COPIED, copy_files, folders, link_folder, output_state
 from birdclef.data.metadata import load_metadata
 from birdclef.data.mixtures import (
     SILENT_RMS,
@@ -39,7 +40,7 @@ from birdclef.data.mixtures import (
     rms,
 )
 from birdclef.data.windows import cut_window, recording_window_starts
-from birdclef.tasks.mix import COPIED, copy_files, folders, link_folder, output_state
+from birdclef.runs.envelope import task
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def link_source(source: Path, output: Path) -> None:
             link_folder(source, output, name)
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     task = cfg.task
     spec, source, output = folders(cfg, "_train")

@@ -16,18 +16,21 @@ from omegaconf import DictConfig
 from birdclef.core.io import write_csv, write_json
 from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
+from birdclef.data.root import data_root
 from birdclef.inference.runtime import run as run_predict
-from birdclef.tasks.common import data_root, output_dir, predict_settings
+from birdclef.inference.runtime import settings_from_group
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
 
+@task
 def run(cfg: DictConfig) -> dict:
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     root = data_root(cfg) if cfg.predict.soundscapes is None or cfg.data.root is not None else None
     folder = Path(cfg.predict.soundscapes) if cfg.predict.soundscapes else root / "test_soundscapes"
     output = Path(cfg.predict.output) if cfg.predict.output else out / "submission.csv"
-    settings = predict_settings(cfg, root)
+    settings = settings_from_group(cfg.predict, root)
     report = run_predict(folder, output, settings, progress=True)
     for issue in report["bad_files"]:
         log.warning("%s: %s (%s)", issue["file"], issue["problem"], issue["rows"])
@@ -46,7 +49,6 @@ def run(cfg: DictConfig) -> dict:
         metrics["predict/soundscape_auc"] = overall
         write_csv(out / "per_class_auc.csv", per_class)
     write_json(out / "predict_report.json", {**report, "settings": settings})
-    write_json(out / "metrics.json", metrics)
     log.info(
         "wrote %s (%d rows, %d files, %.0fx real time)",
         output,

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from birdclef.core.cpus import available_cpus
@@ -72,12 +72,13 @@ from birdclef.data.pseudo_store import (
     truth_metrics,
     write_bad_list,
 )
+from birdclef.data.root import data_root
 from birdclef.inference.blend import check_weights
 from birdclef.inference.foreign import descriptions, write_descriptions
 from birdclef.inference.predict import AUDIO_SUFFIXES, FilePredictor, iter_predict_files
 from birdclef.inference.submission import align, read_columns
 from birdclef.inference.teacher import blend_covered, blend_frames, load_teacher, sed_models
-from birdclef.tasks.common import data_root, output_dir
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ BLENDS = ("mean", "power")  # row-by-row blends; see the module docstring for ra
 FOREIGN = "foreign"  # the target's folder of foreign model descriptions (inference.foreign)
 
 
+@task
 def run(cfg: DictConfig, planned: dict | None = None) -> dict:
     """Score this shard's files not yet done; merge when all are; metrics of what is covered.
 
@@ -93,8 +95,7 @@ def run(cfg: DictConfig, planned: dict | None = None) -> dict:
     models are not read twice.
     """
     tic = time.perf_counter()
-    out = output_dir(cfg)
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    out = run_dir(cfg)
     p = planned if planned is not None else plan(cfg)
     s, root, folder, target, columns = (
         p[k] for k in ("settings", "root", "folder", "target", "columns")
@@ -134,7 +135,6 @@ def run(cfg: DictConfig, planned: dict | None = None) -> dict:
     if frame is not None and labelled and (root / TRUTH).is_file():
         metrics.update(truth_metrics(pd.read_csv(root / TRUTH), frame, columns))
     metrics["pseudo/seconds"] = time.perf_counter() - tic
-    write_json(out / "metrics.json", metrics)
     write_json(out / "pseudo_label.json", {"output": str(target), "key": p["key"], **metrics})
     log.info("pseudo-labels in %s: %s", target, metrics)
     return metrics

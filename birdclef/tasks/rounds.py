@@ -44,13 +44,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import write_csv, write_json, write_text
+from birdclef.core.io import write_csv
 from birdclef.data.pseudo_store import LABELS
+from birdclef.runs.envelope import run_dir, task
 from birdclef.runs.jobs import METRICS, finished_metrics
 from birdclef.tasks import distill as distill_task
 from birdclef.tasks import pseudo_label
 from birdclef.tasks import train as train_task
-from birdclef.tasks.common import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,14 @@ COLUMNS = (
 )  # fmt: skip
 
 
+@task
 def run(cfg: DictConfig) -> dict:
     """Rounds 0..k (see the module docstring); metrics of the last round and a per-round table."""
     k = check(cfg)
     distilled = bool(cfg.rounds.get("distill", False))
     if distilled:  # before round 0 trains, not when round 1 starts
         distill_task.check_augment(cfg)
-    out = output_dir(cfg)
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    out = run_dir(cfg)
     table, teacher = [], None
     for r in range(k + 1):
         folder = out / f"round_{r}"
@@ -109,7 +109,6 @@ def run(cfg: DictConfig) -> dict:
         "rounds/supervised_test_auc": table[0]["test/soundscape_auc"],
         "rounds": table,
     }
-    write_json(out / METRICS, metrics)
     log.info("rounds (%s):\n%s", out, frame.drop(columns=["folder", "pseudo_labels"]).to_string())
     return metrics
 

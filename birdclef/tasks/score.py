@@ -12,16 +12,18 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError, DataError
-from birdclef.core.io import write_csv, write_json
+from birdclef.core.io import write_csv
 from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
-from birdclef.tasks.common import data_root, output_dir
+from birdclef.data.root import data_root
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
 
+@task
 def run(cfg: DictConfig) -> dict:
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     if not cfg.predict.output:
         raise ConfigError("task=score needs predict.output=<submission.csv> to score.")
     submission_path = Path(cfg.predict.output)
@@ -46,7 +48,6 @@ def run(cfg: DictConfig) -> dict:
         "score/classes": len(scored),
         "score/rows": int(per_class["rows"].iloc[0]),
     }
-    write_json(out / "metrics.json", metrics)
     log.info(
         "competition score %.4f over %d classes; worst: %s",
         overall,

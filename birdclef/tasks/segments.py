@@ -20,10 +20,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import write_csv, write_json
+from birdclef.core.io import write_csv
 from birdclef.data.curation.evaluate import precision_recall, segment_truth
 from birdclef.data.metadata import load_metadata
-from birdclef.tasks.common import data_root, output_dir
+from birdclef.data.root import data_root
+from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def _seconds(frame: pd.DataFrame, rate: int) -> pd.DataFrame:
     return out
 
 
+@task
 def run(cfg: DictConfig) -> dict:
-    root, out = data_root(cfg), output_dir(cfg)
+    root, out = data_root(cfg), run_dir(cfg)
     row_filter = instantiate(cfg.filter)
     if not hasattr(row_filter, "manifests"):
         raise ConfigError(
@@ -77,7 +79,6 @@ def run(cfg: DictConfig) -> dict:
         for file in list(dict.fromkeys(speech["file"]))[: cfg.task.examples]:
             times = ", ".join(f"{a:g}-{b:g} s" for a, b in speech.loc[speech["file"] == file, ["start", "end"]].to_numpy())  # fmt: skip
             log.info("%s flags speech in %s: %s", name, file, times)
-    write_json(out / "metrics.json", metrics)
     log.info(
         "segments of %s:\n%s", root,
         "\n".join(f"  {k:>28}: {v:.4g}" for k, v in metrics.items() if not np.isnan(v)),

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
-from birdclef.data.synthetic import SynthSpec, ensure_synthetic
+from birdclef.data.root import synthetic_root
+from birdclef.runs.envelope import task
 
 log = logging.getLogger(__name__)
 
 
-def synthetic_root(cfg: DictConfig) -> Path:
-    """The folder of the dataset described by `cfg.synth`, generated if absent."""
-    return ensure_synthetic(cfg.paths.data_dir, SynthSpec.from_config(cfg.synth))
-
-
+@task
 def run(cfg: DictConfig) -> dict:
     root = synthetic_root(cfg)
     train = pd.read_csv(root / "train.csv", dtype=str)

@@ -9,21 +9,20 @@ import lightning as L
 import pandas as pd
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.analysis.callbacks import RunFigures
 from birdclef.analysis.runlog import finish
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import write_csv, write_json, write_text
+from birdclef.core.io import write_csv
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.curation.apply import REPORT_NAME
+from birdclef.data.root import synthetic_root
 from birdclef.models.timing import cpu_ms_per_window
 from birdclef.modules.callbacks import EpochTimer
 from birdclef.modules.classifier import Classifier
-from birdclef.runs.envelope import add_file_log, remove_file_log
+from birdclef.runs.envelope import main_process, run_dir, task
 from birdclef.runs.jobs import job_info
-from birdclef.tasks.synth import synthetic_root
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +96,14 @@ def write_data_files(dm, out: Path) -> None:
         write_csv(out / REPORT_NAME, dm.filter_report)
 
 
-def run(
+def train(
     cfg: DictConfig,
     module_factory=Classifier,
     teacher_frontend=None,
     extra_metrics=None,
     teacher_trained_on=None,
 ) -> dict[str, float]:
-    """Train as `cfg` says; returns the metrics also written to `<output_dir>/metrics.json`.
+    """Train as `cfg` says; returns the metrics (`run` also writes them to `metrics.json`).
 
     `val/*` and `test/*` are those of the best checkpoint (by `monitor`); `train/loss`
     is the last epoch's. Other tasks reuse this loop (task=distill): `module_factory`
@@ -112,82 +111,79 @@ def run(
     `teacher_frontend` and `teacher_trained_on` go to the DataModule, and `extra_metrics`
     (a dict) joins the metrics.
     """
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    main_process = rank_zero_only.rank == 0  # DDP re-runs this function in every process
-    handler = add_file_log(out) if main_process else None
-    try:
-        if main_process:
-            write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} is not a file; give a run's checkpoints/last.ckpt."
+    out = run_dir(cfg)
+    main = main_process()  # DDP re-runs this function in every process
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is not a file; give a run's checkpoints/last.ckpt."
+        )
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    augment = instantiate(cfg.augment)
+    dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
+    check_log_mel(dm.frontend, augment, cfg.model)
+    dm.prepare_data()
+    dm.setup("fit")
+    if main:
+        write_data_files(dm, out)
+    module = module_factory(
+        cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
+        augment=augment, frontend=cfg.frontend,
+    )  # fmt: skip
+    (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()
+    extra = [instantiate(c) for c in cfg.callbacks.values() if c]
+    figures = RunFigures(out, OmegaConf.to_container(cfg, resolve=True))
+    trainer = instantiate(
+        cfg.trainer, callbacks=[checkpoint, last, timer, figures, *extra],
+        logger=instantiate(cfg.logger),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    best = checkpoint.best_model_path or None
+    evaluated = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
+    metrics.update({k: float(v) for k, v in evaluated.items()})
+    metrics["train/epoch_seconds"] = timer.median
+    metrics["train/epochs"] = float(trainer.current_epoch)
+    metrics.update(extra_metrics or {})
+    metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
+    if dm.test_set is not None:
+        tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in tested.items()})
+        if main:
+            scores = pd.DataFrame(module.test_scores, columns=dm.classes)
+            write_csv(
+                out / "soundscape_predictions.csv", pd.concat([dm.soundscape_rows, scores], axis=1)
             )
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        augment = instantiate(cfg.augment)
-        dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
-        if not getattr(dm.frontend, "log_mel_image", False):
-            wrong = []  # (what needs log-mel images, its fix)
-            if augment.active:
-                wrong.append(("the augment (it mixes and masks log-mel images)", "augment=none"))
-            if cfg.model.get("input_norm") == "pcen":
-                wrong.append(
-                    (
-                        "model.input_norm=pcen (it normalises log-mel power)",
-                        "model.input_norm=dataset",
-                    )
-                )
-            if wrong:
-                raise ConfigError(
-                    f"{' and '.join(w for w, _ in wrong)} need log-mel features, but frontend="
-                    f"{type(dm.frontend).__name__} gives other features (MFCCs or embeddings); "
-                    f"use {' '.join(f for _, f in wrong)} with it."
-                )
-        dm.prepare_data()
-        dm.setup("fit")
-        if main_process:
-            write_data_files(dm, out)
-        module = module_factory(
-            cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
-            augment=augment, frontend=cfg.frontend,
-        )  # fmt: skip
-        (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()
-        extra = [instantiate(c) for c in cfg.callbacks.values() if c]
-        figures = RunFigures(out, OmegaConf.to_container(cfg, resolve=True))
-        trainer = instantiate(
-            cfg.trainer, callbacks=[checkpoint, last, timer, figures, *extra],
-            logger=instantiate(cfg.logger),
-        )  # fmt: skip
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-        metrics = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
-        }
-        best = checkpoint.best_model_path or None
-        evaluated = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
-        metrics.update({k: float(v) for k, v in evaluated.items()})
-        metrics["train/epoch_seconds"] = timer.median
-        metrics["train/epochs"] = float(trainer.current_epoch)
-        metrics.update(extra_metrics or {})
-        metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
-        if dm.test_set is not None:
-            tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
-            metrics.update({k: float(v) for k, v in tested.items()})
-            if main_process:
-                scores = pd.DataFrame(module.test_scores, columns=dm.classes)
-                write_csv(
-                    out / "soundscape_predictions.csv",
-                    pd.concat([dm.soundscape_rows, scores], axis=1),
-                )
-        if main_process:
-            window = ROW_SECONDS * cfg.sample_rate
-            metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(dm.frontend, module.net, window)
-            metrics.update(job_info())  # timings above are shared with this many jobs
-            write_json(out / "metrics.json", metrics)
-            log.info(summary(metrics, out, best))
-        finish(trainer.logger, metrics)
-        return metrics
-    finally:
-        remove_file_log(handler)
+    if main:
+        window_samples = ROW_SECONDS * cfg.sample_rate
+        metrics["infer/cpu_ms_per_window"] = cpu_ms_per_window(
+            dm.frontend, module.net, window_samples
+        )
+        metrics.update(job_info())  # timings above are shared with this many jobs
+        log.info(summary(metrics, out, best))
+    finish(trainer.logger, metrics)
+    return metrics
+
+
+run = task(train)
+
+
+def check_log_mel(frontend, augment, model: DictConfig) -> None:
+    """Refuse what needs log-mel images (mixing augments, PCEN) on other features."""
+    if getattr(frontend, "log_mel_image", False):
+        return
+    wrong = []  # (what needs log-mel images, its fix)
+    if augment.active:
+        wrong.append(("the augment (it mixes and masks log-mel images)", "augment=none"))
+    if model.get("input_norm") == "pcen":
+        wrong.append(
+            ("model.input_norm=pcen (it normalises log-mel power)", "model.input_norm=dataset")
+        )
+    if wrong:
+        raise ConfigError(
+            f"{' and '.join(w for w, _ in wrong)} need log-mel features, but frontend="
+            f"{type(frontend).__name__} gives other features (MFCCs or embeddings); "
+            f"use {' '.join(f for _, f in wrong)} with it."
+        )
 
 
 def summary(metrics: dict[str, float], out: Path, best: str | None) -> str:
