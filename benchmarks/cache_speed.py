@@ -163,4 +163,4 @@ def measure(args, root, meta, files, audio_s, frontend) -> tuple[dict, str]:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main)

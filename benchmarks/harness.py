@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from birdclef.core.cpus import available_cpus
+from birdclef.core.errors import user_error
 from birdclef.core.io import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"  # git-ignored
@@ -56,6 +57,16 @@ def parser(
     if threads is not None:
         p.add_argument("--threads", type=int, default=threads, help="torch and BLAS threads")
     return p
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Call a script's `main`; an error the user can fix ends in its message, not a traceback."""
+    try:
+        main()
+    except Exception as err:
+        if (cause := user_error(err)) is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None
 
 
 @contextlib.contextmanager
