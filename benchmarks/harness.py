@@ -42,12 +42,13 @@ def parser(
     threads: int | None = None,
     out_flags: Sequence[str] = ("--out",),
 ) -> argparse.ArgumentParser:
-    """The common options: `--out` always, `--repeats`, `--warmup`, `--threads` where given a default."""
+    """The common options: `--out` (or `out_flags`) always; `--repeats`, `--warmup`, `--threads` if given."""
     p = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    dest = out_flags[0].lstrip("-").replace("-", "_")
     p.add_argument(
-        *out_flags, dest="out", type=Path, default=RESULTS / f"{Path(script).stem}.md",
+        *out_flags, dest=dest, type=Path, default=RESULTS / f"{Path(script).stem}.md",
         help="the results: this path's .md (the table) and .json (all numbers, the machine)",
     )  # fmt: skip
     if repeats is not None:
