@@ -10,25 +10,24 @@ Compares ways to feed 5-s training windows, in one process, side by side:
 
     python benchmarks/cache_speed.py                     # real_xc if present, else synthetic
     python benchmarks/cache_speed.py --root /path/to/birdclef-2025 --reads 3000
-Reads run warm (files in the page cache), in random order, repeated --repeats times;
-the table gives medians and the ratio to decoding on the fly.
+Reads run warm (files in the page cache), each pass in a fresh random order; the readers
+take turns (interleaved), --warmup untimed passes then --repeats timed ones each. The
+table gives medians and the ratio to decoding on the fly.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import soundfile as sf
 import torch
 
+from birdclef.core.cpus import available_cpus
 from birdclef.data.audio import audio_seconds, load_audio
 from birdclef.data.cache import FrameCache
 from birdclef.data.frontend import MelFrontend
@@ -38,55 +37,58 @@ from birdclef.data.windows import cut_window, recording_window_starts
 
 HERE = Path(__file__).resolve().parent
 REAL_XC = HERE.parent.parent / "shared" / "data" / "real_xc"
+SAMPLE_RATE = 32000  # Hz
+WINDOW_SECONDS = 5  # s
+SLOW_SHARE, SLOW_MIN = 10, 50  # seek and decode read a tenth of --reads (at least 50) per pass
 
 
-def build_speed(meta, frontend, workers: int, files: list[str]) -> tuple[float, float, Path]:
+def build_speed(meta, frontend, workers: int, files: list[str]) -> tuple[float, object, Path]:
     out = Path(tempfile.mkdtemp(prefix="cachebench-"))
     cache = FrameCache(out, frontend, workers=workers)
-    start = time.perf_counter()
-    frames = cache.build(
-        [meta.audio_path(f) for f in files], files, [f.split("/")[0] for f in files]
-    )
-    seconds = time.perf_counter() - start
+    paths, groups = [meta.audio_path(f) for f in files], [f.split("/")[0] for f in files]
+    seconds, frames = harness.time_call(lambda: cache.build(paths, files, groups))
     return seconds, frames, out
 
 
-def read_rate(read_one, n: int, repeats: int, rng) -> float:
-    rates = []
-    for _ in range(repeats):
-        order = rng.permutation(n)
-        start = time.perf_counter()
-        for i in order:
+def reading_pass(read_one, n: int, rng):
+    """One timed call: read `n` windows in a fresh random order."""
+
+    def run() -> None:
+        for i in rng.permutation(n):
             read_one(int(i))
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+
+    return run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = harness.parser(__doc__, __file__, repeats=5, warmup=1, threads=1,
+                            out_flags=("--out", "--json"))  # fmt: skip
     parser.add_argument(
         "--root", type=Path, default=REAL_XC if (REAL_XC / "train.csv").is_file() else None
     )
     parser.add_argument("--reads", type=int, default=1500, help="windows read per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "cache_speed.json")
     args = parser.parse_args()
     root = args.root or ensure_synthetic(HERE.parent / "data", SynthSpec())
     meta = load_metadata(root)
     files = meta.train["filename"].drop_duplicates().tolist()
     audio_s = sum(audio_seconds(meta.audio_path(f)) for f in files)
-    frontend = MelFrontend(32000)
-    torch.set_num_threads(1)  # a DataLoader worker's view: one core per reader
+    frontend = MelFrontend(SAMPLE_RATE)
+    with harness.cpu_share(args.threads):  # a DataLoader worker's view: one core per reader
+        results, table = measure(args, root, meta, files, audio_s, frontend)
+        lines = [f"data: {root} ({len(files)} files, {audio_s / 3600:.2f} h, {results['windows']} "
+                 f"windows, {results['cache_mb']:.0f} MB cached)"]  # fmt: skip
+        for key in sorted(k for k in results if k.startswith("build_")):
+            lines.append(
+                f"cache build, {key.split('_')[3]} worker(s): {results[key]:.0f}x real time"
+            )
+        harness.report(args.out, "\n".join(lines) + "\n\n" + table, results)
 
-    results = {
-        "root": str(root),
-        "files": len(files),
-        "audio_hours": audio_s / 3600,
-        "cores": os.cpu_count(),
-    }
-    for workers in sorted({1, os.cpu_count() or 1}):
+
+def measure(args, root, meta, files, audio_s, frontend) -> tuple[dict, str]:
+    """Build the cache with 1 worker and with this process's CPUs, then time the readers."""
+    results = {"root": str(root), "files": len(files), "audio_hours": audio_s / 3600,
+               "cores": os.cpu_count()}  # fmt: skip
+    for workers in sorted({1, available_cpus()}):
         seconds, frames, out = build_speed(meta, frontend, workers, files)
         results[f"build_x_realtime_{workers}_workers"] = audio_s / seconds
         if workers != 1:
@@ -94,7 +96,7 @@ def main() -> None:
         else:
             keep, keep_dir = frames, out
     frames = keep
-    window = 5 * 32000
+    window = WINDOW_SECONDS * SAMPLE_RATE
     n_frames = window // frontend.hop_length
     fixed = [  # (recording, start sample) of every window of the study's rule
         (i, s)
@@ -121,11 +123,9 @@ def main() -> None:
         return cut(i, s // frontend.hop_length)
 
     pt_dir = keep_dir / "pt"
-
-    def write_pt_files():
-        pt_dir.mkdir()
-        for k, (i, s) in enumerate(fixed):
-            torch.save(cut(i, s // frontend.hop_length), pt_dir / f"{k}.pt")
+    pt_dir.mkdir()
+    for k, (i, s) in enumerate(fixed):
+        torch.save(cut(i, s // frontend.hop_length), pt_dir / f"{k}.pt")
 
     def from_pt(k):
         return torch.load(pt_dir / f"{k % len(fixed)}.pt", weights_only=True)
@@ -142,35 +142,25 @@ def main() -> None:
         k %= len(fixed)
         with torch.inference_mode():
             return frontend(
-                torch.from_numpy(cut_window(load_audio(paths[k], 32000), starts[k], window))
+                torch.from_numpy(cut_window(load_audio(paths[k], SAMPLE_RATE), starts[k], window))
             )
 
     rng = np.random.default_rng(0)
-    n = args.reads
-    rates = {
-        "random": read_rate(from_random, n, args.repeats, rng),
-        "fixed": read_rate(from_fixed, n, args.repeats, rng),
-    }
-    write_pt_files()
-    rates |= {
-        "pt": read_rate(from_pt, n, args.repeats, rng),
-        "seek": read_rate(seek, max(50, n // 10), args.repeats, rng),
-        "decode": read_rate(decode, max(50, n // 10), args.repeats, rng),
-    }
-    results["reads_per_s"] = rates
+    reads = {"random": args.reads, "fixed": args.reads, "pt": args.reads}
+    reads |= dict.fromkeys(("seek", "decode"), max(SLOW_MIN, args.reads // SLOW_SHARE))
+    readers = {"random": from_random, "fixed": from_fixed, "pt": from_pt, "seek": seek,
+               "decode": decode}  # fmt: skip
+    passes = {name: reading_pass(fn, reads[name], rng) for name, fn in readers.items()}
+    times = harness.interleave(passes, args.repeats, args.warmup)
     shutil.rmtree(keep_dir)
-
-    print(
-        f"\ndata: {root} ({len(files)} files, {audio_s / 3600:.2f} h, {len(fixed)} windows, {results['cache_mb']:.0f} MB cached)"
-    )
-    for key in sorted(k for k in results if k.startswith("build_")):
-        print(f"cache build, {key.split('_')[3]} worker(s): {results[key]:.0f}x real time")
-    print("| reader | windows/s (median) | vs decode |\n|---|---:|---:|")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:,.0f} | {rate / rates['decode']:.0f}x |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    stats = harness.compare(times, "decode", per=reads)
+    rates = {name: 1 / s["median"] for name, s in stats.items()}
+    results |= {"reads_per_s": rates, "seconds_per_read": stats}
+    rows = [
+        (name, f"{rate:,.0f}", f"{1 / stats[name]['ratio']:.0f}x") for name, rate in rates.items()
+    ]
+    return results, harness.markdown_table(["reader", "windows/s (median)", "vs decode"], rows)
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main)

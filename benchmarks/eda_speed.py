@@ -6,6 +6,10 @@ descriptors, collections and ratings, and audio files that are symbolic links to
 Ogg files (cycled). Then times task=eda on it and on real_xc itself.
 
     BIRDCLEF_CPUS=1 python benchmarks/eda_speed.py [--root ../shared/data/real_xc]
+    python benchmarks/eda_speed.py --clips 200 --soundscapes 50   # a quick check
+
+Prints a Markdown table (seconds per part of the report) and writes it with all numbers to
+`--results` (.md and .json); `--out` keeps the two reports.
 
 The links make every header read hit the page cache: the numbers are the CPU cost of the
 report, not a cold disk's seek time (add that for a first run on a network disk).
@@ -13,19 +17,18 @@ report, not a cold disk's seek time (add that for a first run on a network disk)
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REAL_XC = HERE.parent.parent / "shared" / "data" / "real_xc"
 CLIPS, SOUNDSCAPES, CLASSES, TYPES = 28_564, 9_726, 206, 587  # the competition's counts
+KEYS = ("eda/files", "eda/header_seconds", "eda/section_seconds", "wall_seconds")
 
 
 def full_size_folder(real: Path, dest: Path, clips: int, soundscapes: int, seed: int = 0) -> Path:
@@ -70,43 +73,44 @@ def time_eda(root: Path, tmp: Path) -> dict:
     with initialize_config_dir(config_dir=str(HERE.parent / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"data.root={root}", f"paths.output_dir={tmp}",
                                            f"paths.data_dir={tmp / 'data'}", "task=eda"])  # fmt: skip
-    start = time.perf_counter()
-    metrics = run(cfg)
-    metrics["wall_seconds"] = time.perf_counter() - start
-    return metrics
+    seconds, metrics = harness.time_call(lambda: run(cfg))
+    return {k: metrics[k] for k in KEYS[:-1]} | {"wall_seconds": seconds}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, __file__, out_flags=("--results",))
     parser.add_argument("--root", type=Path, default=REAL_XC)
     parser.add_argument("--clips", type=int, default=CLIPS)
     parser.add_argument("--soundscapes", type=int, default=SOUNDSCAPES)
     parser.add_argument("--out", type=Path, help="keep the two reports here (default: deleted)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, harness.cpu_share():
         tmp = args.out or Path(scratch)
         small = time_eda(args.root, tmp / "small")
-        t0 = time.perf_counter()
-        big_root = full_size_folder(args.root, tmp / "full", args.clips, args.soundscapes)
-        build = time.perf_counter() - t0
+        build, big_root = harness.time_call(
+            lambda: full_size_folder(args.root, tmp / "full", args.clips, args.soundscapes)
+        )
         big = time_eda(big_root, tmp / "big")
-    per_file = small["eda/header_seconds"] / small["eda/files"]
-    total = args.clips + args.soundscapes
-    result = {
-        "cpus": os.environ.get("BIRDCLEF_CPUS", "all"),
-        "real_xc": {
-            k: small[k]
-            for k in ("eda/files", "eda/header_seconds", "eda/section_seconds", "wall_seconds")
-        },  # fmt: skip
-        "linear_projection_seconds": per_file * total + small["eda/section_seconds"],
-        "full_size": {
-            k: big[k]
-            for k in ("eda/files", "eda/header_seconds", "eda/section_seconds", "wall_seconds")
-        },  # fmt: skip
-        "full_size_folder_build_seconds": build,
-    }
-    print(json.dumps(result, indent=2))
+        per_file = small["eda/header_seconds"] / small["eda/files"]
+        total = args.clips + args.soundscapes
+        result = {
+            "cpus": os.environ.get("BIRDCLEF_CPUS", "all"),
+            "real_xc": small,
+            "linear_projection_seconds": per_file * total + small["eda/section_seconds"],
+            "full_size": big,
+            "full_size_folder_build_seconds": build,
+        }
+        rows = [
+            (name, f"{r['eda/files']:,}", f"{r['eda/header_seconds']:.2f} s",
+             f"{r['eda/section_seconds']:.1f} s", f"{r['wall_seconds']:.1f} s")
+            for name, r in (("real_xc", small), ("full competition size", big))
+        ]  # fmt: skip
+        text = harness.markdown_table(
+            ["data", "files", "header reads", "other sections", "task total"], rows
+        ) + (f"\n\nlinear projection from real_xc: {result['linear_projection_seconds']:.1f} s; "
+             f"full-size folder built in {build:.2f} s")  # fmt: skip
+        harness.report(args.results, text, result)
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main)

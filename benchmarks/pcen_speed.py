@@ -1,6 +1,6 @@
 """CPU time per window of the default MelCNN by input norm, in torch eager and onnxruntime.
 
-    python benchmarks/pcen_speed.py [--classes 206] [--batch 12] [--repeats 15]
+    python benchmarks/pcen_speed.py [--classes 206] [--batch 12] [--repeats 15] [--out PATH]
 
 The default net (`conf/model/melcnn.yaml`, 206 classes) on random 5-s log-mel windows of
 the default front end (128 mels x 320 frames), one thread, batches of 12 (a file's
@@ -13,14 +13,12 @@ ratio to `dataset`. Also reports the largest difference between the two PCEN for
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import tempfile
-import time
 import warnings
+from functools import partial
 from pathlib import Path
 
+import harness
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -28,6 +26,9 @@ from hydra.utils import instantiate
 from birdclef.models.layers import PCEN
 
 ROOT = Path(__file__).resolve().parent.parent
+N_MELS, N_FRAMES = 128, 320  # the default front end's 5-s window
+DB_MEAN, DB_SPREAD = -55, 12  # dB: random windows in about the front end's range on field audio
+MS = 1000  # ms per s
 
 
 def conv_forward(self: PCEN, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,9 @@ def build(input_norm: str, classes: int, conv: bool) -> torch.nn.Module:
     return net
 
 
-def onnx_session(net: torch.nn.Module, example: torch.Tensor, folder: Path, name: str):
+def onnx_session(
+    net: torch.nn.Module, example: torch.Tensor, folder: Path, name: str, threads: int
+):
     import onnxruntime as ort
 
     path = folder / f"{name}.onnx"
@@ -62,61 +65,66 @@ def onnx_session(net: torch.nn.Module, example: torch.Tensor, folder: Path, name
             dynamic_axes={"frames": {0: "batch"}},
         )  # fmt: skip
     options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), path
 
 
+def time_nets(nets: dict, windows: torch.Tensor, args) -> tuple[dict, dict]:
+    """ms per window of each net in eager and onnxruntime, interleaved, and the ONNX files' sizes."""
+    with tempfile.TemporaryDirectory() as folder:
+        sessions, sizes = {}, {}
+        for name, net in nets.items():
+            sessions[name], path = onnx_session(
+                net, windows, Path(folder), name.replace(" ", "_"), args.threads
+            )
+            sizes[name] = path.stat().st_size
+        feed = {"frames": windows.numpy()}
+        variants = {}
+        for name, net in nets.items():
+            variants[f"{name} eager"] = partial(net, windows)
+            variants[f"{name} onnx"] = partial(sessions[name].run, None, feed)
+        times = harness.interleave(variants, args.repeats, args.warmup)
+    ms = {}
+    for runtime in ("eager", "onnx"):
+        part = {k: v for k, v in times.items() if k.endswith(runtime)}
+        ms |= harness.compare(part, f"dataset {runtime}", per=args.batch / MS)
+    return ms, sizes
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, __file__, repeats=15, warmup=1, threads=1)
     parser.add_argument("--classes", type=int, default=206)
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    windows = torch.randn(args.batch, 1, 128, 320, generator=torch.Generator().manual_seed(0))
-    windows = windows * 12 - 55  # dB, about the front end's range on field audio
-    variants = {
+    windows = torch.randn(
+        args.batch, 1, N_MELS, N_FRAMES, generator=torch.Generator().manual_seed(0)
+    )
+    windows = windows * DB_SPREAD + DB_MEAN
+    nets = {
         "dataset": build("dataset", args.classes, conv=False),
         "pcen": build("pcen", args.classes, conv=False),
         "pcen as a convolution": build("pcen", args.classes, conv=True),
     }
-    times: dict[str, list[float]] = {f"{n} {r}": [] for n in variants for r in ("eager", "onnx")}
-    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-        sessions, sizes = {}, {}
-        for name, net in variants.items():
-            session, path = onnx_session(net, windows, Path(folder), name.replace(" ", "_"))
-            sessions[name], sizes[name] = session, path.stat().st_size
-        feed = {"frames": windows.numpy()}
-        outputs = {name: net(windows) for name, net in variants.items()}  # warm-up (builds caches)
-        for session in sessions.values():
-            session.run(None, feed)
-        for _ in range(args.repeats):  # interleaved, so that load changes hit every variant alike
-            for name, net in variants.items():
-                began = time.perf_counter()
-                net(windows)
-                times[f"{name} eager"].append(time.perf_counter() - began)
-                began = time.perf_counter()
-                sessions[name].run(None, feed)
-                times[f"{name} onnx"].append(time.perf_counter() - began)
-    ms = {k: 1000 * statistics.median(v) / args.batch for k, v in times.items()}
-    diff = float((outputs["pcen"] - outputs["pcen as a convolution"]).abs().max())
-    print(f"MelCNN, {args.classes} classes, batches of {args.batch} windows, 1 thread, "
-          f"median of {args.repeats} (ms per window)")  # fmt: skip
-    print("| input norm | torch eager | x dataset | onnxruntime fp32 | x dataset | ONNX bytes |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name in variants:
-        eager, ort_ms = ms[f"{name} eager"], ms[f"{name} onnx"]
-        print(
-            f"| {name} | {eager:.2f} | {eager / ms['dataset eager']:.2f} | {ort_ms:.2f} | "
-            f"{ort_ms / ms['dataset onnx']:.2f} | {sizes[name]:,} |"
+    with harness.cpu_share(args.threads), torch.inference_mode():
+        ms, sizes = time_nets(nets, windows, args)
+        diff = float((nets["pcen"](windows) - nets["pcen as a convolution"](windows)).abs().max())
+        rows = []
+        for name in nets:
+            eager, onnx = ms[f"{name} eager"], ms[f"{name} onnx"]
+            rows.append((name, f"{eager['median']:.2f}", f"{eager['ratio']:.2f}",
+                         f"{onnx['median']:.2f}", f"{onnx['ratio']:.2f}", f"{sizes[name]:,}"))  # fmt: skip
+        columns = ["input norm", "torch eager", "x dataset", "onnxruntime fp32", "x dataset",
+                   "ONNX bytes"]  # fmt: skip
+        text = (
+            f"MelCNN, {args.classes} classes, batches of {args.batch} windows, {args.threads} "
+            f"thread(s), median of {args.repeats} (ms per window)\n\n"
+            + harness.markdown_table(columns, rows)
+            + f"\n\nlargest score difference between the two PCEN forms: {diff:.1e}"
         )
-    print(f"largest score difference between the two PCEN forms: {diff:.1e}")
-    if args.out:
-        args.out.write_text(
-            json.dumps({"ms_per_window": ms, "onnx_bytes": sizes, "max_diff": diff}, indent=1)
-        )
+        data = {"ms_per_window": {k: v["median"] for k, v in ms.items()}, "timings_ms": ms,
+                "onnx_bytes": sizes, "max_diff": diff}  # fmt: skip
+        harness.report(args.out, text, data)
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main)

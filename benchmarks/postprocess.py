@@ -10,27 +10,25 @@ competition metric; with two or more models it also scores the rank blend of eve
         --case synthetic data/synthetic/<name> data/models/syn_melcnn/checkpoints/best.ckpt
 
 Prints a Markdown table (AUC per case and model, and the change against no post-processing)
-and writes it to `--out`.
+and writes it to `--out` (.md, and every AUC in .json beside it). Models score files in one
+worker process per CPU this job may use (`BIRDCLEF_CPUS`), one thread each.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from dataclasses import replace
 from pathlib import Path
 
+import harness
 import pandas as pd
 
-from birdclef.core.cpus import available_cpus
-from birdclef.core.io import write_text
 from birdclef.core.metric import read_solution, score_frames
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.inference.loading import load_model
 from birdclef.inference.predict import list_audio, predict_files
 from birdclef.inference.submission import assemble
 
-HERE = Path(__file__).resolve().parent
 BLENDS = ("rank",)  # blends scored for every subset of two or more models
 
 # name -> (stride s, SED frames, assemble keyword arguments)
@@ -49,7 +47,7 @@ SETTINGS = {
 }
 
 
-def case_table(name: str, root: Path, models: list[str]) -> pd.DataFrame:
+def case_table(name: str, root: Path, models: list[str], workers: int) -> pd.DataFrame:
     solution = read_solution(find_soundscape_labels(root))
     columns = [c for c in solution.columns if c != "row_id"]
     files = list_audio(root / "test_soundscapes")
@@ -58,7 +56,7 @@ def case_table(name: str, root: Path, models: list[str]) -> pd.DataFrame:
     has_frames = any(m.meta["outputs"][1:] for m in loaded)
     scored = {}
     for stride, sed in {(s, f) for s, f, _ in SETTINGS.values() if has_frames or not f}:
-        scored[stride, sed] = predict_files(models, files, 1, available_cpus(), stride, sed, False)
+        scored[stride, sed] = predict_files(models, files, 1, workers, stride, sed, False)
 
     def auc(results, subset, how="rank", **kw) -> float:
         picked = [
@@ -102,36 +100,33 @@ def markdown(table: pd.DataFrame) -> str:
         part = part.dropna(axis=1, how="all").drop(columns="case")
         cols = [c for c in part.columns if c != "setting"]
         base = part[part.setting == "none"].iloc[0]
-        out += [f"**{case}** (soundscape AUC; change against `none` in brackets)", "",
-                "| setting | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]  # fmt: skip
-        for _, r in part.iterrows():
-            cells = [
+        rows = [
+            [r.setting] + [
                 f"{r[c]:.3f}" if r.setting == "none" else f"{r[c]:.3f} ({r[c] - base[c]:+.3f})"
                 for c in cols
             ]
-            out.append(f"| {r.setting} | " + " | ".join(cells) + " |")
-        out.append("")
+            for _, r in part.iterrows()
+        ]  # fmt: skip
+        out += [f"**{case}** (soundscape AUC; change against `none` in brackets)", "",
+                harness.markdown_table(["setting", *cols], rows), ""]  # fmt: skip
     return "\n".join(out)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument(
         "--case", nargs="+", action="append", required=True, metavar="NAME ROOT MODEL"
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "postprocess.md")
     args = parser.parse_args()
-    tables = []
     for name, root, *models in args.case:
         if not models:
             parser.error(f"--case {name} {root} needs at least one model")
-        tables.append(case_table(name, Path(root), models))
-    text = markdown(pd.concat(tables, ignore_index=True))
-    write_text(args.out, text)
-    print(text)
+    with harness.cpu_share() as workers:  # one worker process per CPU of this job's share
+        tables = [case_table(n, Path(r), models, workers) for n, r, *models in args.case]
+        table = pd.concat(tables, ignore_index=True)
+        cells = [{k: v for k, v in r.items() if pd.notna(v)} for r in table.to_dict("records")]
+        harness.report(args.out, markdown(table), {"auc": cells})
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main)
