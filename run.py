@@ -9,8 +9,9 @@ import lightning  # noqa: F401  (imported first so its console handlers can be d
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from birdclef.core.errors import user_error
+from birdclef.core.errors import ConfigError, user_error
 from birdclef.runs.jobs import in_multirun, run_sweep_job, start_job
+from birdclef.runs.renamed import check_overrides
 
 log = logging.getLogger("birdclef")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -50,5 +51,15 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.monitor) if isinstance(metrics, dict) else None
 
 
+def check_renamed() -> None:
+    """An old config name on the command line: one line naming the new one, exit status 2."""
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_renamed()
     main()

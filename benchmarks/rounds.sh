@@ -2,7 +2,7 @@
 # Pseudo-label rounds on the synthetic set: one `task=rounds` run per seed, then the README table
 # (README, "Rounds"). Each run resumes where it stopped; finished rounds are skipped.
 #   bash benchmarks/rounds.sh NAME "OVERRIDES" SEED...      (runs under data/rounds/NAME/s<SEED>)
-#   bash benchmarks/rounds.sh power2 "rounds.k=2 data.pseudo.power=2" 42 1 2
+#   bash benchmarks/rounds.sh power2 "task.k=2 data.pseudo.power=2" 42 1 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

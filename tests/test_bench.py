@@ -17,7 +17,7 @@ def test_bench_times_models_and_blends_and_picks_within_budget(
     monkeypatch.setenv("BIRDCLEF_CPUS", "1")  # one setting per model: keeps the test short
     cfg = compose_cfg(
         "task=bench", f"data.root={tiny_root}", f"predict.models=[{tiny_checkpoint},{tiny_checkpoint}]",
-        "bench.files=2", "bench.repeats=2", tmp=tmp_path,
+        "task.files=2", "task.repeats=2", tmp=tmp_path,
     )  # fmt: skip
     metrics = bench.run(cfg)
     table = pd.read_csv(tmp_path / "out" / "bench.csv")
@@ -39,7 +39,7 @@ def test_bench_reports_when_nothing_fits(tiny_root, tiny_checkpoint, tmp_path, m
     monkeypatch.setenv("BIRDCLEF_CPUS", "1")
     cfg = compose_cfg(
         "task=bench", f"data.root={tiny_root}", f"predict.models=[{tiny_checkpoint}]",
-        "bench.files=1", "bench.repeats=1", "bench.budget_minutes=0.0001", tmp=tmp_path,
+        "task.files=1", "task.repeats=1", "task.budget_minutes=0.0001", tmp=tmp_path,
     )  # fmt: skip
     metrics = bench.run(cfg)
     assert metrics["bench/best"] is None

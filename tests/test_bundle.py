@@ -126,7 +126,7 @@ def build(tmp: Path, root: Path, models, output: Path, *extra: str) -> dict:
     from birdclef.tasks.bundle import run
 
     cfg = compose_cfg(
-        f"data.root={root}", "task=bundle", "bundle.workers=1", f"bundle.output={output}",
+        f"data.root={root}", "task=bundle", "task.workers=1", f"task.output={output}",
         f"predict.models=[{','.join(str(m) for m in models)}]", *extra, tmp=tmp,
     )  # fmt: skip
     return run(cfg)
@@ -218,11 +218,11 @@ def test_bundle_refuses_checkpoints_and_occupied_folders(
     occupied = tmp_path / "b2"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    with pytest.raises(ConfigError, match=r"bundle.overwrite=true"):
+    with pytest.raises(ConfigError, match=r"task.overwrite=true"):
         build(tmp_path / "c", tiny_root, [onnx_model], occupied)
     assert (occupied / "keep.txt").read_text() == "mine"
 
-    build(tmp_path / "d", tiny_root, [onnx_model, onnx_model], occupied, "bundle.overwrite=true")
+    build(tmp_path / "d", tiny_root, [onnx_model, onnx_model], occupied, "task.overwrite=true")
     assert not (occupied / "keep.txt").exists()
     settings = json.loads((occupied / "settings.json").read_text())
     assert settings["models"] == ["models/model_fp32.onnx", "models/model_fp32_2.onnx"]

@@ -97,15 +97,15 @@ def test_bad_settings_are_config_errors():
         C.cluster(points, "kmeans", continuity="connectivity")
     with pytest.raises(
         ConfigError,
-        match=r"'spectral' \(clustering.methods / clustering.sweep.methods\) is not one of",
+        match=r"'spectral' \(task.methods / task.sweep.methods\) is not one of",
     ):
         C.cluster(points, "spectral")
 
 
 def test_cluster_task_on_tiny(tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "clustering.n_recordings=2", "clustering.figures=1",
-        "clustering.sweep.methods=[kmeans,ward]", "clustering.sweep.continuity=[none,connectivity]",
+        "task=cluster", f"data.root={tiny_root}", "task.n_recordings=2", "task.figures=1",
+        "task.sweep.methods=[kmeans,ward]", "task.sweep.continuity=[none,connectivity]",
         tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)

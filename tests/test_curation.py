@@ -197,11 +197,13 @@ def test_yamnet_and_voice_stages_combine_and_speech_is_counted_after_the_keep_li
 
 
 def test_bad_settings_are_one_clear_error():
-    with pytest.raises(ConfigError, match=r"filter.voice_drop=1.5 must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"filter.voice.drop=1.5 must be in \[0, 1\]"):
         SegmentFilter(voice_drop=1.5)
-    with pytest.raises(ConfigError, match="filter.speech='whisper'"):
+    with pytest.raises(ConfigError, match="filter.voice.detector='whisper'"):
         SegmentFilter(voice_drop=0.5, speech="whisper")
-    with pytest.raises(ConfigError, match="filter.speech=yamnet needs filter.yamnet"):
+    with pytest.raises(
+        ConfigError, match="filter.voice.detector=yamnet reads YAMNet.*filter.yamnet.enabled=true"
+    ):
         SegmentFilter(voice_drop=0.5, speech="yamnet")
     with pytest.raises(ConfigError, match="no stage"):
         SegmentFilter()

@@ -35,7 +35,9 @@ def test_kept_spans_keep_random_crops_inside_runs_of_kept_segments():
 
 @pytest.mark.parametrize("option", FILTER_OPTIONS)
 def test_every_filter_option_builds_a_segment_filter(option, tmp_path):
-    cfg = compose_cfg(f"filter={option}", "seed=5", tmp=tmp_path)
+    # the study's combinations of stages, each stage switched on by its own key
+    stages = [f"filter.{stage}.enabled=true" for stage in option.split("_")]
+    cfg = compose_cfg(*stages, "seed=5", tmp=tmp_path)
     f = instantiate(cfg.filter)
     assert isinstance(f, SegmentFilter) and f.seed == 5
     assert (f.rating is not None) == option.startswith("rating")
@@ -47,7 +49,7 @@ def test_every_filter_option_builds_a_segment_filter(option, tmp_path):
 
 @pytest.fixture()
 def loud_voice(monkeypatch):
-    """filter=voice with a cheap deterministic detector in place of Silero (speech = loud)."""
+    """filter.voice with a cheap deterministic detector in place of Silero (speech = loud)."""
 
     def manifests(self, paths, keys, groups, cache_dir, sample_rate, workers=None):
         detector = LoudDetector()
@@ -79,8 +81,10 @@ def items(dataset) -> set[tuple[int, int]]:
 def test_training_draws_only_kept_segments_and_validation_is_unchanged(
     tiny_root, tmp_path, loud_voice
 ):
-    base = datamodule(tiny_root, tmp_path / "a", "filter=none", "seed=3")
-    dm = datamodule(tiny_root, tmp_path / "b", "filter=voice", "filter.voice_drop=0.5", "seed=3")
+    base = datamodule(tiny_root, tmp_path / "a", "seed=3")
+    dm = datamodule(
+        tiny_root, tmp_path / "b", "filter.voice.enabled=true", "filter.voice.drop=0.5", "seed=3"
+    )
     assert items(dm.val_set) == items(base.val_set) and len(dm.val_set) == len(base.val_set)
     manifest = dm.segment_manifests["silero"].segments
     frames = dm.train_set.frames
@@ -100,13 +104,19 @@ def test_training_draws_only_kept_segments_and_validation_is_unchanged(
     assert report.loc["all", "segments_before"] == len(scored)
     assert report.loc["all", "segments_after"] == len(dm.train_set)
     assert report.loc["all", "rescued_segments"] == rescued
-    again = datamodule(tiny_root, tmp_path / "c", "filter=voice", "filter.voice_drop=0.5", "seed=3")
+    again = datamodule(
+        tiny_root, tmp_path / "c", "filter.voice.enabled=true", "filter.voice.drop=0.5", "seed=3"
+    )
     assert items(again.train_set) == items(dm.train_set)  # the same draw for the same seed
 
 
 def test_random_crops_stay_inside_kept_audio(tiny_root, tmp_path, loud_voice):
     dm = datamodule(
-        tiny_root, tmp_path, "filter=voice", "filter.voice_drop=1.0", "data.crop=random"
+        tiny_root,
+        tmp_path,
+        "filter.voice.enabled=true",
+        "filter.voice.drop=1.0",
+        "data.crop=random",
     )
     ds, n = dm.train_set, dm.train_set.n_frames
     drawn, cut = [], ds._features
@@ -130,7 +140,11 @@ def test_random_crops_stay_inside_kept_audio(tiny_root, tmp_path, loud_voice):
 
 def test_the_rating_filter_writes_its_per_class_report_too(tiny_root, tmp_path):
     dm = datamodule(
-        tiny_root, tmp_path, "filter=rating", "filter.min_rating=4.5", "filter.keep_top=1"
+        tiny_root,
+        tmp_path,
+        "filter.rating.enabled=true",
+        "filter.rating.min_rating=4.5",
+        "filter.rating.keep_top=1",
     )
     write_data_files(dm, tmp_path)  # what task=train writes into its run folder
     report = pd.read_csv(tmp_path / REPORT_NAME).set_index("class")
@@ -142,6 +156,6 @@ def test_the_rating_filter_writes_its_per_class_report_too(tiny_root, tmp_path):
     assert dropped > 0 and (dm.split["split"] == "filtered").sum() == dropped
     assert report.loc["all", "rescued_recordings"] == sum(dm.row_filter.rescued.values())
     assert report.loc["all", "rescued_segments"] == 0
-    none = datamodule(tiny_root, tmp_path / "none", "filter=none")
+    none = datamodule(tiny_root, tmp_path / "none")
     write_data_files(none, tmp_path / "none")
     assert none.filter_report is None and not (tmp_path / "none" / REPORT_NAME).exists()

@@ -24,7 +24,7 @@ from birdclef.tasks.distill import recorded_auc, run, trained_on
 from birdclef.tasks.train import build_datamodule
 from tests.conftest import compose_cfg
 
-TINY = ("data.cache_workers=0", "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip
+TINY = ("augment=none", "data.cache_workers=0", "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
@@ -216,8 +216,8 @@ def exported(tiny_root, tiny_checkpoint, tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("export")
     export(compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", f"export.model={tiny_checkpoint}",
-        "export.int8=false", "export.check_windows=4", "export.calibration_windows=1", tmp=tmp,
+        "task=export", f"data.root={tiny_root}", "data.cache_workers=0", f"task.model={tiny_checkpoint}",
+        "task.int8=false", "task.check_windows=4", "task.calibration_windows=1", tmp=tmp,
     ))  # fmt: skip
     return tmp / "out" / "export"
 

@@ -26,7 +26,7 @@ def decoded_seconds(path) -> float:
 @pytest.fixture(scope="module")
 def tiny_report(tiny_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eda")
-    metrics = run(compose_cfg(f"data.root={tiny_root}", "eda.workers=2", tmp=tmp))
+    metrics = run(compose_cfg("task=eda", f"data.root={tiny_root}", "task.workers=2", tmp=tmp))
     return metrics, tmp / "out" / "report"
 
 
@@ -135,7 +135,7 @@ def test_missing_columns_skip_sections(tiny_root, tmp_path):
     train.drop(columns=["type", "rating", "secondary_labels"]).to_csv(
         root / "train.csv", index=False
     )
-    metrics = run(compose_cfg(f"data.root={root}", "eda.clips=1", tmp=tmp_path))
+    metrics = run(compose_cfg("task=eda", f"data.root={root}", "task.clips=1", tmp=tmp_path))
     text = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "*Skipped: train.csv has no 'type' column.*" in text
     assert "*Skipped: train.csv has no 'rating' column.*" in text
@@ -146,4 +146,4 @@ def test_missing_columns_skip_sections(tiny_root, tmp_path):
 
 def test_missing_root_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="data.root=.*nowhere does not exist"):
-        run(compose_cfg(f"data.root={tmp_path / 'nowhere'}", tmp=tmp_path))
+        run(compose_cfg("task=eda", f"data.root={tmp_path / 'nowhere'}", tmp=tmp_path))

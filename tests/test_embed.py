@@ -97,9 +97,9 @@ def test_embed_task_on_the_tiny_set(tiny_root, tiny_checkpoint, tmp_path):
     from birdclef.tasks.embed import run
 
     cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "embed.umap=false",
-        "embed.representations=[mel,mfcc,model,vae]", f"embed.checkpoint={tiny_checkpoint}",
-        "embed.vae.epochs=2", "model.channels=[4,8]", "trainer.max_epochs=1", tmp=tmp_path,
+        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "task.umap=false",
+        "task.representations=[mel,mfcc,model,vae]", f"task.checkpoint={tiny_checkpoint}",
+        "task.vae.epochs=2", "model.channels=[4,8]", "trainer.max_epochs=1", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
     out = tmp_path / "out"
@@ -147,8 +147,8 @@ def test_embed_leaves_out_recordings_another_front_end_could_not_read(
 
     monkeypatch.setattr(embed, "other_frames", other_frames)
     cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "embed.umap=false",
-        "embed.representations=[mel,model]", f"embed.checkpoint={tiny_checkpoint}", tmp=tmp_path,
+        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "task.umap=false",
+        "task.representations=[mel,model]", f"task.checkpoint={tiny_checkpoint}", tmp=tmp_path,
     )  # fmt: skip
     metrics = embed.run(cfg)
     window = 5 * cfg.sample_rate
@@ -166,7 +166,7 @@ def test_embed_refuses_unknown_representations(tmp_path):
     from birdclef.core.errors import ConfigError
     from birdclef.tasks.embed import run
 
-    cfg = compose_cfg("task=embed", "embed.representations=[mel,pixels]", tmp=tmp_path)
+    cfg = compose_cfg("task=embed", "task.representations=[mel,pixels]", tmp=tmp_path)
     with pytest.raises(ConfigError, match="pixels"):
         run(cfg)
 
@@ -179,7 +179,7 @@ def test_embed_umap_plots_and_birdnet(tiny_root, tmp_path):
 
     cfg = compose_cfg(
         "task=embed", f"data.root={tiny_root}", "data.cache_workers=0",
-        "embed.representations=[mel,birdnet]", tmp=tmp_path,
+        "task.representations=[mel,birdnet]", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
     out = tmp_path / "out"

@@ -20,15 +20,15 @@ from birdclef.models.quantize import sample_windows
 from birdclef.tasks.export import run
 from tests.conftest import compose_cfg
 
-TOLERANCE = 1e-4  # export.tolerance's default: |score difference| fp32 / OpenVINO vs torch
+TOLERANCE = 1e-4  # task.tolerance's default: |score difference| fp32 / OpenVINO vs torch
 INT8_TOLERANCE = 0.05  # |score difference| int8 vs fp32 seen on the tiny MelCNN: ~0.004
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
-SMALL = ("export.check_windows=16", "export.calibration_windows=32")
+SMALL = ("task.check_windows=16", "task.calibration_windows=32")
 
 
 def export_cfg(tiny_root: Path, model: Path, tmp: Path, *overrides: str):
     return compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", f"export.model={model}", *SMALL,
+        "task=export", f"data.root={tiny_root}", "data.cache_workers=0", f"task.model={model}", *SMALL,
         *overrides, tmp=tmp,
     )  # fmt: skip
 
@@ -164,8 +164,8 @@ def test_openvino_true_needs_the_package(tiny_root, tiny_checkpoint, tmp_path, m
         "find_spec",
         lambda name, *a: None if name == "openvino" else find_spec(name, *a),
     )
-    with pytest.raises(ConfigError, match="export.openvino=true but openvino is not installed"):
-        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "export.openvino=true"))
+    with pytest.raises(ConfigError, match="task.openvino=true but openvino is not installed"):
+        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "task.openvino=true"))
 
 
 @pytest.mark.parametrize("target", ["sed.SEDNet", "timm_nets.TimmNet"])
@@ -173,7 +173,7 @@ def test_timm_and_sed_nets_export_every_output(target, tiny_root, tiny_checkpoin
     """timm's smallest EfficientNet as the backbone; a SED net also exports its frame scores."""
     net = {"_target_": f"birdclef.models.{target}", "backbone": "test_efficientnet"}
     ckpt = checkpoint_with(tiny_checkpoint, tmp_path / "net" / "checkpoints" / "best.ckpt", net)
-    cfg = export_cfg(tiny_root, ckpt, tmp_path, "export.int8=false", "export.openvino=false")
+    cfg = export_cfg(tiny_root, ckpt, tmp_path, "task.int8=false", "task.openvino=false")
     metrics = run(cfg)
     model = load_model(tmp_path / "out" / "export" / "model_fp32.onnx")
     sed = target.startswith("sed")
@@ -203,13 +203,13 @@ def test_birdnet_checkpoint_cannot_be_exported(tiny_root, tiny_checkpoint, tmp_p
 def test_bad_settings_and_unfaithful_exports_give_one_clear_error(
     tiny_root, tiny_checkpoint, tmp_path
 ):
-    with pytest.raises(ConfigError, match="export.model=.*nope.ckpt not found"):
+    with pytest.raises(ConfigError, match="task.model=.*nope.ckpt not found"):
         run(export_cfg(tiny_root, tmp_path / "nope.ckpt", tmp_path))
-    with pytest.raises(ConfigError, match="export.model is not set"):
-        run(compose_cfg(tmp=tmp_path))
+    with pytest.raises(ConfigError, match="task.model is not set"):
+        run(compose_cfg("task=export", tmp=tmp_path))
     with pytest.raises(ConfigError, match="calibration_method"):
-        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "export.calibration_method=best"))
+        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "task.calibration_method=best"))
     # a tolerance no float graph meets: the check fails and no file is left behind
-    with pytest.raises(ConfigError, match=r"differs from torch by .* export.tolerance=1e-12"):
-        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "export.tolerance=1e-12"))
+    with pytest.raises(ConfigError, match=r"differs from torch by .* task.tolerance=1e-12"):
+        run(export_cfg(tiny_root, tiny_checkpoint, tmp_path, "task.tolerance=1e-12"))
     assert not list((tmp_path / "out" / "export").iterdir())

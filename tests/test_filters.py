@@ -31,7 +31,7 @@ def train() -> pd.DataFrame:
     return pd.DataFrame(ROWS, columns=["filename", "primary_label", "collection", "rating"])
 
 
-def test_rating_filter_keeps_exactly_these_rows(caplog):
+def test_rating_filter_keeps_exactly_these_recordings(caplog):
     with caplog.at_level(logging.INFO, logger="birdclef.data.filters"):
         kept = RatingFilter(min_rating=3.0, keep_top=2)(train())
     # train.csv order is kept, the index is fresh
@@ -40,7 +40,7 @@ def test_rating_filter_keeps_exactly_these_rows(caplog):
     pd.testing.assert_frame_equal(
         kept, train().set_index("filename").loc[list(kept["filename"])].reset_index()
     )
-    assert "kept 8 of 11 rows" in caplog.text and "rescued classes: ['c', 'd']" in caplog.text
+    assert "kept 8 of 11 recordings" in caplog.text and "rescued classes: ['c', 'd']" in caplog.text
 
 
 def test_rating_filter_rescues_only_emptied_classes_up_to_keep_top():
@@ -67,16 +67,18 @@ def test_rating_filter_only_grades_xeno_canto():
 
 
 def test_rating_filter_refuses_bad_settings_and_missing_columns():
-    with pytest.raises(ConfigError, match="filter.min_rating=6"):
+    with pytest.raises(ConfigError, match="filter.rating.min_rating=6"):
         RatingFilter(min_rating=6)
-    with pytest.raises(ConfigError, match="filter.keep_top=-1"):
+    with pytest.raises(ConfigError, match="filter.rating.keep_top=-1"):
         RatingFilter(keep_top=-1)
-    with pytest.raises(DataError, match=r"column\(s\) \['collection'\]; use filter=none"):
+    with pytest.raises(
+        DataError, match=r"column\(s\) \['collection'\]; set filter.rating.enabled=false"
+    ):
         RatingFilter()(train().drop(columns="collection"))
 
 
 def test_filter_configs_build_these_filters(tmp_path):
-    rating = instantiate(compose_cfg("filter=rating", tmp=tmp_path).filter)
+    rating = instantiate(compose_cfg("filter.rating.enabled=true", tmp=tmp_path).filter)
     assert isinstance(rating, RatingFilter) and (rating.min_rating, rating.keep_top) == (3.0, 5)
-    none = instantiate(compose_cfg("filter=none", tmp=tmp_path).filter)
+    none = instantiate(compose_cfg(tmp=tmp_path).filter)
     assert isinstance(none, NoFilter) and none(train()).equals(train())

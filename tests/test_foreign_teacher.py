@@ -96,7 +96,7 @@ def foreign(tiny_root, tmp_path_factory):
 
 
 def description(tmp_path, model, labels, taxonomy, **settings):
-    base = {"sample_rate": SR, "window_seconds": 5.0, "output": "logits", "activation": "sigmoid"}
+    base = {"sample_rate": SR, "input_seconds": 5.0, "output": "logits", "activation": "sigmoid"}
     path = tmp_path / f"{model.name}.json"
     path.write_text(pd.Series(describe(model, labels, taxonomy, {**base, **settings})).to_json())
     return path
@@ -126,7 +126,7 @@ def test_onnx_and_saved_model_map_columns_by_scientific_name(foreign, tiny_root,
     # a labels file with a header line; 2-s model windows: the max over 3 spread windows of 2 s
     header = tmp_path / "header.csv"
     header.write_text("scientific_name\n" + labels.read_text())
-    short = load_model(description(tmp_path, onnx_path, header, taxonomy, window_seconds=2.0))
+    short = load_model(description(tmp_path, onnx_path, header, taxonomy, input_seconds=2.0))
     n = 2 * SR
     starts = np.linspace(0, WINDOW - n, 3).round().astype(int)
     pieces = np.stack([expected(x[:, s : s + n], len(primary)) for s in starts])

@@ -5,6 +5,7 @@ import torch
 from hydra.utils import instantiate
 
 from birdclef.core.errors import ConfigError
+from birdclef.models.build import net_config
 from birdclef.models.layers import EPS
 from birdclef.models.linear import PooledLinear
 from tests.conftest import compose_cfg
@@ -24,12 +25,12 @@ def test_shapes_and_config(tmp_path):
         sum(p.numel() for p in net.parameters()) == 2 * F * K + K
     )  # one linear layer, nothing else
     cfg = compose_cfg("model=linear", tmp=tmp_path)
-    built = instantiate(cfg.model, num_classes=K)
+    built = instantiate(net_config(cfg.model, instantiate(cfg.frontend)), num_classes=K)
     assert isinstance(built, PooledLinear) and built.n_features == cfg.frontend.n_mels
 
 
 def test_wrong_band_count_is_one_config_error():
-    with pytest.raises(ConfigError, match=r"model.n_features.*frontend.n_mels"):
+    with pytest.raises(ConfigError, match=r"built for features.*frontend it was built with"):
         PooledLinear(K, n_features=F + 1)(features())
 
 

@@ -23,16 +23,13 @@ from tests.conftest import CONF, compose_cfg
 TINY_TIMM = "mobilenetv3_small_050"  # the smallest timm CNN: a training step in ~0.1 s on CPU
 MEL = (2, 1, 32, 64)  # batch, channel, mels, frames
 K = 5  # classes
-OWNED_ELSEWHERE = {
-    "birdnet",
-    "vae",
-}  # BirdNET: with its front end; the VAE (no classes): test_vae.py
+OWNED_ELSEWHERE = {"birdnet"}  # BirdNET: with its front end (test_birdnet.py)
 SMALL = {  # per model option: overrides that keep one epoch to seconds
     "melcnn": ["model.channels=[8,16]"],
     "cnn": ["model.channels=[8,8,16,16]"],
     "efficientnet": [f"model.backbone={TINY_TIMM}"],
     "sed": [f"model.backbone={TINY_TIMM}"],
-    "linear": ["model.n_features=32"],
+    "linear": ["frontend.n_mels=32"],  # n_features follows the front end
 }
 # every net class trains below; the *_lite0* options are the same nets with other weights
 MODELS = sorted(

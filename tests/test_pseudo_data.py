@@ -192,7 +192,7 @@ def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, 
     from birdclef.tasks.distill import run as distill
 
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "task=distill", f"teacher.models=[{tiny_checkpoint}]",
+        f"data.root={tiny_root}", "task=distill", "augment=none", f"teacher.models=[{tiny_checkpoint}]",
         "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}", "data.batch_size=16",
         "trainer.max_epochs=1", "model.channels=[8,16]", f"data.pseudo.labels={shared['labels']}",
         "data.pseudo.ratio=1", tmp=tmp_path,

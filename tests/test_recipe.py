@@ -207,8 +207,10 @@ def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
             tiny_cfg(
                 tiny_root,
                 tmp_path,
-                f"filter={name}",
-                *(["filter.min_rating=5"] * (name == "rating")),
+                *(
+                    ["filter.rating.enabled=true", "filter.rating.min_rating=5"]
+                    * (name == "rating")
+                ),
             )
         )
         dm.setup()

@@ -69,7 +69,7 @@ def _chain(out, fake_steps, k):
 def test_rounds_chain_students_into_teachers_and_record_lineage(
     tiny_root, tmp_path, fake_steps, monkeypatch
 ):
-    cfg = _cfg(tiny_root, tmp_path, "rounds.k=2")
+    cfg = _cfg(tiny_root, tmp_path, "task.k=2")
     before = OmegaConf.to_yaml(cfg)
     plans, plan = [], rounds.pseudo_label.plan
     monkeypatch.setattr(rounds.pseudo_label, "plan", lambda c: plans.append(c) or plan(c))
@@ -105,13 +105,13 @@ def test_rounds_chain_students_into_teachers_and_record_lineage(
     fake_steps.clear()
     assert rounds.run(cfg)["rounds"] == table
     assert fake_steps == []
-    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=3"))
+    rounds.run(_cfg(tiny_root, tmp_path, "task.k=3"))
     assert [c[:2] for c in fake_steps] == [("pseudo", [ckpt[2]]), ("train", 3)]
 
     # a new round-1 student (its checkpoint changed) makes every later step run again
     fake_steps.clear()
     (out / "round_1" / "train" / "metrics.json").unlink()
-    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=3"))
+    rounds.run(_cfg(tiny_root, tmp_path, "task.k=3"))
     assert [c[:2] for c in fake_steps] == [
         ("train", 1), ("pseudo", [ckpt[1]]), ("train", 2), ("pseudo", [ckpt[2]]), ("train", 3)
     ]  # fmt: skip
@@ -121,13 +121,13 @@ def test_rounds_chain_students_into_teachers_and_record_lineage(
 def test_extra_teachers_blend_with_each_student(tiny_root, tmp_path, fake_steps):
     other = tmp_path / "other.ckpt"  # only stamped here: the stub does not load it
     other.write_text("x")
-    rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=1", f"teacher.models=[{other}]"))
+    rounds.run(_cfg(tiny_root, tmp_path, "task.k=1", f"teacher.models=[{other}]"))
     student = str(tmp_path / "out" / "round_0" / "train" / rounds.BEST)
     assert fake_steps[1][:2] == ("pseudo", [student, str(other)])
 
 
 def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path, fake_steps):
-    """rounds.distill=true: round r >= 1 runs task=distill with round r-1's student as the
+    """task.distill=true: round r >= 1 runs task=distill with round r-1's student as the
     teacher and its labels as data.pseudo.labels; round 0 stays supervised."""
     other = tmp_path / "other.ckpt"  # an extra labeller: it blends into the labels, not into KD
     other.write_text("x")
@@ -135,8 +135,8 @@ def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path
         _cfg(
             tiny_root,
             tmp_path,
-            "rounds.k=2",
-            "rounds.distill=true",
+            "task.k=2",
+            "task.distill=true",
             "augment=none",
             f"teacher.models=[{other}]",
         )  # fmt: skip
@@ -152,22 +152,22 @@ def test_distilled_rounds_learn_from_the_last_student_online(tiny_root, tmp_path
 
 
 def test_rounds_errors(tiny_root, tmp_path):
-    with pytest.raises(ConfigError, match="rounds.k"):
-        rounds.run(_cfg(tiny_root, tmp_path, "rounds.k=-1"))
+    with pytest.raises(ConfigError, match="task.k"):
+        rounds.run(_cfg(tiny_root, tmp_path, "task.k=-1"))
     with pytest.raises(ConfigError, match="ckpt_path"):
         rounds.run(_cfg(tiny_root, tmp_path, "ckpt_path=x.ckpt"))
     with pytest.raises(ConfigError, match="teacher.shards=1"):
         rounds.run(_cfg(tiny_root, tmp_path, "teacher.shards=2"))
     # the default MelCNN's mixup, refused before round 0 trains
     with pytest.raises(ConfigError, match="mixup_p=0.5 mixes windows.*augment=none"):
-        rounds.run(_cfg(tiny_root, tmp_path, "rounds.distill=true"))
+        rounds.run(_cfg(tiny_root, tmp_path, "task.distill=true"))
     assert not (tmp_path / "out" / "round_0").exists()
 
 
 @pytest.mark.slow
 def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
-        tiny_root, tmp_path, "rounds.k=1", "trainer.max_epochs=1", "data.batch_size=16",
+        tiny_root, tmp_path, "task.k=1", "trainer.max_epochs=1", "data.batch_size=16",
         "data.min_val_recordings=2", "model.channels=[8,16]", "data.pseudo.power=2",
     )  # fmt: skip
     metrics = rounds.run(cfg)
@@ -186,7 +186,7 @@ def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_one_real_distilled_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
-        tiny_root, tmp_path, "rounds.k=1", "rounds.distill=true", "augment=none",
+        tiny_root, tmp_path, "task.k=1", "task.distill=true", "augment=none",
         "trainer.max_epochs=1", "data.batch_size=16", "data.min_val_recordings=2",
         "model.channels=[8,16]", "data.pseudo.power=2",
     )  # fmt: skip

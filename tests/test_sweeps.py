@@ -88,7 +88,7 @@ def test_report_means_over_seeds_and_rare_classes(tmp_path):
     }
     for i, ((drop, seed), (auc, rare, common)) in enumerate(aucs.items()):
         run = tmp_path / str(i)
-        fake_run(run, [f"filter.voice_drop={drop}", f"seed={seed}"], {"test/soundscape_auc": auc})
+        fake_run(run, [f"filter.voice.drop={drop}", f"seed={seed}"], {"test/soundscape_auc": auc})
         (run / "split.csv").write_text(
             "filename,primary_label,split\nx,a,train\n" + "y,b,train\n" * 3
         )
@@ -98,9 +98,9 @@ def test_report_means_over_seeds_and_rare_classes(tmp_path):
     text = main([str(tmp_path), "--mean-over", "seed", "--rare", "1"])
     head, _, first, second = text.splitlines()[-4:]
     assert "AUC, classes <= 1 rec." in head and head.endswith("| runs |")
-    assert first.startswith("| filter.voice_drop=0 | 0.720 ± 0.028 | 0.600 ± 0.141 |")
+    assert first.startswith("| filter.voice.drop=0 | 0.720 ± 0.028 | 0.600 ± 0.141 |")
     assert first.endswith("| 2 |")
-    assert second.startswith("| filter.voice_drop=1 | 0.800 | 0.900 |")
+    assert second.startswith("| filter.voice.drop=1 | 0.800 | 0.900 |")
 
 
 def test_available_cpus_honours_job_allocations(monkeypatch):
@@ -181,7 +181,7 @@ def sweep(tmp_path, *overrides):
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_multirun_sweep_then_report(launcher, tiny_root, tmp_path):
-    extra = ["cluster=local"] if launcher == "submitit_local" else []
+    extra = ["launcher=local"] if launcher == "submitit_local" else []
     sweep(tmp_path, *extra, f"data.root={tiny_root}", *FAST, "model.channels=[8],[8,16]")
     runs, common = collect([tmp_path / "sweep"])
     assert sorted(name for name, _ in runs) == ["model.channels=[8,16]", "model.channels=[8]"]

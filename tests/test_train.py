@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from birdclef.core.errors import ConfigError
 from birdclef.core.metric import competition_score
+from birdclef.data.labels import InformedLabels, MultiLabels
 from birdclef.data.metadata import load_soundscape_labels
 from birdclef.modules.classifier import Classifier
 from birdclef.tasks.train import build_datamodule, run
@@ -161,8 +163,11 @@ def test_cli_synth_task(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (("loss=bce", "label=informed"), "use label=multilabel with it"),
-        (("loss=focal", "label=multilabel"), "use label=informed with it"),
+        (("loss=bce", "label.m=0.65"), "label.m=0.65 set a rule a sigmoid loss does not use"),
+        (
+            ("loss=focal", "label.secondary_weight=0.2"),
+            "label.secondary_weight=0.2 set a rule a softmax",
+        ),
     ],
 )
 def test_label_rule_for_the_other_kind_of_loss_is_refused(tiny_root, tmp_path, overrides, message):
@@ -171,10 +176,14 @@ def test_label_rule_for_the_other_kind_of_loss_is_refused(tiny_root, tmp_path, o
         build_datamodule(cfg)
 
 
-def test_sigmoid_losses_select_multilabel_targets(tmp_path):
-    cfg = compose_cfg("loss=focal_bce", tmp=tmp_path)
-    assert cfg.label._target_.endswith("MultiLabels")
-    assert compose_cfg("experiment=top_sed", tmp=tmp_path).label._target_.endswith("MultiLabels")
+def test_sigmoid_losses_get_multilabel_targets(tmp_path):
+    def rule(*overrides):
+        cfg = compose_cfg(*overrides, tmp=tmp_path)
+        return instantiate(cfg.label, activation=instantiate(cfg.loss).activation)
+
+    assert isinstance(rule("loss=focal_bce"), MultiLabels)
+    assert isinstance(rule("experiment=top_sed"), MultiLabels)
+    assert isinstance(rule("loss=focal"), InformedLabels)
 
 
 def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
@@ -183,6 +192,7 @@ def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
         f"data.root={tiny_root}",
         "data.cache_workers=0",
         "model=birdnet",
+        "frontend=birdnet",
         "augment=specaugment",
         tmp=tmp_path,
     )

@@ -11,6 +11,7 @@ from birdclef.core.errors import ConfigError, user_error
 from birdclef.models.vae import ConvVAE
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule, elbo_terms
+from birdclef.runs.renamed import new_name
 from tests.conftest import compose_cfg
 
 NET = {"_target_": "birdclef.models.vae.ConvVAE", "n_mels": 32, "n_frames": 40, "latent_dim": 4,
@@ -74,8 +75,15 @@ def test_bad_settings_are_config_errors():
 
 
 def test_model_vae_in_the_train_task_points_to_task_embed(tmp_path):
-    cfg = compose_cfg("model=vae", tmp=tmp_path)
+    assert "task=embed" in new_name("model=vae")  # the old option, on the command line
+    net = {"_target_": "birdclef.models.vae.ConvVAE"}
     with pytest.raises(Exception) as caught:
-        Classifier(cfg.model, cfg.loss, cfg.optim, ["a", "b"], ["a", "b"])
+        Classifier(
+            net,
+            compose_cfg(tmp=tmp_path).loss,
+            compose_cfg(tmp=tmp_path).optim,
+            ["a", "b"],
+            ["a", "b"],
+        )
     assert "task=embed" in str(user_error(caught.value))
-    assert compose_cfg("task=embed", tmp=tmp_path).model._target_.endswith("ConvVAE")
+    assert compose_cfg("task=embed", tmp=tmp_path).task.vae.latent_dim == 16

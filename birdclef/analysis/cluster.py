@@ -33,9 +33,9 @@ KIND_ORDER = ("voice", "call", "secondary", "silence")  # where segments overlap
 def check_settings(method: str, continuity: str, features: str) -> None:
     """ConfigError naming the keys where a method, continuity or features value comes from."""
     for value, allowed, keys in (
-        (method, METHODS, "clustering.methods / clustering.sweep.methods"),
-        (continuity, CONTINUITY, "clustering.continuity / clustering.sweep.continuity"),
-        (features, FEATURES, "clustering.features / clustering.sweep.features"),
+        (method, METHODS, "task.methods / task.sweep.methods"),
+        (continuity, CONTINUITY, "task.continuity / task.sweep.continuity"),
+        (features, FEATURES, "task.features / task.sweep.features"),
     ):
         if value not in allowed:
             raise ConfigError(f"{value!r} ({keys}) is not one of {list(allowed)}.")

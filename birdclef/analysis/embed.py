@@ -118,7 +118,7 @@ def knn_accuracy(
     neighbour outside their group are left out of the accuracy.
     """
     if k < 1:
-        raise ConfigError(f"embed.k={k} must be >= 1.")
+        raise ConfigError(f"task.k={k} must be >= 1.")
     x = np.asarray(x, dtype=np.float64)
     labels = np.asarray(labels)
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
@@ -191,7 +191,7 @@ def umap_2d(x: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
         umap = _import_umap()
     except ImportError as err:
         raise ConfigError(
-            f"the UMAP plots need umap-learn ({err}): {INSTALL_HINT}, or set embed.umap=false "
+            f"the UMAP plots need umap-learn ({err}): {INSTALL_HINT}, or set task.umap=false "
             "to score the representations without plots."
         ) from err
     z = standardize(x)
@@ -209,7 +209,7 @@ def pyplot():
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise ConfigError(
-            f"the figures need matplotlib ({err}): {INSTALL_HINT}, or set embed.umap=false."
+            f"the figures need matplotlib ({err}): {INSTALL_HINT}, or set task.umap=false."
         ) from err
     return plt
 

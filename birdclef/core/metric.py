@@ -88,7 +88,7 @@ def competition_score(
 def read_solution(path: Path) -> pd.DataFrame:
     """A solution CSV: `row_id` and one 0/1 column per class (the competition's format)."""
     if not path.is_file():
-        raise DataError(f"score.solution={path} not found; give a CSV of row_id + class columns.")
+        raise DataError(f"task.solution={path} not found; give a CSV of row_id + class columns.")
     frame = pd.read_csv(path)
     if "row_id" not in frame.columns:
         raise DataError(

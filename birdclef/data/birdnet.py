@@ -114,6 +114,8 @@ class BirdNETFrontend(nn.Module):
     end travels cheaply into cache worker processes.
     """
 
+    embeddings = True  # a vector per chunk, not an image of frames (birdclef.models.build)
+
     pad_value = 0.0  # an all-zero embedding past a recording's end
 
     def __init__(

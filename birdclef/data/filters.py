@@ -32,7 +32,7 @@ class RatingFilter:
     def __init__(self, min_rating: float = 3.0, keep_top: int = 5) -> None:
         if not 0.0 <= min_rating <= 5.0 or keep_top < 0:
             raise ConfigError(
-                f"filter.min_rating={min_rating} must be in [0, 5] and filter.keep_top={keep_top} >= 0."
+                f"filter.rating.min_rating={min_rating} must be in [0, 5] and filter.rating.keep_top={keep_top} >= 0."
             )
         self.min_rating, self.keep_top = min_rating, keep_top
         self.rescued: dict[str, int] = {}  # class -> recordings brought back by the rescue rule
@@ -40,7 +40,9 @@ class RatingFilter:
     def __call__(self, train: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in ("collection", "rating") if c not in train]
         if missing:
-            raise DataError(f"filter=rating needs train.csv column(s) {missing}; use filter=none.")
+            raise DataError(
+                f"filter.rating needs train.csv column(s) {missing}; set filter.rating.enabled=false."
+            )
         rated = (train["collection"] == "XC") & (train["rating"] > 0)
         keep = ~rated | (train["rating"] >= self.min_rating)
         rescued = []
@@ -54,7 +56,7 @@ class RatingFilter:
                 rescued.append(label)
                 self.rescued[str(label)] = len(best)
         log.info(
-            "filter=rating: kept %d of %d rows (min_rating=%s); rescued classes: %s",
+            "filter.rating: kept %d of %d recordings (min_rating=%s); rescued classes: %s",
             int(keep.sum()), len(train), self.min_rating, rescued or "none",
         )  # fmt: skip
         return train[keep].reset_index(drop=True)

@@ -101,6 +101,46 @@ class MultiLabels:
         return out
 
 
+SOFTMAX_DEFAULTS = {"m": 1.0, "null_class": True}  # InformedLabels' settings and defaults
+SIGMOID_DEFAULTS = {"secondary_weight": 0.5, "smoothing": 0.0}  # MultiLabels'
+
+
+def target_rule(
+    activation: str,
+    m: float = 1.0,
+    null_class: bool = True,
+    secondary_weight: float = 0.5,
+    smoothing: float = 0.0,
+) -> InformedLabels | MultiLabels:
+    """The label rule the loss needs (`activation`: the loss's), from the `label` group.
+
+    Softmax losses get informed label smoothing, sigmoid losses multi-label targets; a
+    setting of the other rule left away from its default would be silently ignored, so
+    it is refused.
+    """
+    values = {"m": m, "null_class": null_class, "secondary_weight": secondary_weight,
+              "smoothing": smoothing}  # fmt: skip
+    own, other, kind = (
+        (SOFTMAX_DEFAULTS, SIGMOID_DEFAULTS, "a softmax")
+        if activation == "softmax"
+        else (SIGMOID_DEFAULTS, SOFTMAX_DEFAULTS, "a sigmoid")
+    )
+    unused = [f"label.{k}={values[k]}" for k, default in other.items() if values[k] != default]
+    if unused:
+        losses = (
+            "loss=focal or loss=ce" if other is SOFTMAX_DEFAULTS else "loss=bce or loss=focal_bce"
+        )
+        raise ConfigError(
+            f"{' and '.join(unused)} set a rule {kind} loss does not use; they apply with "
+            f"{losses}: drop them or change the loss."
+        )
+    if activation == "softmax":
+        return InformedLabels(m, null_class)
+    if activation == "sigmoid":
+        return MultiLabels(secondary_weight, smoothing)
+    raise ConfigError(f"unknown activation {activation!r}; use 'softmax' or 'sigmoid'.")
+
+
 def presence(
     primaries: Sequence[str], secondaries: Sequence[Sequence[str]], classes: Sequence[str]
 ) -> np.ndarray:

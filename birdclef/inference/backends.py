@@ -42,7 +42,7 @@ class WindowModel:
             raise InferenceError(
                 f"{path} is not a model exported by this version of birdclef (format "
                 f"{meta.get('format')!r}, expected {META_FORMAT!r}): export it again with "
-                "`python run.py task=export export.model=<checkpoint>`."
+                "`python run.py task=export task.model=<checkpoint>`."
             )
         self.path, self.meta = Path(path), meta
         self.name = str(meta.get("name") or self.path.stem)

@@ -68,7 +68,7 @@ def check_models(models: list[str]) -> list[str]:
         raise ConfigError(
             f"predict.models holds training checkpoints {checkpoints}, which need torch and "
             "the project, so they cannot go into a bundle: export each first with "
-            "`python run.py task=export export.model=<checkpoint>` and bundle the .onnx file "
+            "`python run.py task=export task.model=<checkpoint>` and bundle the .onnx file "
             "or OpenVINO folder it writes."
         )
     return [model_kind(Path(m)) for m in models]

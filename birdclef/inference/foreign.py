@@ -12,7 +12,7 @@ an embedding). It is described by a JSON file (`"format": FOREIGN_FORMAT`) that
                     (names = outputs + 1)
     taxonomy        the data root's taxonomy.csv (primary_label, scientific_name)
     sample_rate     Hz the model takes (Perch 2.0: 32000)
-    window_seconds  s of audio per model input (Perch 2.0: 5)
+    input_seconds  s of audio per model input (Perch 2.0: 5)
     output          name or index of the logits output (SavedModel outputs sorted by name)
     activation      sigmoid | softmax (over all the model's classes) | none (already scores)
     batch_size      windows per model call
@@ -22,8 +22,8 @@ output whose name equals its `scientific_name` (case and spacing ignored; the ma
 the model lists a name twice). A class the model does not know gets NaN (MISSING): blends
 leave the model out for it (`task=pseudo_label`), it is never read as "absent".
 
-Every 5-s row window is fitted to the model's window: cut into ceil(5 / window_seconds)
-evenly spread windows whose maximum is taken when shorter, centred in zeros when longer.
+Every 5-s row is fitted to the model's input: cut into ceil(5 / input_seconds) evenly
+spread inputs whose maximum is taken when the input is shorter, centred in zeros when longer.
 TensorFlow is imported only for a SavedModel, after torch (importing it first crashes
 torch's triton).
 """
@@ -53,7 +53,7 @@ MISSING = float("nan")  # score of a taxonomy class the foreign model does not k
 WAVEFORM = "waveform"  # frame kind: the raw samples, one "frame" per sample
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 DEFAULT_BATCH = 16  # windows per model call
-KEYS = ("model", "labels", "taxonomy", "sample_rate", "window_seconds", "output", "activation")
+KEYS = ("model", "labels", "taxonomy", "sample_rate", "input_seconds", "output", "activation")
 
 
 def is_saved_model(path: Path) -> bool:
@@ -80,7 +80,7 @@ def describe(model, labels, taxonomy, settings: dict) -> dict:
         "labels": str(Path(labels).resolve()),
         "taxonomy": str(Path(taxonomy).resolve()),
         "sample_rate": int(settings["sample_rate"]),
-        "window_seconds": float(settings["window_seconds"]),
+        "input_seconds": float(settings["input_seconds"]),
         "output": settings["output"],
         "activation": str(settings["activation"]),
         "batch_size": int(settings.get("batch_size", DEFAULT_BATCH)),
@@ -96,7 +96,7 @@ def descriptions(models: list[str], labels, taxonomy, settings: dict) -> dict[in
         raise InferenceError(
             f"teacher.models {list(found.values())} are not models of this project (an .onnx "
             "without birdclef metadata or a TF SavedModel): describe them with "
-            "teacher.foreign.labels=<csv of their class names> (and sample_rate, window_seconds, "
+            "teacher.foreign.labels=<csv of their class names> (and sample_rate, input_seconds, "
             "output, activation), or export the project model with task=export."
         )
     if not Path(labels).is_file():
@@ -207,8 +207,8 @@ class ForeignModel(WindowModel):
         self.names = read_names(Path(desc["labels"]))
         self.index = class_index(scientific, self.names)
         rate = int(desc["sample_rate"])
-        if rate <= 0 or float(desc["window_seconds"]) <= 0:
-            raise InferenceError(f"{path}: sample_rate and window_seconds must be positive.")
+        if rate <= 0 or float(desc["input_seconds"]) <= 0:
+            raise InferenceError(f"{path}: sample_rate and input_seconds must be positive.")
         meta = {
             "format": META_FORMAT,
             "name": model.stem if model.suffix else model.name,
@@ -225,7 +225,7 @@ class ForeignModel(WindowModel):
             desc["activation"],
             max(1, int(desc.get("batch_size", DEFAULT_BATCH))),
         )
-        self.model_samples = round(float(desc["window_seconds"]) * rate)
+        self.model_samples = round(float(desc["input_seconds"]) * rate)
         if is_saved_model(model):
             self.runner = SavedModelRunner(model, threads)
         elif model.suffix == ".onnx" and model.is_file():

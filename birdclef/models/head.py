@@ -18,6 +18,9 @@ class EmbeddingHead(nn.Module):
     MLP one linear layer. The LayerNorm puts embeddings of any scale on one footing.
     """
 
+    input_size_arg = "embedding_dim"  # derived from the front end (birdclef.models.build)
+    reads_embeddings = True
+
     def __init__(
         self,
         num_classes: int,

@@ -48,9 +48,8 @@ def band_statistics(x: torch.Tensor, n_features: int) -> torch.Tensor:
     """[B, 1, F, T] -> [B, 2F]: each band's mean over time, then each band's std."""
     if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != n_features:
         raise ConfigError(
-            f"the model expects features [batch, 1, {n_features}, frames] but got "
-            f"{list(x.shape)}: set model.n_features to the front end's band count "
-            "(frontend.n_mels, or frontend.n_mfcc with frontend=mfcc)."
+            f"the model was built for features [batch, 1, {n_features}, frames] (its front end's "
+            f"bands) but got {list(x.shape)}: give it features of the frontend it was built with."
         )
     x = x.squeeze(1).float()
     return torch.cat([x.mean(dim=-1), x.std(dim=-1, correction=0)], dim=-1)
@@ -65,11 +64,13 @@ class PooledLinear(nn.Module):
     the front end's band count (frontend.n_mels, or frontend.n_mfcc for MFCCs).
     """
 
+    input_size_arg = "n_features"  # derived from the front end (birdclef.models.build)
+
     def __init__(self, num_classes: int, n_features: int = 128) -> None:
         super().__init__()
         if n_features < 1 or num_classes < 1:
             raise ConfigError(
-                f"model.n_features={n_features} and num_classes={num_classes} must be >= 1."
+                f"n_features={n_features} (the front end's bands) and num_classes={num_classes} must be >= 1."
             )
         self.n_features = n_features
         self.norm = RunningStandardize(2 * n_features)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 CHECK_BATCH = 16  # windows per forward pass in the checks: bounds memory on big nets
 CALIBRATION_BATCH = 8  # windows per calibration forward pass: bounds the augmented graph's memory
 QUANT_OPS = ("Conv", "MatMul", "Gemm")  # the ops that hold weights, stored as int8
-# export.calibration_method -> onnxruntime's CalibrationMethod
+# task.calibration_method -> onnxruntime's CalibrationMethod
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
@@ -110,7 +110,7 @@ def quantize_int8(fp32: Path, out: Path, windows: np.ndarray, method: str, work:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:
-        raise ConfigError(f"export.calibration_method={method!r} must be one of {sorted(METHODS)}.")
+        raise ConfigError(f"task.calibration_method={method!r} must be one of {sorted(METHODS)}.")
 
     class Windows(CalibrationDataReader):
         def __init__(self) -> None:

@@ -48,13 +48,13 @@ class ConvVAE(nn.Module):
         super().__init__()
         if num_classes is not None:  # the classifier tasks pass it; a VAE has no classes
             raise ConfigError(
-                "model=vae is a VAE, not a classifier: train and score it with task=embed "
-                "(embed.representations lists vae), or pick a classifier model for this task."
+                "ConvVAE is a VAE, not a classifier: train and score it with task=embed "
+                "(task.vae), or pick a classifier model for this task."
             )
         if latent_dim < 1 or not channels or min(channels) < 1 or min(pool) < 1:
             raise ConfigError(
-                f"model.latent_dim={latent_dim}, model.channels={list(channels)} and "
-                f"model.pool={list(pool)} must be positive."
+                f"task.vae.latent_dim={latent_dim}, task.vae.channels={list(channels)} and "
+                f"task.vae.pool={list(pool)} must be positive."
             )
         self.pool = tuple(int(p) for p in pool)
         self.size = (math.ceil(n_mels / self.pool[0]), math.ceil(n_frames / self.pool[1]))

@@ -42,7 +42,9 @@ LOW = float(np.finfo(np.float32).tiny)  # smallest score read as a probability
 HIGH = 1.0 - float(np.finfo(np.float32).epsneg)  # largest float32 score below 1
 ACTIVATIONS = ("sigmoid", "softmax")
 NULL = "null"  # the checkpoint output a softmax export drops
-EXPORT_HINT = "export the checkpoint with `python run.py task=export export.model=<run>/checkpoints/best.ckpt`"
+EXPORT_HINT = (
+    "export the checkpoint with `python run.py task=export task.model=<run>/checkpoints/best.ckpt`"
+)
 
 
 def is_exported(path: Path) -> bool:
@@ -75,7 +77,7 @@ def run_folders(path: Path) -> list[Path]:
     """Where an exported model's run files (split.csv, metrics.json) are looked for, in order.
 
     The export's own folder (the folder holding the .onnx file or the `openvino` folder,
-    `export.output`), where they can be copied, then the run folder of the checkpoint it was
+    `task.output`), where they can be copied, then the run folder of the checkpoint it was
     exported from (its description's `source`, relative paths to the current folder).
     """
     folder = path.parent.parent if path.suffix == ".xml" else path.parent

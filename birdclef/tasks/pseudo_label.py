@@ -151,7 +151,7 @@ def plan(cfg: DictConfig) -> dict:
     folder = Path(t.soundscapes) if t.soundscapes else root / "train_soundscapes"
     s = settings(t)
     f = t.foreign
-    keys = ("sample_rate", "window_seconds", "output", "activation", "batch_size")
+    keys = ("sample_rate", "input_seconds", "output", "activation", "batch_size")
     foreign = descriptions(s["models"], f.labels, root / "taxonomy.csv", {k: f[k] for k in keys})
     stamps = model_stamps(s["models"])
     if foreign:  # their label files are part of the teacher

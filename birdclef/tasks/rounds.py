@@ -1,12 +1,12 @@
 """Task `rounds`: a supervised model, then k pseudo-label rounds, each student the next teacher.
 
-    python run.py task=rounds rounds.k=2 data.pseudo.power=2 [any training override]
+    python run.py task=rounds task.k=2 data.pseudo.power=2 [any training override]
 
 Round 0 trains as the config says (`task=train`; data.pseudo.labels as given, null =
 supervised). Round r >= 1: round r-1's best checkpoint, blended with `teacher.models` when
 there are any (e.g. a foreign model), pseudo-labels train_soundscapes (`task=pseudo_label`
 with the `teacher` settings), then a student trains as round 0 does but with those labels
-(`data.pseudo.*`); with `rounds.distill=true` that student is distilled from round r-1's
+(`data.pseudo.*`); with `task.distill=true` that student is distilled from round r-1's
 checkpoint too (`task=distill`: online teacher scores on every window, the `teacher`
 temperature and kd_weight, beside the labels). Each step is `birdclef.tasks.train.run`
 (or `birdclef.tasks.distill.run`) or `birdclef.tasks.pseudo_label.run`
@@ -41,7 +41,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from birdclef.core.errors import ConfigError
 from birdclef.core.io import write_csv
@@ -68,7 +68,7 @@ COLUMNS = (
 def run(cfg: DictConfig) -> dict:
     """Rounds 0..k (see the module docstring); metrics of the last round and a per-round table."""
     k = check(cfg)
-    distilled = bool(cfg.rounds.get("distill", False))
+    distilled = bool(cfg.task.get("distill", False))
     if distilled:  # before round 0 trains, not when round 1 starts
         distill_task.check_augment(cfg)
     out = run_dir(cfg)
@@ -114,10 +114,10 @@ def run(cfg: DictConfig) -> dict:
 
 
 def check(cfg: DictConfig) -> int:
-    k = cfg.rounds.k
+    k = cfg.task.k
     if not isinstance(k, int) or k < 0:
         raise ConfigError(
-            f"rounds.k={k!r} must be an integer >= 0 (pseudo-label rounds after round 0)."
+            f"task.k={k!r} must be an integer >= 0 (pseudo-label rounds after round 0)."
         )
     if cfg.ckpt_path:
         raise ConfigError(
@@ -132,9 +132,9 @@ def check(cfg: DictConfig) -> int:
 def derive(cfg: DictConfig, fn: str, folder: Path, updates: dict | None = None) -> DictConfig:
     """A copy of `cfg` that runs task `fn` in `folder`, with `updates` (dotted keys); `cfg` is untouched."""
     new = copy.deepcopy(cfg)
-    with open_dict(new):
-        new.pop("rounds", None)  # not a setting of the step: raising k must not rerun it
-    OmegaConf.update(new, "task.fn", fn, merge=False)
+    # the step's task has no settings of its own: the rounds' (k, distill) are not the step's,
+    # so raising k must not rerun it
+    OmegaConf.update(new, "task", {"fn": fn}, merge=False)
     OmegaConf.update(new, "paths.output_dir", str(folder), merge=False)
     for key, value in (updates or {}).items():
         OmegaConf.update(new, key, value, merge=False)

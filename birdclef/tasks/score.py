@@ -1,6 +1,6 @@
 """Task `score`: the competition metric of a submission against a solution, and per-class AUCs.
 
-python run.py task=score predict.output=submission.csv score.solution=solution.csv
+python run.py task=score predict.output=submission.csv task.solution=solution.csv
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def run(cfg: DictConfig) -> dict:
     if not submission_path.is_file():
         raise DataError(f"predict.output={submission_path} not found; write it with task=predict.")
     solution_path = (
-        Path(cfg.score.solution) if cfg.score.solution else find_soundscape_labels(data_root(cfg))
+        Path(cfg.task.solution) if cfg.task.solution else find_soundscape_labels(data_root(cfg))
     )
     if solution_path is None:
         raise ConfigError(
-            "score.solution is not set and the data root has no soundscape_labels.csv."
+            "task.solution is not set and the data root has no soundscape_labels.csv."
         )
     submission = pd.read_csv(submission_path)
     if "row_id" not in submission.columns:

@@ -7,17 +7,19 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from birdclef.analysis.callbacks import RunFigures
 from birdclef.analysis.runlog import finish
-from birdclef.core.errors import ConfigError
+from birdclef.core.errors import ConfigError, user_error
 from birdclef.core.io import write_csv
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.curation.apply import REPORT_NAME
 from birdclef.data.root import synthetic_root
+from birdclef.models.build import net_config
 from birdclef.models.timing import cpu_ms_per_window
 from birdclef.modules.callbacks import EpochTimer
 from birdclef.modules.classifier import Classifier
@@ -32,15 +34,12 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
-def check_targets(labels, loss) -> None:
-    """Refuse a label rule made for the other kind of loss (softmax vs sigmoid)."""
-    if labels.activation != loss.activation:
-        wanted = "multilabel" if loss.activation == "sigmoid" else "informed"
-        raise ConfigError(
-            f"label={type(labels).__name__} makes {labels.activation} targets but loss="
-            f"{type(loss).__name__} is a {loss.activation} loss: use label={wanted} with it "
-            "(loss=bce and loss=focal_bce select label=multilabel unless label= is given)."
-        )
+def build(node: DictConfig, **derived):
+    """`instantiate(node, **derived)`, raising a user error itself rather than Hydra's wrapper."""
+    try:
+        return instantiate(node, **derived)
+    except InstantiationException as err:
+        raise (user_error(err) or err) from None
 
 
 def build_datamodule(
@@ -52,8 +51,7 @@ def build_datamodule(
     `teacher_trained_on` (cross-fitted teachers): and `teacher_mask`.
     """
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
-    labels = instantiate(cfg.label)
-    check_targets(labels, instantiate(cfg.loss))
+    labels = build(cfg.label, activation=instantiate(cfg.loss).activation)
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
         row_filter=instantiate(cfg.filter), background=background,
@@ -126,7 +124,7 @@ def train(
     if main:
         write_data_files(dm, out)
     module = module_factory(
-        cfg.model, cfg.loss, cfg.optim, dm.classes, dm.output_names,
+        net_config(cfg.model, dm.frontend), cfg.loss, cfg.optim, dm.classes, dm.output_names,
         augment=augment, frontend=cfg.frontend,
     )  # fmt: skip
     (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()

@@ -1,9 +1,10 @@
-"""The segment filter (study's stage 2): YAMNet's keep-list, partial voice removal, species rescue.
+"""The training-data filter of the `filter` group: rating (stage 1), YAMNet keep-list and voice removal (stage 2).
 
-Stages, in order, on the training side only: the rating filter on rows (optional,
-`min_rating`), YAMNet's keep-list on segments (`yamnet`), then `voice_drop` of the
-speech-flagged segments still kept. A species whose segments would all go keeps its
-`rescue` best ones (highest YAMNet keep score, then least speech, then earliest).
+Stages, in order, on the training side only: the rating filter on recordings
+(`filter.rating`), YAMNet's keep-list on 5-s windows (`filter.yamnet`), then `filter.voice.drop`
+of the speech-flagged windows still kept (`filter.voice`). A species whose windows would all go
+keeps its `rescue` best ones (highest YAMNet keep score, then least speech, then earliest).
+`build_filter` makes the filter of the enabled stages.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from birdclef.core.errors import ConfigError, DataError
 from birdclef.data.curation.detectors import SileroVad, YamnetDetector
 from birdclef.data.curation.manifest import SegmentManifest
-from birdclef.data.filters import RatingFilter
+from birdclef.data.filters import NoFilter, RatingFilter
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ SPEECH_DETECTORS = ("silero", "yamnet")
 
 
 class SegmentFilter:
-    """`filter=yamnet|rating_yamnet|voice|...`: rows by rating, then segments by detectors."""
+    """Recordings by rating, then 5-s windows by detectors (YAMNet's keep-list, speech)."""
 
     def __init__(
         self, min_rating: float | None = None, keep_top: int = 5, yamnet=None,
@@ -32,15 +33,20 @@ class SegmentFilter:
         min_speech_seconds: float = 0.5, rescue: int = 2, seed: int = 0,
     ) -> None:  # fmt: skip
         if voice_drop is not None and not 0.0 <= voice_drop <= 1.0:
-            raise ConfigError(f"filter.voice_drop={voice_drop} must be in [0, 1] (or null: off).")
+            raise ConfigError(f"filter.voice.drop={voice_drop} must be in [0, 1].")
         if speech not in SPEECH_DETECTORS:
-            raise ConfigError(f"filter.speech={speech!r} must be one of {SPEECH_DETECTORS}.")
+            raise ConfigError(
+                f"filter.voice.detector={speech!r} must be one of {SPEECH_DETECTORS}."
+            )
         if speech == "yamnet" and voice_drop is not None and not yamnet:
-            raise ConfigError("filter.speech=yamnet needs filter.yamnet (the model and keep-list).")
+            raise ConfigError(
+                "filter.voice.detector=yamnet reads YAMNet's speech classes: set "
+                "filter.yamnet.enabled=true too (its model and keep-list)."
+            )
         if rescue < 0 or min_speech_seconds <= 0:
             raise ConfigError(
-                f"filter.rescue={rescue} must be >= 0 and filter.min_speech_seconds="
-                f"{min_speech_seconds} > 0 (s of speech that flag a segment)."
+                f"filter.rescue={rescue} must be >= 0 and filter.voice.min_speech_seconds="
+                f"{min_speech_seconds} > 0 (s of speech that flag a window)."
             )
         self.rating = None if min_rating is None else RatingFilter(min_rating, keep_top)
         self.yamnet = YamnetDetector(**dict(yamnet)) if yamnet else None
@@ -53,7 +59,8 @@ class SegmentFilter:
         self._checked = False
         if self.yamnet is None and voice_drop is None:
             raise ConfigError(
-                "this segment filter has no stage: set filter.yamnet or filter.voice_drop."
+                "this window filter has no stage: set filter.yamnet.enabled=true or "
+                "filter.voice.enabled=true."
             )
 
     def __call__(self, train: pd.DataFrame) -> pd.DataFrame:
@@ -162,3 +169,28 @@ def filter_report(
         2
     )
     return report
+
+
+def build_filter(rating, yamnet, voice, rescue: int = 2, seed: int = 0):
+    """The filter of the `filter` group's enabled stages (each a mapping with `enabled`)."""
+    on = {
+        name: bool(stage["enabled"])
+        for name, stage in (("rating", rating), ("yamnet", yamnet), ("voice", voice))
+    }
+    if not (on["yamnet"] or on["voice"]):
+        return (
+            RatingFilter(rating["min_rating"], rating["keep_top"]) if on["rating"] else NoFilter()
+        )
+    return SegmentFilter(
+        min_rating=rating["min_rating"] if on["rating"] else None,
+        keep_top=rating["keep_top"],
+        yamnet={k: yamnet[k] for k in ("model", "speech_threshold", "keep")}
+        if on["yamnet"]
+        else None,
+        voice_drop=voice["drop"] if on["voice"] else None,
+        speech=voice["detector"],
+        vad_threshold=voice["vad_threshold"],
+        min_speech_seconds=voice["min_speech_seconds"],
+        rescue=rescue,
+        seed=seed,
+    )

@@ -1,6 +1,6 @@
-"""Task `segments`: build the segment manifests a filter uses, and measure its detectors.
+"""Task `curate`: build the manifests the window filters use, and measure their detectors.
 
-    python run.py task=segments filter=yamnet_voice filter.yamnet.model=<SavedModel> [data.root=...]
+    python run.py task=curate filter.voice.enabled=true [filter.yamnet.enabled=true filter.yamnet.model=<SavedModel>]
 
 Scores every 5-s segment of train_audio with the detectors of `filter` (YAMNet, Silero
 VAD), once (later runs and training read the cached manifest). Writes into the run
@@ -41,8 +41,8 @@ def run(cfg: DictConfig) -> dict:
     row_filter = instantiate(cfg.filter)
     if not hasattr(row_filter, "manifests"):
         raise ConfigError(
-            f"filter={type(row_filter).__name__} scores no segments; use task=segments with "
-            "filter=yamnet, voice, yamnet_voice or another segment filter."
+            "no detector to run: task=curate scores 5-s windows with the detectors of the "
+            "enabled filter stages; set filter.voice.enabled=true and/or filter.yamnet.enabled=true."
         )
     paths, files, groups = load_metadata(root).train_files()
     rate = cfg.sample_rate
