@@ -23,7 +23,7 @@ from pathlib import Path
 import harness
 import pandas as pd
 
-from birdclef.core.metric import read_solution, score_frames
+from birdclef.core.metric import read_solution, score_tables
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.inference.loading import load_model
 from birdclef.inference.predict import list_audio, predict_files
@@ -67,7 +67,7 @@ def case_table(name: str, root: Path, models: list[str], workers: int) -> pd.Dat
         ]
         frame, _ = assemble(picked, [loaded[i].classes for i in subset],
                             [models[i] for i in subset], columns, how, None, 2.0, **kw)  # fmt: skip
-        return score_frames(solution, frame)[0]
+        return score_tables(solution, frame)[0]
 
     rows = []
     for setting, (stride, sed, kw) in SETTINGS.items():

@@ -148,7 +148,7 @@ def test_every_timing_script_uses_the_harness_and_keeps_no_machinery_of_its_own(
     scripts = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "harness.py")
     checked = [p for p in scripts if p.name not in RECIPE_RUNNERS]
     assert {p.name for p in checked} >= {"cache_speed.py", "eda_speed.py", "pcen_speed.py",
-                                         "postprocess.py", "segment_speed.py"}  # fmt: skip
+                                         "postprocess.py", "window_speed.py"}  # fmt: skip
     for path in checked:
         modules = imported_modules(path)
         assert "harness" in modules, f"{path.name} does not import the harness"

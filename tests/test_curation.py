@@ -1,4 +1,4 @@
-"""Segment manifest (resume, changed files, bad audio) and the segment filter's rules, exactly."""
+"""Window manifest (resume, changed files, bad audio) and the window filter's rules, exactly."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from birdclef.core.errors import ConfigError
-from birdclef.data.curation.manifest import Manifest, SegmentManifest, seconds_of, segment_spans
-from birdclef.data.curation.segment_filter import SegmentFilter, filter_report
+from birdclef.data.curation.manifest import Manifest, WindowManifest, seconds_of, window_spans
+from birdclef.data.curation.window_filter import WindowFilter, filter_report
 from tests.conftest import ROOT, SR, tone, write_wav
 
 
 class LoudDetector:
-    """A cheap stand-in detector: `speech_s` = 5 s when the segment's RMS exceeds 0.1."""
+    """A cheap stand-in detector: `speech_s` = 5 s when the window's RMS exceeds 0.1."""
 
     name = "loud"
 
@@ -50,7 +50,7 @@ class LoudDetector:
 
 
 def folder_of_clips(root: Path, n: int = 5) -> list[Path]:
-    """n clips of 13 s (3 segments each): loud, then quiet, then loud."""
+    """n clips of 13 s (3 windows each): loud, then quiet, then loud."""
     paths = []
     for i in range(n):
         audio = np.concatenate([tone(5, 1000 + 100 * i), 0.01 * tone(5), tone(3)])
@@ -60,15 +60,15 @@ def folder_of_clips(root: Path, n: int = 5) -> list[Path]:
 
 def build(cache: Path, paths, detector) -> Manifest:
     keys = [f"{p.parent.name}/{p.name}" for p in paths]
-    return SegmentManifest(cache, detector, SR, workers=0).build(
+    return WindowManifest(cache, detector, SR, workers=0).build(
         paths, keys, [p.parent.name for p in paths]
     )
 
 
-def test_segments_are_the_studys_five_second_windows():
-    assert segment_spans(13 * SR, SR) == [(0, 5 * SR), (5 * SR, 10 * SR), (8 * SR, 13 * SR)]
-    assert segment_spans(12 * SR, SR) == [(0, 5 * SR), (5 * SR, 10 * SR)]  # a 2-s tail is dropped
-    assert segment_spans(3 * SR, SR) == [(0, 3 * SR)]
+def test_windows_are_the_studys_five_second_windows():
+    assert window_spans(13 * SR, SR) == [(0, 5 * SR), (5 * SR, 10 * SR), (8 * SR, 13 * SR)]
+    assert window_spans(12 * SR, SR) == [(0, 5 * SR), (5 * SR, 10 * SR)]  # a 2-s tail is dropped
+    assert window_spans(3 * SR, SR) == [(0, 3 * SR)]
     frame = pd.DataFrame(
         {"file": ["a", "a", "a", "b"], "start": [0, 5, 7, 0], "end": [5, 10, 12, 3]}
     )
@@ -84,9 +84,9 @@ def test_manifest_scores_each_file_once_resumes_and_rescores_only_a_changed_file
     resumed = LoudDetector()
     manifest = build(tmp_path / "cache", [*paths, bad], resumed)
     assert resumed.calls == 3  # the two files done before the interruption are not scored again
-    assert manifest.scored == 9 and len(manifest.segments) == 15
+    assert manifest.scored == 9 and len(manifest.windows) == 15
     assert manifest.bad["file"].tolist() == ["c9/broken.wav"]
-    first = manifest.segments[manifest.segments["file"] == "c0/clip0.wav"]
+    first = manifest.windows[manifest.windows["file"] == "c0/clip0.wav"]
     assert first["speech_s"].tolist() == [5.0, 0.0, 5.0]
     assert first["start"].tolist() == [0, 5 * SR, 8 * SR]
     again = LoudDetector()
@@ -96,7 +96,7 @@ def test_manifest_scores_each_file_once_resumes_and_rescores_only_a_changed_file
     changed = LoudDetector()
     manifest = build(tmp_path / "cache", [*paths, bad], changed)
     assert changed.calls == 1
-    assert manifest.segments.loc[manifest.segments["file"] == "c3/clip3.wav", "speech_s"].sum() == 0
+    assert manifest.windows.loc[manifest.windows["file"] == "c3/clip3.wav", "speech_s"].sum() == 0
 
 
 KILLED_BUILD = """
@@ -125,60 +125,60 @@ def test_a_killed_build_resumes_where_it_stopped(tmp_path):
     resumed = LoudDetector()
     paths = sorted((tmp_path / "audio").rglob("*.wav"))  # the same files: rewriting would re-score
     manifest = build(cache, paths, resumed)
-    assert resumed.calls == 8 - done and len(manifest.segments) == 24
+    assert resumed.calls == 8 - done and len(manifest.windows) == 24
 
 
 def table(speech: list[float], labels: list[str], keep=None, score=None):
-    """Segments of one file per label run, and the manifests the filter reads."""
+    """Windows of one file per label run, and the manifests the filter reads."""
     files = [f"{label}/f.ogg" for label in labels]
-    segment = [int(s) for s in pd.Series(files).groupby(files).cumcount()]
-    segments = pd.DataFrame({
-        "file": files, "primary_label": labels, "segment": segment,
-        "start": [s * 5 * SR for s in segment], "end": [(s + 1) * 5 * SR for s in segment],
+    window = [int(s) for s in pd.Series(files).groupby(files).cumcount()]
+    windows = pd.DataFrame({
+        "file": files, "primary_label": labels, "window": window,
+        "start": [s * 5 * SR for s in window], "end": [(s + 1) * 5 * SR for s in window],
     })  # fmt: skip
-    scores = segments[["file", "segment"]].assign(speech_s=speech)
+    scores = windows[["file", "window"]].assign(speech_s=speech)
     manifests = {"silero": Manifest(scores, pd.DataFrame())}
     if keep is not None:
         manifests["yamnet"] = Manifest(
             scores.assign(keep=keep, keep_score=score, speech_s=0.0), pd.DataFrame()
         )
-    return segments, manifests
+    return windows, manifests
 
 
-def test_voice_drop_drops_that_share_of_speech_segments_reproducibly_by_seed():
-    speech = [5, 0, 5, 5, 0, 5, 5, 5, 5, 5, 0, 5]  # 9 speech-flagged segments of 12
-    segments, manifests = table(speech, ["a"] * 6 + ["b"] * 6)
+def test_voice_drop_drops_that_share_of_speech_windows_reproducibly_by_seed():
+    speech = [5, 0, 5, 5, 0, 5, 5, 5, 5, 5, 0, 5]  # 9 speech-flagged windows of 12
+    windows, manifests = table(speech, ["a"] * 6 + ["b"] * 6)
 
     def dropped(p, seed):
-        kept = SegmentFilter(voice_drop=p, seed=seed).select(segments, manifests)
-        return sorted(set(zip(segments["file"], segments["segment"], strict=True))
-                      - set(zip(kept["file"], kept["segment"], strict=True)))  # fmt: skip
+        kept = WindowFilter(voice_drop=p, seed=seed).select(windows, manifests)
+        return sorted(set(zip(windows["file"], windows["window"], strict=True))
+                      - set(zip(kept["file"], kept["window"], strict=True)))  # fmt: skip
 
     assert dropped(0.0, 1) == []
     half = dropped(0.5, 1)
     assert len(half) == 4  # round(0.5 * 9) = 4 (Python rounds half to even)
     assert half == [("a/f.ogg", 0), ("a/f.ogg", 2), ("b/f.ogg", 0), ("b/f.ogg", 3)]  # seed 1
     assert dropped(0.5, 1) == half and dropped(0.5, 2) != half
-    assert all(speech[(0 if f[0] == "a" else 6) + s] for f, s in half)  # only speech segments go
-    assert len(dropped(1.0, 1)) == 9  # every speech segment; a and b keep their non-speech ones
+    assert all(speech[(0 if f[0] == "a" else 6) + s] for f, s in half)  # only speech windows go
+    assert len(dropped(1.0, 1)) == 9  # every speech window; a and b keep their non-speech ones
     assert len(dropped(0.7, 1)) == 6
 
 
-def test_rescue_keeps_the_best_segments_of_a_species_that_would_lose_all():
+def test_rescue_keeps_the_best_windows_of_a_species_that_would_lose_all():
     keep = [False, False, False, True, False, False]
     score = [0.2, 0.6, 0.4, 0.9, 0.1, 0.3]
-    segments, manifests = table([0] * 6, ["a", "a", "a", "b", "b", "c"], keep, score)
-    f = SegmentFilter(yamnet={"model": "unused", "keep": ["Bird"]}, rescue=2)
-    kept = f.select(segments, manifests)
-    # a: nothing kept -> its two best-scored (0.6, 0.4); b keeps its one; c: its only segment
-    assert list(zip(kept["primary_label"], kept["segment"], strict=True)) == [
+    windows, manifests = table([0] * 6, ["a", "a", "a", "b", "b", "c"], keep, score)
+    f = WindowFilter(yamnet={"model": "unused", "keep": ["Bird"]}, rescue=2)
+    kept = f.select(windows, manifests)
+    # a: nothing kept -> its two best-scored (0.6, 0.4); b keeps its one; c: its only window
+    assert list(zip(kept["primary_label"], kept["window"], strict=True)) == [
         ("a", 1), ("a", 2), ("b", 0), ("c", 0),
     ]  # fmt: skip
     assert f.rescued == {"a": 2, "c": 1}
-    none = SegmentFilter(yamnet={"model": "unused", "keep": ["Bird"]}, rescue=0)
-    assert none.select(segments, manifests)["primary_label"].tolist() == ["b"]
-    report = filter_report(segments, kept, SR, {}, f.rescued).set_index("class")
-    assert report.loc["a", ["segments_before", "segments_after", "rescued_segments"]].tolist() == [
+    none = WindowFilter(yamnet={"model": "unused", "keep": ["Bird"]}, rescue=0)
+    assert none.select(windows, manifests)["primary_label"].tolist() == ["b"]
+    report = filter_report(windows, kept, SR, {}, f.rescued).set_index("class")
+    assert report.loc["a", ["windows_before", "windows_after", "rescued_windows"]].tolist() == [
         3,
         2,
         2,
@@ -191,19 +191,19 @@ def test_rescue_keeps_the_best_segments_of_a_species_that_would_lose_all():
 
 def test_yamnet_and_voice_stages_combine_and_speech_is_counted_after_the_keep_list():
     keep = [True, True, False, True]
-    segments, manifests = table([5, 5, 5, 0], ["a"] * 4, keep, [0.5] * 4)
-    f = SegmentFilter(yamnet={"model": "unused", "keep": ["Bird"]}, voice_drop=1.0, seed=0)
-    assert f.select(segments, manifests)["segment"].tolist() == [3]
+    windows, manifests = table([5, 5, 5, 0], ["a"] * 4, keep, [0.5] * 4)
+    f = WindowFilter(yamnet={"model": "unused", "keep": ["Bird"]}, voice_drop=1.0, seed=0)
+    assert f.select(windows, manifests)["window"].tolist() == [3]
 
 
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ConfigError, match=r"filter.voice.drop=1.5 must be in \[0, 1\]"):
-        SegmentFilter(voice_drop=1.5)
+        WindowFilter(voice_drop=1.5)
     with pytest.raises(ConfigError, match="filter.voice.detector='whisper'"):
-        SegmentFilter(voice_drop=0.5, speech="whisper")
+        WindowFilter(voice_drop=0.5, speech="whisper")
     with pytest.raises(
         ConfigError, match="filter.voice.detector=yamnet reads YAMNet.*filter.yamnet.enabled=true"
     ):
-        SegmentFilter(voice_drop=0.5, speech="yamnet")
+        WindowFilter(voice_drop=0.5, speech="yamnet")
     with pytest.raises(ConfigError, match="no stage"):
-        SegmentFilter()
+        WindowFilter()

@@ -35,8 +35,8 @@ def test_silero_finds_espeak_speech_in_an_intro_and_not_in_calls():
     intro = render_speech(4.0, DETECTOR_RATE, rng)
     noise = 0.01 * rng.standard_normal(3 * SECONDS).astype(np.float32)
     audio = noise.copy()
-    audio[: len(intro)] += 0.5 * intro  # segment 0: 4 s of speech
-    audio[SECONDS : 2 * SECONDS] += whistle(5)  # segment 1: bird-like whistles; segment 2: noise
+    audio[: len(intro)] += 0.5 * intro  # window 0: 4 s of speech
+    audio[SECONDS : 2 * SECONDS] += whistle(5)  # window 1: bird-like whistles; window 2: noise
     spans = [(0, SECONDS), (SECONDS, 2 * SECONDS), (2 * SECONDS, 3 * SECONDS)]
     scores = SileroVad().score(audio, spans)
     assert scores[0]["speech_s"] >= 2.0 and scores[0]["speech"] > 0.9
@@ -54,7 +54,7 @@ def standin(tmp_path_factory):
     return write(tmp_path_factory.mktemp("yamnet") / "standin")
 
 
-def test_yamnet_savedmodel_loads_through_tensorflow_hub_and_scores_segments(standin):
+def test_yamnet_savedmodel_loads_through_tensorflow_hub_and_scores_windows(standin):
     import tensorflow_hub as hub
 
     model = hub.load(str(standin))

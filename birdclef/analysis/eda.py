@@ -23,9 +23,9 @@ class SkipSection(Exception):
     """A report section cannot be made from this folder (a column or file is absent)."""
 
 
-def require(frame: pd.DataFrame, *columns: str) -> None:
+def require(table: pd.DataFrame, *columns: str) -> None:
     """Raise SkipSection naming the columns of train.csv that a section needs and lacks."""
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise SkipSection(f"train.csv has no {', '.join(repr(c) for c in missing)} column")
 
@@ -103,12 +103,12 @@ def secondary_matrix(train: pd.DataFrame, include_empty: bool) -> pd.DataFrame:
             pairs[(label, primary)] += 1
     if not pairs:
         return pd.DataFrame(index=pd.Index([], name="secondary"), columns=order, dtype=int)
-    frame = pd.Series(pairs).unstack(fill_value=0).reindex(columns=order, fill_value=0)
-    totals = frame.sum(axis=1).sort_index().sort_values(ascending=False, kind="stable")
+    counts = pd.Series(pairs).unstack(fill_value=0).reindex(columns=order, fill_value=0)
+    totals = counts.sum(axis=1).sort_index().sort_values(ascending=False, kind="stable")
     rows = [NO_SECONDARY] * (NO_SECONDARY in totals.index) + [
         r for r in totals.index if r != NO_SECONDARY
     ]
-    return frame.loc[rows].rename_axis("secondary").astype(int)
+    return counts.loc[rows].rename_axis("secondary").astype(int)
 
 
 def type_counts(train: pd.DataFrame) -> tuple[pd.Series, int, int]:
@@ -132,9 +132,9 @@ def fewest_seconds(
     `seconds` is aligned with `train`'s rows (NaN where the header was unreadable).
     """
     require(train, "primary_label")
-    frame = pd.DataFrame({"label": train["primary_label"].astype(str).to_numpy(),
+    seconds = pd.DataFrame({"label": train["primary_label"].astype(str).to_numpy(),
                           "seconds": np.asarray(seconds, dtype=float)})  # fmt: skip
-    table = frame.groupby("label")["seconds"].agg(recordings="size", seconds="sum")
+    table = seconds.groupby("label")["seconds"].agg(recordings="size", seconds="sum")
     if classes:
         table = table.reindex(sorted(set(classes) | set(table.index)), fill_value=0)
     table = table.sort_index().sort_values("seconds", kind="stable").head(n)
@@ -145,8 +145,8 @@ def rating_table(train: pd.DataFrame) -> pd.DataFrame:
     """Recordings per rating (rows) and collection (columns); unparseable ratings are dropped."""
     require(train, "rating", "collection")
     rating = pd.to_numeric(train["rating"], errors="coerce")
-    frame = pd.DataFrame({"rating": rating, "collection": train["collection"].astype(str)})
-    table = pd.crosstab(frame["rating"].dropna(), frame["collection"][rating.notna()])
+    ratings = pd.DataFrame({"rating": rating, "collection": train["collection"].astype(str)})
+    table = pd.crosstab(ratings["rating"].dropna(), ratings["collection"][rating.notna()])
     return table.sort_index().astype(int)
 
 
@@ -154,26 +154,26 @@ def rating_means(train: pd.DataFrame) -> pd.DataFrame:
     """Per collection: recordings, the share rated (rating > 0) and the mean of real ratings."""
     require(train, "rating", "collection")
     rating = pd.to_numeric(train["rating"], errors="coerce").fillna(0.0)
-    frame = pd.DataFrame({"rating": rating, "collection": train["collection"].astype(str)})
-    rated = frame["rating"] > 0
-    out = frame.groupby("collection").agg(recordings=("rating", "size"))
-    out["rated_share"] = rated.groupby(frame["collection"]).mean()
-    out["mean_rating"] = frame[rated].groupby("collection")["rating"].mean()
+    ratings = pd.DataFrame({"rating": rating, "collection": train["collection"].astype(str)})
+    rated = ratings["rating"] > 0
+    out = ratings.groupby("collection").agg(recordings=("rating", "size"))
+    out["rated_share"] = rated.groupby(ratings["collection"]).mean()
+    out["mean_rating"] = ratings[rated].groupby("collection")["rating"].mean()
     return out.reset_index()
 
 
-def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g", index: bool = False) -> str:
+def markdown_table(data: pd.DataFrame, floatfmt: str = ".3g", index: bool = False) -> str:
     """A GitHub Markdown table (pandas' to_markdown needs `tabulate`, not a dependency)."""
-    frame = frame.reset_index() if index else frame
+    data = data.reset_index() if index else data
 
     def cell(v) -> str:
         if isinstance(v, float | np.floating):
             return "-" if np.isnan(v) else format(v, floatfmt)
         return str(v)
 
-    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    head = "| " + " | ".join(str(c) for c in data.columns) + " |"
+    rule = "|" + "|".join("---" for _ in data.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in data.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 

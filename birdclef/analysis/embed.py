@@ -61,8 +61,8 @@ def pooled_stats(features: torch.Tensor) -> np.ndarray:
 class Windows(Dataset):
     """Windows (file, start sample) cut from one front end's cached frames: items {"features"}."""
 
-    def __init__(self, frames: CachedFrames, finish, files, starts, window: int) -> None:
-        self.frames, self.finish, self.window = frames, finish, window
+    def __init__(self, frames: CachedFrames, finish, files, starts, window_samples: int) -> None:
+        self.frames, self.finish, self.window_samples = frames, finish, window_samples
         self.rec = [frames.position[f] for f in files]
         self.start = [int(round(s / frames.hop_length)) for s in starts]
 
@@ -70,14 +70,14 @@ class Windows(Dataset):
         return len(self.rec)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        n = self.window // self.frames.hop_length
+        n = self.window_samples // self.frames.hop_length
         with torch.no_grad():
             frames = self.frames.window(self.rec[i], self.start[i], n)
             return {"features": self.finish(frames).unsqueeze(0)}
 
 
 def select_windows(
-    frames: CachedFrames, meta, window: int, per_recording, keep=None
+    frames: CachedFrames, meta, window_samples: int, per_recording, keep=None
 ) -> pd.DataFrame:
     """The first `per_recording` windows of each readable recording (all if null; only the
     files in `keep` if given), as a table of file, start (samples), label (class index) and
@@ -88,7 +88,7 @@ def select_windows(
     rows = []
     for rec, file in enumerate(readable):
         starts = recording_window_starts(
-            int(frames.index["n_samples"].iat[frames.position[file]]), window
+            int(frames.index["n_samples"].iat[frames.position[file]]), window_samples
         )
         for s in starts[:per_recording] if per_recording else starts:
             rows.append((file, s, lookup[first[file]], rec))

@@ -64,8 +64,8 @@ def read_headers(paths: Sequence, workers: int = 1, desc: str = "headers") -> pd
             for chunk in chunks:
                 rows.extend(_read_chunk(chunk))
                 bar.update(len(chunk))
-    frame = pd.DataFrame(rows, columns=list(HEADER_COLUMNS))
-    return frame.astype({"seconds": float, "kbps": float})
+    headers = pd.DataFrame(rows, columns=list(HEADER_COLUMNS))
+    return headers.astype({"seconds": float, "kbps": float})
 
 
 def characteristics(headers: pd.DataFrame) -> pd.DataFrame:

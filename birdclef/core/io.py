@@ -50,9 +50,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
-def write_csv(path: str | os.PathLike, frame) -> None:
+def write_csv(path: str | os.PathLike, table) -> None:
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False)
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:

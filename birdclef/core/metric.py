@@ -89,16 +89,16 @@ def read_solution(path: Path) -> pd.DataFrame:
     """A solution CSV: `row_id` and one 0/1 column per class (the competition's format)."""
     if not path.is_file():
         raise DataError(f"task.solution={path} not found; give a CSV of row_id + class columns.")
-    frame = pd.read_csv(path)
-    if "row_id" not in frame.columns:
+    table = pd.read_csv(path)
+    if "row_id" not in table.columns:
         raise DataError(
             f"{path} has no row_id column; a solution is row_id + one column per class."
         )
-    frame["row_id"] = frame["row_id"].astype(str)
-    return frame
+    table["row_id"] = table["row_id"].astype(str)
+    return table
 
 
-def score_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+def score_tables(solution: pd.DataFrame, submission: pd.DataFrame) -> tuple[float, pd.DataFrame]:
     """The competition metric and a per-class table (positives, rows, AUC) of `submission`."""
     try:
         overall = competition_score(solution, submission)

@@ -14,7 +14,9 @@ SOUNDSCAPE_ROWS = SOUNDSCAPE_SECONDS // ROW_SECONDS  # rows of one test soundsca
 ROW_TOLERANCE_SECONDS = 0.1  # s, a last window starting less than this before the end is no row
 
 
-def grid_window_starts(n_samples: int, window: int, sample_rate: int | None = None) -> list[int]:
+def grid_window_starts(
+    n_samples: int, window_samples: int, sample_rate: int | None = None
+) -> list[int]:
     """Start samples of back-to-back windows 0, window, 2 window, ...: the scored rows.
 
     Every started window is a row, the last one zero-padded, so a soundscape a few
@@ -22,19 +24,19 @@ def grid_window_starts(n_samples: int, window: int, sample_rate: int | None = No
     `ROW_TOLERANCE_SECONDS` before the end (a file a few samples *over* 60 s) is
     not a row. A file shorter than one window still gets one.
     """
-    if window <= 0:
-        raise ValueError(f"window must be positive, got {window}")
+    if window_samples <= 0:
+        raise ValueError(f"window_samples must be positive, got {window_samples}")
     tolerance = int(ROW_TOLERANCE_SECONDS * sample_rate) if sample_rate else 0
-    count = max(1, math.ceil(max(n_samples - tolerance, 0) / window))
-    return [i * window for i in range(count)]
+    count = max(1, math.ceil(max(n_samples - tolerance, 0) / window_samples))
+    return [i * window_samples for i in range(count)]
 
 
 def soundscape_ends(n_samples: int, sample_rate: int, seconds: int = ROW_SECONDS) -> list[int]:
     """End seconds of the scored rows of a soundscape: 5, 10, ... (12 for 1 minute)."""
-    window = seconds * sample_rate
+    window_samples = seconds * sample_rate
     return [
-        (start + window) // sample_rate
-        for start in grid_window_starts(n_samples, window, sample_rate)
+        (start + window_samples) // sample_rate
+        for start in grid_window_starts(n_samples, window_samples, sample_rate)
     ]
 
 

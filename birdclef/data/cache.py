@@ -68,12 +68,12 @@ def plan_shards(
     paths: Sequence[str | Path], keys: Sequence[str], groups: Sequence[str], buckets: int
 ) -> list[ShardJob]:
     """Split files into shards by (group, hash of the key mod `buckets`), never mixing groups."""
-    frame = pd.DataFrame(
+    table = pd.DataFrame(
         {"path": [str(Path(p).resolve()) for p in paths], "key": list(keys), "group": list(groups)}
     )
-    frame["bucket"] = [_bucket(k, buckets) for k in frame["key"]]
+    table["bucket"] = [_bucket(k, buckets) for k in table["key"]]
     jobs = []
-    for (group, bucket), part in frame.sort_values("key").groupby(["group", "bucket"], sort=True):
+    for (group, bucket), part in table.sort_values("key").groupby(["group", "bucket"], sort=True):
         digest = stable_hash([file_stamp(p) for p in part["path"]])
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(group))[:40]
         jobs.append(

@@ -67,7 +67,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         cache_dir: str | Path,
         frontend,
         labels: InformedLabels | None = None,
-        row_filter=None,
+        train_filter=None,
         window_seconds: float = 5.0,
         train_windows: str = "all",
         val_windows: str = "all",
@@ -127,7 +127,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.root, self.cache_dir = Path(root), Path(cache_dir)
         self.frontend = frontend
         self.label_rule = labels or InformedLabels()
-        self.row_filter = row_filter or NoFilter()
+        self.train_filter = train_filter or NoFilter()
         self.window_seconds, self.train_windows, self.val_windows = (
             window_seconds,
             train_windows,
@@ -146,7 +146,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         self.meta: Metadata | None = None
         self.pseudo_set: WindowDataset | None = None
         self.bad_files = pd.DataFrame(columns=["file", "error"])
-        self.segment_manifests: dict | None = None
+        self.window_manifests: dict | None = None
         self.filter_report: pd.DataFrame | None = None
 
     # ---- what the LightningModule needs -------------------------------------------------
@@ -165,7 +165,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
 
     # ---- datasets ---------------------------------------------------------------------------
     @property
-    def window(self) -> int:
+    def window_samples(self) -> int:
         """Samples per training window."""
         return int(round(self.window_seconds * self.frontend.sample_rate))
 
@@ -173,19 +173,19 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         meta = self._metadata()
-        windows = self._train_frames()
-        usable = meta.train[~meta.train["filename"].isin(set(windows.bad["file"]))]
-        self.bad_files = windows.bad
-        if len(windows.bad):
+        frames = self._train_frames()
+        usable = meta.train[~meta.train["filename"].isin(set(frames.bad["file"]))]
+        self.bad_files = frames.bad
+        if len(frames.bad):
             log.warning(
                 "skipped %d unreadable audio file(s), e.g. %s",
-                len(windows.bad),
-                windows.bad["error"].iloc[0],
+                len(frames.bad),
+                frames.bad["error"].iloc[0],
             )
         if usable.empty:
-            examples = "; ".join(windows.bad["error"].head(BAD_EXAMPLES))
+            examples = "; ".join(frames.bad["error"].head(BAD_EXAMPLES))
             raise DataError(
-                f"none of the {len(windows.bad)} files under {meta.audio_dir} could be read, e.g. {examples}"
+                f"none of the {len(frames.bad)} files under {meta.audio_dir} could be read, e.g. {examples}"
             )
         usable = usable.reset_index(drop=True)
         # split first, filter the training side only: the validation set stays the same
@@ -200,23 +200,23 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
                 "Lower data.min_val_recordings or raise data.val_fraction."
             )
         train_rows = usable[~is_val].reset_index(drop=True)
-        train = self.row_filter(train_rows)
+        train = self.train_filter(train_rows)
         filtered = train_rows[~train_rows["filename"].isin(set(train["filename"]))]
         self.split = pd.concat(  # every usable recording: "filtered" = dropped by the filter
             [train.assign(split="train"), filtered.assign(split="filtered"),
              usable[is_val].assign(split="val")]
         )  # fmt: skip
         kept, self.filter_report = apply_filter(
-            self.row_filter, windows, train_rows, train, self._manifests
+            self.train_filter, frames, train_rows, train, self._manifests
         )
         self.train_set = recording_windows(
-            windows, train, self.train_windows, self.label_rule, self.classes, self.window,
+            frames, train, self.train_windows, self.label_rule, self.classes, self.window_samples,
             self.frontend.finish, self.crop, self.crop_seconds, kept,
         )  # fmt: skip
         if self.teacher_frontend is not None:
             self.train_set.teacher = TeacherFrames(
                 self._train_frames(self.teacher_frontend), self.teacher_frontend.finish,
-                windows, self.train_set.n_frames, self._teacher_allowed(windows),
+                frames, self.train_set.n_frames, self._teacher_allowed(frames),
             )  # fmt: skip
         if self.background:
             self.train_set.background = self._background_frames()
@@ -225,7 +225,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
             )
         self.pseudo_set = self._pseudo_set() if self.pseudo_labels is not None else None
         self.val_set = recording_windows(  # always the fixed windows, comparable across runs
-            windows, usable[is_val], self.val_windows, self.label_rule, self.classes, self.window,
+            frames, usable[is_val], self.val_windows, self.label_rule, self.classes, self.window_samples,
             self.frontend.finish,
         )  # fmt: skip
         self.test_set = self._soundscape_set()
@@ -256,7 +256,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         count = max(self.pseudo_draws, len(rows)) if self.pseudo_redraw else self.pseudo_draws
         pseudo = pseudo_windows(
             frames, rows, self.classes, self.output_names, self.label_rule.activation,
-            self.pseudo_power, self.window, self.frontend.finish, count, self.seed,
+            self.pseudo_power, self.window_samples, self.frontend.finish, count, self.seed,
             self.pseudo_frames, self.pseudo_labels, self.pseudo_threshold,
             self.pseudo_confidence_weight,
         )  # fmt: skip
@@ -307,14 +307,14 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is None:
             return None
-        windows = self._scored_frames(sorted(solution["stem"].unique()))
-        if len(windows.bad):  # their rows cannot be scored, so the test score would be wrong
+        frames = self._scored_frames(sorted(solution["stem"].unique()))
+        if len(frames.bad):  # their rows cannot be scored, so the test score would be wrong
             raise DataError(
-                f"labelled test soundscapes could not be read: {windows.bad.to_dict('records')[:BAD_EXAMPLES]}"
+                f"labelled test soundscapes could not be read: {frames.bad.to_dict('records')[:BAD_EXAMPLES]}"
             )
         self.soundscape_rows = solution[["row_id"]].reset_index(drop=True)
         return soundscape_rows(
-            windows, solution, self.classes, len(self.output_names),
+            frames, solution, self.classes, len(self.output_names),
             ROW_SECONDS * self.frontend.sample_rate, self.frontend.finish,
         )  # fmt: skip
 

@@ -2,9 +2,9 @@
 
 `DataModuleCaches` is a mixin of `BirdclefDataModule` (birdclef.data.datamodule) and holds
 its Lightning hook `prepare_data`. Its methods read the module's settings (`root`,
-`cache_dir`, `frontend`, `cache_workers`, `row_filter`, `background`, `pseudo_labels`,
-`teacher_frontend`), its `classes` and metadata (`_metadata`), and keep the segment
-manifests in `segment_manifests`. With a `frontend` argument, a cache is built with that
+`cache_dir`, `frontend`, `cache_workers`, `train_filter`, `background`, `pseudo_labels`,
+`teacher_frontend`), its `classes` and metadata (`_metadata`), and keep the window
+manifests in `window_manifests`. With a `frontend` argument, a cache is built with that
 front end (a distillation teacher's) instead of the module's own.
 """
 
@@ -36,7 +36,7 @@ class DataModuleCaches:
             self._soundscape_frames()
             if self.teacher_frontend is not None:
                 self._soundscape_frames(self.teacher_frontend)
-        if hasattr(self.row_filter, "manifests"):
+        if hasattr(self.train_filter, "manifests"):
             self._manifests()
 
     def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
@@ -50,13 +50,13 @@ class DataModuleCaches:
         return self._frames(*self._metadata().train_files(), desc, frontend)
 
     def _manifests(self) -> dict:
-        """A segment filter's detector scores of every train_audio file (built once, cached)."""
-        if self.segment_manifests is None:
-            self.segment_manifests = self.row_filter.manifests(
+        """A window filter's detector scores of every train_audio file (built once, cached)."""
+        if self.window_manifests is None:
+            self.window_manifests = self.train_filter.manifests(
                 *self._metadata().train_files(), self.cache_dir, self.frontend.sample_rate,
                 self.cache_workers,
             )  # fmt: skip
-        return self.segment_manifests
+        return self.window_manifests
 
     def _scored_frames(self, stems: list[str]) -> CachedFrames:
         """The labelled test soundscapes, whose 5-s rows are cut from their frames."""

@@ -86,10 +86,10 @@ def _random_start(total: int, n: int, limit: int | None) -> int:
 
 
 def _kept_spans(starts, ends, hop: int, n: int, limit: int | None) -> list[tuple[int, int, int]]:
-    """(start frame, low, high) per kept segment of one recording, in time order.
+    """(start frame, low, high) per kept window of one recording, in time order.
 
-    A random crop starts in [low, high]: inside the run of contiguous kept segments
-    the segment belongs to (at the run's start when it is shorter than the window)
+    A random crop starts in [low, high]: inside the run of contiguous kept windows
+    the window belongs to (at the run's start when it is shorter than the window)
     and, with `limit`, inside the first `limit` frames where the run allows.
     """
     spans = sorted(zip(starts, ends, strict=True))
@@ -120,7 +120,7 @@ class WindowDataset(Dataset):
     front end's per-window step. With `background` (cached soundscapes), each item
     also carries a random crop of one of them, for background-noise augmentation;
     with `teacher` (`TeacherFrames`), the teacher's input for the same span (and crop).
-    With `crop_range` ([items, 2] start frames, a segment filter's kept spans), a random
+    With `crop_range` ([items, 2] start frames, a window filter's kept spans), a random
     crop of item i starts uniformly in [low_i, high_i] instead. With `weight` (an array,
     set by the DataModule for `data.pseudo.confidence_weight`) items also carry `weight`,
     the factor on their loss.
@@ -186,25 +186,25 @@ class WindowDataset(Dataset):
 
 
 def recording_windows(
-    frames: CachedFrames, rows: pd.DataFrame, which: str, rule, classes: list[str], window: int,
+    frames: CachedFrames, recordings: pd.DataFrame, which: str, rule, classes: list[str], window_samples: int,
     finish, crop: str = "fixed", crop_seconds: float | None = None,
-    segments: pd.DataFrame | None = None,
+    kept_windows: pd.DataFrame | None = None,
 ) -> WindowDataset:  # fmt: skip
-    """The windows of the recordings in `rows` (train.csv rows) by the study's rule.
+    """The windows of `recordings` (train.csv's rows, one per recording) by the study's rule.
 
     `which="all"`: every window of `recording_window_starts`; `"first"`: the first of
-    each recording. `window` is in samples; starts are rounded to the nearest frame.
-    With `segments` (a segment filter's kept 5-s segments: file, start, end in samples)
-    the items are those segments instead, a window starting at each (`"first"`: each
+    each recording. `window_samples` is the window's length; starts are rounded to the nearest frame.
+    With `kept_windows` (a window filter's kept 5-s windows: file, start, end in samples)
+    the items are those windows instead, one starting at each (`"first"`: each
     recording's first kept one), and random crops stay inside kept audio (`_kept_spans`).
     The DataModule validates `which`, `crop` and `crop_seconds` before any cache is built.
     """
-    meta = rows.drop_duplicates("filename").set_index("filename")
+    meta = recordings.drop_duplicates("filename").set_index("filename")
     hop = frames.hop_length
     crop_frames = (
         None if crop_seconds is None else int(round(crop_seconds * frames.sample_rate / hop))
     )
-    kept = None if segments is None else dict(list(segments.groupby("file", sort=False)))
+    kept = None if kept_windows is None else dict(list(kept_windows.groupby("file", sort=False)))
     recording, start, files, ranges = [], [], [], []
     for key in meta.index:
         i = frames.position[key]
@@ -212,7 +212,7 @@ def recording_windows(
             if key not in kept:
                 continue
             spans = _kept_spans(
-                kept[key]["start"], kept[key]["end"], hop, window // hop, crop_frames
+                kept[key]["start"], kept[key]["end"], hop, window_samples // hop, crop_frames
             )
             for s, low, high in spans[:1] if which == "first" else spans:
                 recording.append(i)
@@ -220,7 +220,7 @@ def recording_windows(
                 files.append(key)
                 ranges.append((low, high))
             continue
-        starts = recording_window_starts(int(frames.index["n_samples"].iat[i]), window)
+        starts = recording_window_starts(int(frames.index["n_samples"].iat[i]), window_samples)
         for s in starts[:1] if which == "first" else starts:
             recording.append(i)
             start.append(int(round(s / hop)))
@@ -231,13 +231,13 @@ def recording_windows(
     lookup = {c: i for i, c in enumerate(classes)}
     primary = np.array([lookup[p] for p in meta["primary_label"]], dtype=np.int64)
     return WindowDataset(
-        frames, recording, start, window // hop, finish, target, truth, primary, crop, crop_frames,
-        crop_range=None if segments is None else np.array(ranges, dtype=np.int64).reshape(-1, 2),
+        frames, recording, start, window_samples // hop, finish, target, truth, primary, crop, crop_frames,
+        crop_range=None if kept_windows is None else np.array(ranges, dtype=np.int64).reshape(-1, 2),
     )  # fmt: skip
 
 
 def soundscape_rows(
-    frames: CachedFrames, solution: pd.DataFrame, classes: list[str], outputs: int, window: int,
+    frames: CachedFrames, solution: pd.DataFrame, classes: list[str], outputs: int, window_samples: int,
     finish,
 ) -> WindowDataset:  # fmt: skip
     """One item per scored row of `solution` (row_id, stem, end, class columns).
@@ -250,12 +250,12 @@ def soundscape_rows(
     for row_id, stem, end in zip(
         solution["row_id"], solution["stem"], solution["end"], strict=True
     ):
-        first = end * rate - window
+        first = end * rate - window_samples
         i = frames.position.get(stem)
         grid = (
             ()
             if i is None
-            else grid_window_starts(int(frames.index["n_samples"].iat[i]), window, rate)
+            else grid_window_starts(int(frames.index["n_samples"].iat[i]), window_samples, rate)
         )
         if first not in grid:
             bad.append(row_id)
@@ -264,12 +264,12 @@ def soundscape_rows(
         start.append(first // hop)
     if bad:
         raise DataError(
-            f"soundscape rows {bad[:5]} do not end on the {window / rate:g}-s grid of their audio "
+            f"soundscape rows {bad[:5]} do not end on the {window_samples / rate:g}-s grid of their audio "
             "or lie past its end; row ids must be <stem>_<end second> of the 5-s rows."
         )
     truth = solution[classes].to_numpy(np.float32)
     target = np.zeros((len(recording), outputs), np.float32)
     return WindowDataset(
-        frames, recording, start, window // hop, finish, target, truth,
+        frames, recording, start, window_samples // hop, finish, target, truth,
         np.full(len(recording), NO_PRIMARY),
     )  # fmt: skip

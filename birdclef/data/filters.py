@@ -1,6 +1,6 @@
 """Row filters applied to train.csv before training (the study's data filtering, stage 1).
 
-Stage 2 (segments scored by YAMNet and Silero VAD) is `birdclef.data.curation.segment_filter`.
+Stage 2 (windows scored by YAMNet and Silero VAD) is `birdclef.data.curation.window_filter`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ AUDIO_DIR = "test_soundscapes"
 
 def load_windows(root: Path, labels: pd.DataFrame, sample_rate: int) -> dict[str, np.ndarray]:
     """Every labelled row's window [end - 5 s, end) of `root/test_soundscapes/<stem>.ogg`, by row id."""
-    window = ROW_SECONDS * sample_rate
+    window_samples = ROW_SECONDS * sample_rate
     windows = {}
     groups = labels.groupby("stem", sort=True)
     for stem, rows in tqdm(
@@ -44,7 +44,9 @@ def load_windows(root: Path, labels: pd.DataFrame, sample_rate: int) -> dict[str
     ):
         audio = load_audio(root / AUDIO_DIR / f"{stem}.ogg", sample_rate)
         for rid, end in zip(rows["row_id"], rows["end"], strict=True):
-            windows[rid] = cut_window(audio, int(end) * sample_rate - window, window).copy()
+            windows[rid] = cut_window(
+                audio, int(end) * sample_rate - window_samples, window_samples
+            ).copy()
     return windows
 
 

@@ -83,16 +83,16 @@ def read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{what} not found: {path}. Is data.root the competition folder?")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"cannot parse {path}: {err}") from err
-    missing = [c for c in required if c not in frame.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(
-            f"{path} is missing column(s) {missing}; it has {list(frame.columns)}. "
+            f"{path} is missing column(s) {missing}; it has {list(table.columns)}. "
             f"Expected at least {list(required)}."
         )
-    return frame
+    return table
 
 
 def read_taxonomy(root: Path) -> tuple[list[str], dict[str, str]]:
@@ -149,12 +149,13 @@ def load_metadata(root: str | Path) -> Metadata:
             f"{' ...' if len(unknown) > 10 else ''}. Add them to taxonomy.csv or drop those rows."
         )
     train["secondary_labels"] = [
-        parse_list(v, where=f"train.csv row {i + 2}, secondary_labels")
+        parse_list(v, where=f"train.csv line {i + 2}, secondary_labels")
         for i, v in enumerate(train["secondary_labels"])
     ]
     if "type" in train:
         train["type"] = [
-            parse_list(v, where=f"train.csv row {i + 2}, type") for i, v in enumerate(train["type"])
+            parse_list(v, where=f"train.csv line {i + 2}, type")
+            for i, v in enumerate(train["type"])
         ]
     train["rating"] = (
         pd.to_numeric(train["rating"], errors="coerce").fillna(0.0) if "rating" in train else 0.0
@@ -187,18 +188,18 @@ def load_soundscape_labels(root: Path, classes: list[str]) -> pd.DataFrame | Non
     path = find_soundscape_labels(root)
     if path is None:
         return None
-    frame = read_csv(path, ("row_id",), "soundscape labels")
-    unknown = sorted(set(frame.columns) - {"row_id"} - set(classes))
+    table = read_csv(path, ("row_id",), "soundscape labels")
+    unknown = sorted(set(table.columns) - {"row_id"} - set(classes))
     if unknown:
         raise DataError(f"{path} has class column(s) not in taxonomy.csv: {unknown[:10]}.")
     try:
-        parts = [split_row_id(r) for r in frame["row_id"]]
+        parts = [split_row_id(r) for r in table["row_id"]]
     except ValueError as err:
         raise DataError(f"{path}: {err}") from err
     out = pd.DataFrame(
-        {"row_id": frame["row_id"], "stem": [p[0] for p in parts], "end": [p[1] for p in parts]}
+        {"row_id": table["row_id"], "stem": [p[0] for p in parts], "end": [p[1] for p in parts]}
     )
-    values = frame.drop(columns="row_id").apply(pd.to_numeric, errors="coerce")
+    values = table.drop(columns="row_id").apply(pd.to_numeric, errors="coerce")
     if values.isna().any().any():
         raise DataError(f"{path} holds non-numeric labels; every class cell must be 0 or 1.")
     labels = values.reindex(columns=classes, fill_value=0).astype("float32")

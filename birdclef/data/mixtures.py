@@ -189,18 +189,18 @@ def render_soundscape(
     its sources over silence, scaled to the first source's RMS. The whole soundscape is
     scaled down only if its peak would clip.
     """
-    window = ROW_SECONDS * sample_rate
+    window_samples = ROW_SECONDS * sample_rate
     audio = np.zeros(int(plan["end"].max()) * sample_rate, np.float64)
     for end, lines in plan.groupby("end", sort=True):
         back = lines.loc[lines["component"] == BACKGROUND, "source_row_id"]
         parts = lines[lines["component"] == SOURCE]
         sources = [windows[r] for r in parts["source_row_id"]]
-        base = windows[back.iloc[0]] if len(back) else np.zeros(window, np.float32)
+        base = windows[back.iloc[0]] if len(back) else np.zeros(window_samples, np.float32)
         row = mix_window(
             base, sources, list(parts["snr_db"]), int(FADE_SECONDS * sample_rate),
             level=None if len(back) else rms(sources[0]),
         )  # fmt: skip
-        audio[int(end) * sample_rate - window : int(end) * sample_rate] = row
+        audio[int(end) * sample_rate - window_samples : int(end) * sample_rate] = row
     peak = float(np.abs(audio).max())
     if peak > PEAK:
         audio *= PEAK / peak

@@ -188,7 +188,7 @@ def teacher_frames(
 
 def pseudo_windows(
     frames: CachedFrames, rows: pd.DataFrame, classes: list[str], output_names: list[str],
-    activation: str, power: float, window: int, finish, count: int, seed: int,
+    activation: str, power: float, window_samples: int, finish, count: int, seed: int,
     use_frames: bool = False, labels: str | Path | None = None, threshold: float | None = None,
     weighted: bool = False,
 ) -> WindowDataset:  # fmt: skip
@@ -219,20 +219,20 @@ def pseudo_windows(
         stems = list(frames.index["file"])
         scores, order, seconds = teacher_frames(labels, stems, set(rows["stem"]), classes)
         windows = FramePseudoWindows(
-            frames, recording, window // hop, finish, scores, order, seconds, power,
+            frames, recording, window_samples // hop, finish, scores, order, seconds, power,
             output_names, activation, threshold,
         )  # fmt: skip
         windows.weighted = weighted
         return windows
     row = ROW_SECONDS * rate
-    first = rows["end"].to_numpy(np.int64) * rate - row - (window - row) // 2
+    first = rows["end"].to_numpy(np.int64) * rate - row - (window_samples - row) // 2
     start = np.maximum(first, 0) // hop
     target = pseudo_targets(
         rows[classes].to_numpy(np.float64), power, output_names, activation, threshold
     )
     truth = (target[:, : len(classes)] > PRESENT).astype(np.float32)
     windows = WindowDataset(
-        frames, recording, start, window // hop, finish, target, truth,
+        frames, recording, start, window_samples // hop, finish, target, truth,
         np.full(len(rows), NO_PRIMARY, dtype=np.int64),
     )  # fmt: skip
     if weighted:  # each row's top score

@@ -94,23 +94,23 @@ def merge(
             f"count: they come from different teachers; delete the *{FRAMES} files and rerun."
         )
     values = np.concatenate(blocks) if blocks else np.zeros((0, len(columns)), np.float32)
-    frame = pd.DataFrame(values, columns=columns)
-    frame.insert(0, "row_id", ids)
-    write_submission(frame, target / LABELS)
+    table = pd.DataFrame(values, columns=columns)
+    table.insert(0, "row_id", ids)
+    write_submission(table, target / LABELS)
     info = {
         "models": [{"path": p, "size": size, "mtime_ns": mtime} for p, size, mtime in stamps],
         **{k: s[k] for k in ("blend", "weights", "power", "stride_seconds")},
         "classes": columns,
         "files": len(files),
         "bad_files": len(bad),
-        "rows": len(frame),
+        "rows": len(table),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if frame_models:
         info["frame_models"] = list(frame_models)
         info["frame_seconds"] = ROW_SECONDS / per_row.pop() if per_row else None
     write_json(target / TEACHER, info)
-    return frame
+    return table
 
 
 def frames_per_row(target: Path, stem: str, n_rows: int, n_classes: int) -> int:
@@ -178,14 +178,14 @@ def read_frames(
     return frames, float(info["frame_seconds"])
 
 
-def truth_metrics(truth: pd.DataFrame, frame: pd.DataFrame, columns: list[str]) -> dict:
+def truth_metrics(truth: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> dict:
     """Macro AUC of the pseudo-labels on the truth rows they cover, and mean scores by truth."""
     truth = truth.assign(row_id=truth["row_id"].astype(str))
-    truth = truth[truth["row_id"].isin(frame["row_id"])]
+    truth = truth[truth["row_id"].isin(table["row_id"])]
     if truth.empty:
         return {}
     y = truth.reindex(columns=columns, fill_value=0).to_numpy() > 0
-    scores = frame.set_index("row_id").loc[truth["row_id"], columns].to_numpy(np.float64)
+    scores = table.set_index("row_id").loc[truth["row_id"], columns].to_numpy(np.float64)
     return {
         "pseudo/auc": macro_auc(y, scores),
         "pseudo/truth_rows": len(truth),

@@ -9,7 +9,7 @@ from birdclef.core.errors import ConfigError
 
 
 def grouped_split(
-    frame: pd.DataFrame,
+    table: pd.DataFrame,
     val_fraction: float,
     seed: int,
     min_recordings: int = 3,
@@ -27,7 +27,7 @@ def grouped_split(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1).")
     rng = np.random.default_rng(seed)
-    groups = frame.groupby(group_column, sort=True)[label_column].first()
+    groups = table.groupby(group_column, sort=True)[label_column].first()
     val_groups: set = set()
     if val_fraction > 0:
         for _, members in groups.groupby(groups, sort=True):
@@ -36,7 +36,7 @@ def grouped_split(
                 continue
             count = min(max(1, int(round(val_fraction * len(names)))), len(names) - 1)
             val_groups.update(rng.permutation(names)[:count].tolist())
-    return frame[group_column].isin(val_groups).to_numpy()
+    return table[group_column].isin(val_groups).to_numpy()
 
 
 def check_folds(folds: int, fold: int) -> None:
@@ -49,7 +49,7 @@ def check_folds(folds: int, fold: int) -> None:
 
 
 def fold_split(
-    frame: pd.DataFrame,
+    table: pd.DataFrame,
     folds: int,
     fold: int,
     seed: int,
@@ -67,11 +67,11 @@ def fold_split(
     """
     check_folds(folds, fold)
     rng = np.random.default_rng(seed)
-    groups = frame.groupby(group_column, sort=True)[label_column].first()
+    groups = table.groupby(group_column, sort=True)[label_column].first()
     val_groups: set = set()
     dealt = 0
     for _, members in groups.groupby(groups, sort=True):
         names = rng.permutation(members.index.to_numpy())
         val_groups.update(n for i, n in enumerate(names) if (dealt + i) % folds == fold)
         dealt += len(names)
-    return frame[group_column].isin(val_groups).to_numpy()
+    return table[group_column].isin(val_groups).to_numpy()

@@ -7,7 +7,7 @@ import numpy as np
 # the scored row grid lives with the submission code, which must not import the data layer
 
 
-def recording_window_starts(n_samples: int, window: int) -> list[int]:
+def recording_window_starts(n_samples: int, window_samples: int) -> list[int]:
     """Start samples of the fixed windows cut from a labelled recording.
 
     The rule from the study, for `window` = 5 s:
@@ -19,23 +19,23 @@ def recording_window_starts(n_samples: int, window: int) -> list[int]:
     So 3 s -> [0-5 padded], 8 s -> [0-5, 3-8], 12.4 s -> [0-5, 5-10],
     12.6 s -> [0-5, 5-10, 7.6-12.6].
     """
-    if window <= 0:
-        raise ValueError(f"window must be positive, got {window}")
-    if n_samples <= window:
+    if window_samples <= 0:
+        raise ValueError(f"window_samples must be positive, got {window_samples}")
+    if n_samples <= window_samples:
         return [0]
-    whole = n_samples // window
-    starts = [i * window for i in range(whole)]
-    leftover = n_samples - whole * window
-    if 2 * leftover >= window:
-        starts.append(n_samples - window)
+    whole = n_samples // window_samples
+    starts = [i * window_samples for i in range(whole)]
+    leftover = n_samples - whole * window_samples
+    if 2 * leftover >= window_samples:
+        starts.append(n_samples - window_samples)
     return starts
 
 
-def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
+def cut_window(audio: np.ndarray, start: int, window_samples: int) -> np.ndarray:
     """`audio[start:start+window]`, zero-padded at the end to exactly `window` samples."""
-    piece = audio[max(start, 0) : start + window]
-    if len(piece) == window:
+    piece = audio[max(start, 0) : start + window_samples]
+    if len(piece) == window_samples:
         return piece
-    out = np.zeros(window, dtype=audio.dtype)
+    out = np.zeros(window_samples, dtype=audio.dtype)
     out[: len(piece)] = piece
     return out

@@ -62,7 +62,7 @@ class LogMelFrames:
             self.sample_rate, self.n_fft, int(params["n_mels"]), params["f_min"], params["f_max"]
         )
         n = np.arange(self.n_fft)
-        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(np.float32)
+        self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(np.float32)
         self.power_floor = np.float32(10.0 ** (self.floor_db / 10.0))
 
     def _pad(self, wave: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ class LogMelFrames:
         out = np.empty((total, self.filters.shape[1]), dtype=np.float32)
         strided = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop]
         for first in range(0, total, FRAME_BLOCK):
-            block = strided[first : first + FRAME_BLOCK] * self.window
+            block = strided[first : first + FRAME_BLOCK] * self.hann
             spectrum = _rfft(block)
             power = spectrum.real**2 + spectrum.imag**2
             mel = power.astype(np.float32, copy=False) @ self.filters

@@ -120,8 +120,8 @@ class FilePredictor:
         except Exception as err:  # soundfile raises several types for corrupt files
             return FileScores(str(path), DEFAULT_BAD_ROWS, error=f"{type(err).__name__}: {err}")
         timing = {"decode": time.perf_counter() - tic, "frames": 0.0, "model": 0.0}
-        window = ROW_SECONDS * self.sample_rate
-        n_rows = len(grid_window_starts(len(wave), window, self.sample_rate))
+        window_samples = ROW_SECONDS * self.sample_rate
+        n_rows = len(grid_window_starts(len(wave), window_samples, self.sample_rate))
         starts = window_starts(n_rows, self.stride_seconds)
         result = FileScores(str(path), n_rows, seconds=len(wave) / self.sample_rate, timing=timing)
         shared: dict[str, np.ndarray] = {}

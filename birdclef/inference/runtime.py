@@ -107,16 +107,16 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
         s["models"], files, s["threads"], s["workers"], s["stride_seconds"], s["sed_frames"],
         progress, s["openvino_precision"], probe,
     )  # fmt: skip
-    frame, issues = assemble(
+    table, issues = assemble(
         results, classes, names, columns, s["blend"], s["weights"], s["power"],
         s["topk"], s["topk_power"], s["smooth_kernel"],
     )  # fmt: skip
-    validate(frame, results, list(frame.columns[1:]))
+    validate(table, results, list(table.columns[1:]))
     wall = time.perf_counter() - tic
     audio = sum(r.seconds for r in results)
     report = {
         "files": len(results),
-        "rows": len(frame),
+        "rows": len(table),
         "bad_files": issues,
         "audio_seconds": audio,
         "wall_seconds": wall,
@@ -127,12 +127,12 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
             for key in ("decode", "frames", "model")
         },
     }
-    return frame, report
+    return table, report
 
 
 def run(soundscapes, output, settings: dict, progress: bool = True) -> dict:
-    frame, report = predict_folder(soundscapes, settings, progress)
-    write_submission(frame, output)
+    table, report = predict_folder(soundscapes, settings, progress)
+    write_submission(table, output)
     report["output"] = str(output)
     return report
 

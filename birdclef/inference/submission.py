@@ -35,15 +35,15 @@ def read_columns(path: str | os.PathLike) -> list[str]:
         raise InferenceError(f"{path} holds neither sample_submission.csv nor taxonomy.csv.")
     if not path.is_file():
         raise InferenceError(f"predict.taxonomy={path} not found.")
-    frame = pd.read_csv(path, dtype=str)
-    if "primary_label" in frame.columns:
-        return [str(c) for c in frame["primary_label"]]
-    if frame.columns[0] != "row_id":
+    table = pd.read_csv(path, dtype=str)
+    if "primary_label" in table.columns:
+        return [str(c) for c in table["primary_label"]]
+    if table.columns[0] != "row_id":
         raise InferenceError(
             f"{path} is neither a sample submission (row_id + class columns) nor a taxonomy "
             "(primary_label column)."
         )
-    return [str(c) for c in frame.columns[1:]]
+    return [str(c) for c in table.columns[1:]]
 
 
 def align(
@@ -103,28 +103,28 @@ def assemble(
                 issues.append(
                     {"file": r.path, "problem": f"only {r.seconds:.2f} s", "rows": "scored, padded"}
                 )
-    frame = pd.DataFrame(np.concatenate(blocks), columns=columns)
-    frame.insert(0, "row_id", ids)
-    return frame, issues
+    table = pd.DataFrame(np.concatenate(blocks), columns=columns)
+    table.insert(0, "row_id", ids)
+    return table, issues
 
 
-def validate(frame: pd.DataFrame, results: list[FileScores], columns: list[str]) -> None:
+def validate(table: pd.DataFrame, results: list[FileScores], columns: list[str]) -> None:
     """Refuse a malformed submission: duplicate ids, a file not covered, non-finite or out-of-range values."""
     problems = []
-    if list(frame.columns) != ["row_id", *columns]:
+    if list(table.columns) != ["row_id", *columns]:
         problems.append("columns are not row_id + the class columns in order")
-    if frame["row_id"].duplicated().any():
+    if table["row_id"].duplicated().any():
         problems.append(
-            f"duplicate row ids {frame['row_id'][frame['row_id'].duplicated()].head(3).tolist()}"
+            f"duplicate row ids {table['row_id'][table['row_id'].duplicated()].head(3).tolist()}"
         )
     expected = sum(r.rows for r in results)
-    if len(frame) != expected:
-        problems.append(f"{len(frame)} rows where the files need {expected}")
+    if len(table) != expected:
+        problems.append(f"{len(table)} rows where the files need {expected}")
     stems = {Path(r.path).stem for r in results}
-    covered = {s.rpartition("_")[0] for s in frame["row_id"]}
+    covered = {s.rpartition("_")[0] for s in table["row_id"]}
     if stems - covered:
         problems.append(f"files without rows {sorted(stems - covered)[:3]}")
-    values = frame[columns].to_numpy(np.float64)
+    values = table[columns].to_numpy(np.float64)
     if not np.isfinite(values).all():
         problems.append("non-finite scores")
     elif values.size and (values.min() < 0 or values.max() > 1):
@@ -133,14 +133,14 @@ def validate(frame: pd.DataFrame, results: list[FileScores], columns: list[str])
         raise InferenceError("the submission would be malformed: " + "; ".join(problems))
 
 
-def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_submission(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write `frame` as CSV via a temporary file and a rename, so a killed run leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False, float_format="%.6g")
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only; a submission is a plain file

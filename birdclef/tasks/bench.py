@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import ConfigError
 from birdclef.core.io import write_text
-from birdclef.core.metric import read_solution, score_frames
+from birdclef.core.metric import read_solution, score_tables
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.data.root import data_root
 from birdclef.inference.predict import (
@@ -103,12 +103,12 @@ def run(cfg: DictConfig) -> dict:
         if solution is None:
             return float("nan")
         picked = [_subset(r, subset) for r in val_results]
-        frame, _ = assemble(
+        submission, _ = assemble(
             picked, [classes[i] for i in subset], [names[i] for i in subset], columns,
             s["blend"], _weights(s, subset), s["power"], s["topk"], s["topk_power"],
             s["smooth_kernel"],
         )  # fmt: skip
-        return score_frames(solution, frame)[0]
+        return score_tables(solution, submission)[0]
 
     rows = []
     for i, model in enumerate(models):

@@ -161,7 +161,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     mel, mfcc = mel_frontends(cfg)
     meta = load_metadata(data_root(cfg))
     files = meta.train["filename"].drop_duplicates().tolist()
-    window = int(round(cfg.window_seconds * mel.sample_rate))
+    window_samples = int(round(cfg.window_seconds * mel.sample_rate))
     mel_frames = cached(cfg, meta, mel, files)
     # every representation is scored on the same windows: the files each front end could read
     other = other_frames(cfg, meta, mel, files)
@@ -172,7 +172,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
             "embed: %d recordings left out, unreadable by %s: %s", len(unread),
             ", ".join(other), ", ".join(unread[:10]) + (" ..." if len(unread) > 10 else ""),
         )  # fmt: skip
-    items = select_windows(mel_frames, meta, window, cfg.task.windows_per_recording, keep)
+    items = select_windows(mel_frames, meta, window_samples, cfg.task.windows_per_recording, keep)
     labels, groups = items["label"].to_numpy(), items["recording"].to_numpy()
     log.info(
         "embed: %d windows of %d recordings, %d classes",
@@ -182,8 +182,8 @@ def _run(cfg: DictConfig, out: Path) -> dict:
     )
 
     def windows(frames, finish, all_windows=False):
-        table = select_windows(frames, meta, window, None, keep) if all_windows else items
-        return Windows(frames, finish, table["file"], table["start"], window)
+        table = select_windows(frames, meta, window_samples, None, keep) if all_windows else items
+        return Windows(frames, finish, table["file"], table["start"], window_samples)
 
     def build(name: str) -> tuple[np.ndarray, dict]:
         batch = cfg.task.batch_size
@@ -197,7 +197,7 @@ def _run(cfg: DictConfig, out: Path) -> dict:
             vae, extra = VAEModule.from_checkpoint(cfg.task.vae_checkpoint), {}
         else:
             spec = OmegaConf.to_container(cfg.frontend, resolve=True)
-            n_frames = window // mel.hop_length
+            n_frames = window_samples // mel.hop_length
             vae, losses = train_vae(
                 cfg, windows(mel_frames, mel.finish, True), spec, mel.n_mels, n_frames, out
             )

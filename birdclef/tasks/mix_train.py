@@ -53,7 +53,7 @@ VERSION = 1
 
 
 def training_windows(meta, sample_rate: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Every fixed 5-s window of every readable training recording, and a 0/1 label frame of them.
+    """Every fixed 5-s window of every readable training recording, and a 0/1 label table of them.
 
     A window's id is `<filename>@<start sample>`; its truth is its recording's primary label.
     Unreadable or silent windows are left out (and logged).

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from birdclef.core.io import write_csv, write_json
-from birdclef.core.metric import read_solution, score_frames
+from birdclef.core.metric import read_solution, score_tables
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.data.root import data_root
 from birdclef.inference.runtime import run as run_predict
@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> dict:
     if labels is not None and folder.resolve() == (root / "test_soundscapes").resolve():
         import pandas as pd
 
-        overall, per_class = score_frames(read_solution(labels), pd.read_csv(output))
+        overall, per_class = score_tables(read_solution(labels), pd.read_csv(output))
         metrics["predict/soundscape_auc"] = overall
         write_csv(out / "per_class_auc.csv", per_class)
     write_json(out / "predict_report.json", {**report, "settings": settings})

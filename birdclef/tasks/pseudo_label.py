@@ -117,23 +117,23 @@ def run(cfg: DictConfig, planned: dict | None = None) -> dict:
     with locked(target):
         bad = write_bad_list(target, files)
         complete = all(done(target, stem, framed) for stem in stems)
-        frame = (
+        table = (
             merge(target, files, columns, p["stamps"], s, bad, frame_models) if complete else None
         )
-    counted = files if frame is not None else mine  # all files once merged, else this shard's
+    counted = files if table is not None else mine  # all files once merged, else this shard's
     n_rows, n_bad = counts(target, counted)
     metrics = {
         "pseudo/files": len(counted),
         "pseudo/rows": n_rows,
         "pseudo/bad_files": n_bad,
         "pseudo/scored_files": len(todo),
-        "pseudo/merged": float(frame is not None),
+        "pseudo/merged": float(table is not None),
     }
     if p["foreign"]:
         metrics["pseudo/unscored_classes"] = len(unscored)
     labelled = folder.resolve() == (root / "train_soundscapes").resolve()
-    if frame is not None and labelled and (root / TRUTH).is_file():
-        metrics.update(truth_metrics(pd.read_csv(root / TRUTH), frame, columns))
+    if table is not None and labelled and (root / TRUTH).is_file():
+        metrics.update(truth_metrics(pd.read_csv(root / TRUTH), table, columns))
     metrics["pseudo/seconds"] = time.perf_counter() - tic
     write_json(out / "pseudo_label.json", {"output": str(target), "key": p["key"], **metrics})
     log.info("pseudo-labels in %s: %s", target, metrics)

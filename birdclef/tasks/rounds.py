@@ -99,8 +99,8 @@ def run(cfg: DictConfig) -> dict:
         metrics = step(derive(cfg, fn, folder / TRAIN, updates), fit, clear=True)
         teacher = folder / TRAIN / BEST
         table.append(row(lineage, metrics, folder / TRAIN))
-    frame = pd.DataFrame(table, columns=list(COLUMNS))
-    write_csv(out / "rounds.csv", frame)
+    summary = pd.DataFrame(table, columns=list(COLUMNS))
+    write_csv(out / "rounds.csv", summary)
     last = table[-1]
     metrics = {
         "rounds/k": k,
@@ -109,7 +109,7 @@ def run(cfg: DictConfig) -> dict:
         "rounds/supervised_test_auc": table[0]["test/soundscape_auc"],
         "rounds": table,
     }
-    log.info("rounds (%s):\n%s", out, frame.drop(columns=["folder", "pseudo_labels"]).to_string())
+    log.info("rounds (%s):\n%s", out, summary.drop(columns=["folder", "pseudo_labels"]).to_string())
     return metrics
 
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError, DataError
 from birdclef.core.io import write_csv
-from birdclef.core.metric import read_solution, score_frames
+from birdclef.core.metric import read_solution, score_tables
 from birdclef.data.metadata import find_soundscape_labels
 from birdclef.data.root import data_root
 from birdclef.runs.envelope import run_dir, task
@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
     if "row_id" not in submission.columns:
         raise DataError(f"{submission_path} has no row_id column.")
     submission["row_id"] = submission["row_id"].astype(str)
-    overall, per_class = score_frames(read_solution(solution_path), submission)
+    overall, per_class = score_tables(read_solution(solution_path), submission)
     write_csv(out / "per_class_auc.csv", per_class.sort_values("auc"))
     scored = per_class.dropna(subset=["auc"])
     metrics = {

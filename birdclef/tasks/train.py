@@ -54,7 +54,7 @@ def build_datamodule(
     labels = build(cfg.label, activation=instantiate(cfg.loss).activation)
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
-        row_filter=instantiate(cfg.filter), background=background,
+        train_filter=instantiate(cfg.filter), background=background,
         teacher_frontend=teacher_frontend, teacher_trained_on=teacher_trained_on,
         _recursive_=False,
     )  # fmt: skip

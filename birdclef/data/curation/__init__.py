@@ -1,1 +1,1 @@
-"""Data curation, stage 2: per-segment detectors (YAMNet, Silero VAD), their manifest, the segment filter."""
+"""Data curation, stage 2: per-window detectors (YAMNet, Silero VAD), their manifest, the window filter."""

@@ -1,8 +1,8 @@
-"""Segment detectors: Silero VAD (speech) and YAMNet through TF-Hub (AudioSet classes, speech).
+"""Window detectors: Silero VAD (speech) and YAMNet through TF-Hub (AudioSet classes, speech).
 
-A detector scores the 5-s segments of one recording, given as 16-kHz audio and
+A detector scores the 5-s windows of one recording, given as 16-kHz audio and
 (start, end) sample spans; it returns one dict of plain numbers and strings per
-segment. Both give `speech` (a probability) and `speech_s` (seconds of the segment
+window. Both give `speech` (a probability) and `speech_s` (seconds of the window
 judged speech), so the voice filter reads either. Models load lazily (`load`), in
 the process that scores: a detector object pickles without its model into the
 manifest's worker processes. TensorFlow is imported only here and only for YAMNet.
@@ -31,7 +31,7 @@ SPEECH_CLASSES = (  # YAMNet display names counted as speech
     "Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue", "Babbling",
     "Speech synthesizer", "Whispering",
 )  # fmt: skip
-TOP_K = 3  # top classes kept per segment in the manifest
+TOP_K = 3  # top classes kept per window in the manifest
 
 
 def import_tensorflow():
@@ -54,7 +54,7 @@ def import_tensorflow():
 class SileroVad:
     """Silero VAD (ONNX, shipped in the silero-vad wheel): speech probability per 32-ms frame.
 
-    Per segment: `speech` = its highest frame probability, `speech_s` = seconds of
+    Per window: `speech` = its highest frame probability, `speech_s` = seconds of
     frames at or above `threshold`.
     """
 
@@ -134,7 +134,7 @@ class YamnetDetector:
     """YAMNet (or any SavedModel with its signature) loaded with `tensorflow_hub.load`.
 
     `model` is a TF-Hub handle (downloaded when there is internet) or a local SavedModel
-    folder. Per segment: the `TOP_K` classes of the patch-mean scores (`top1`..`top3`
+    folder. Per window: the `TOP_K` classes of the patch-mean scores (`top1`..`top3`
     and their scores), `keep` (one of them is in `keep`, the study's relevant classes),
     `keep_score` (the best patch-mean score of a `keep` class: the rescue rule's rank),
     `speech` (the highest patch score of a speech class) and `speech_s` (0.48 s per patch

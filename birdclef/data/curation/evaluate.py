@@ -11,15 +11,15 @@ TRUTH_NAME = "train_audio_segments.csv"
 ANIMAL_KINDS = ("call", "secondary")
 
 
-def _overlap(segments: pd.DataFrame, events: pd.DataFrame, sample_rate: int) -> np.ndarray:
-    """Seconds of each segment covered by `events` (filename, start, end in s), overlaps once."""
-    out = np.zeros(len(segments))
+def _overlap(windows: pd.DataFrame, events: pd.DataFrame, sample_rate: int) -> np.ndarray:
+    """Seconds of each window covered by `events` (filename, start, end in s), overlaps once."""
+    out = np.zeros(len(windows))
     by_file = {f: e for f, e in events.groupby("filename")}
     for pos, (file, a, b) in enumerate(
         zip(
-            segments["file"],
-            segments["start"] / sample_rate,
-            segments["end"] / sample_rate,
+            windows["file"],
+            windows["start"] / sample_rate,
+            windows["end"] / sample_rate,
             strict=True,
         )
     ):
@@ -37,10 +37,10 @@ def _overlap(segments: pd.DataFrame, events: pd.DataFrame, sample_rate: int) -> 
     return out
 
 
-def segment_truth(
-    segments: pd.DataFrame, root: str | Path, sample_rate: int, min_speech_seconds: float
+def window_truth(
+    windows: pd.DataFrame, root: str | Path, sample_rate: int, min_speech_seconds: float
 ) -> pd.DataFrame | None:
-    """Per segment: `voice_s`, `call_s`, `truth_voice` (>= min_speech_seconds of the spoken
+    """Per window: `voice_s`, `call_s`, `truth_voice` (>= min_speech_seconds of the spoken
     intro) and `truth_empty` (no call of any species: only intro, silence or noise).
 
     None when `root` has no truth side file (real data).
@@ -49,8 +49,8 @@ def segment_truth(
     if not path.is_file():
         return None
     events = pd.read_csv(path, dtype={"filename": str})
-    voice = _overlap(segments, events[events["kind"] == "voice"], sample_rate)
-    calls = _overlap(segments, events[events["kind"].isin(ANIMAL_KINDS)], sample_rate)
+    voice = _overlap(windows, events[events["kind"] == "voice"], sample_rate)
+    calls = _overlap(windows, events[events["kind"].isin(ANIMAL_KINDS)], sample_rate)
     return pd.DataFrame({
         "voice_s": voice.round(3), "call_s": calls.round(3),
         "truth_voice": voice >= min_speech_seconds, "truth_empty": calls == 0,

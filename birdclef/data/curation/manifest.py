@@ -1,16 +1,16 @@
-"""Segment manifest: one detector's scores for every 5-s segment of every recording, built once.
+"""Window manifest: one detector's scores for every 5-s window of every recording, built once.
 
-Layout under `<cache_dir>/segments/<detector>-<key>/`, where `key` hashes
+Layout under `<cache_dir>/windows/<detector>-<key>/`, where `key` hashes
 `MANIFEST_FORMAT`, the sample rate and the detector's `params()` (model, thresholds,
 keep-list):
     params.json                      what the key was made of
-    parts/<group>/<stem>-<hash>.json one recording: its segments' scores, or why it was
+    parts/<group>/<stem>-<hash>.json one recording: its windows' scores, or why it was
                                      skipped; the hash is of the file's path, size and
                                      modification time, so a changed file is re-scored alone
 Parts are written atomically, so a killed build resumes with the files not yet done.
 Builders take a file lock on the folder (one builds, the others wait and read). The
-segments are the study's fixed 5-s windows (`recording_window_starts`), so a training
-window of 5 s is exactly one segment.
+windows are the study's fixed 5-s windows (`recording_window_starts`), so a training
+window of 5 s is exactly one window.
 """
 
 from __future__ import annotations
@@ -38,15 +38,18 @@ from birdclef.data.windows import recording_window_starts
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "segments-v1"  # bump when segmenting or the part format changes
-SEGMENT_SECONDS = 5  # s, the study's segment (and the scored row)
-SEGMENT_COLUMNS = ["file", "segment", "start", "end", "n_samples"]
+MANIFEST_FORMAT = "windows-v1"  # bump when windowing or the part format changes
+WINDOW_SECONDS = 5  # s, the study's window (and the scored row)
+WINDOW_COLUMNS = ["file", "window", "start", "end", "n_samples"]
 
 
-def segment_spans(n_samples: int, sample_rate: int) -> list[tuple[int, int]]:
-    """(start, end) samples of a recording's 5-s segments: the study's fixed windows."""
-    window = SEGMENT_SECONDS * sample_rate
-    return [(s, min(s + window, n_samples)) for s in recording_window_starts(n_samples, window)]
+def window_spans(n_samples: int, sample_rate: int) -> list[tuple[int, int]]:
+    """(start, end) samples of a recording's 5-s windows: the study's fixed windows."""
+    window_samples = WINDOW_SECONDS * sample_rate
+    return [
+        (s, min(s + window_samples, n_samples))
+        for s in recording_window_starts(n_samples, window_samples)
+    ]
 
 
 def _safe(text: str, length: int = 40) -> str:
@@ -55,11 +58,11 @@ def _safe(text: str, length: int = 40) -> str:
 
 @dataclass
 class Manifest:
-    """A detector's scores: `segments` (one row per segment) and `bad` (file, error)."""
+    """A detector's scores: `windows` (one row per window) and `bad` (file, error)."""
 
-    segments: pd.DataFrame
+    windows: pd.DataFrame
     bad: pd.DataFrame
-    scored: int = 0  # segments scored by this build (0 when everything was already done)
+    scored: int = 0  # windows scored by this build (0 when everything was already done)
     seconds: float = 0.0  # wall time of this build's scoring
 
 
@@ -75,31 +78,31 @@ def _init_worker(detector) -> None:
 
 
 def score_file(path: str, key: str, out: Path, sample_rate: int, detector=None) -> int:
-    """Score one recording's segments and write its part; returns the segments scored."""
+    """Score one recording's windows and write its part; returns the windows scored."""
     import torch
     import torchaudio.functional as AF
 
     detector = detector if detector is not None else _WORKER["detector"]
-    part = {"file": key, "path": path, "n_samples": 0, "segments": [], "error": None}
+    part = {"file": key, "path": path, "n_samples": 0, "windows": [], "error": None}
     try:
         audio = load_audio(path, sample_rate)
         part["n_samples"] = len(audio)
-        spans = segment_spans(len(audio), sample_rate)
+        spans = window_spans(len(audio), sample_rate)
         low = AF.resample(torch.from_numpy(audio), sample_rate, DETECTOR_RATE).numpy()
         scale = DETECTOR_RATE / sample_rate
         scores = detector.score(low, [(round(a * scale), round(b * scale)) for a, b in spans])
-        part["segments"] = [
-            {"segment": i, "start": a, "end": b, **s}
+        part["windows"] = [
+            {"window": i, "start": a, "end": b, **s}
             for i, ((a, b), s) in enumerate(zip(spans, scores, strict=True))
         ]
     except AudioError as err:
         part["error"] = str(err)
     write_json(out, part)
-    return len(part["segments"])
+    return len(part["windows"])
 
 
-class SegmentManifest:
-    """Builds (once, resumably, in parallel) and reads one detector's segment manifest."""
+class WindowManifest:
+    """Builds (once, resumably, in parallel) and reads one detector's window manifest."""
 
     def __init__(
         self, cache_dir: str | Path, detector, sample_rate: int, workers: int | None = None
@@ -110,9 +113,9 @@ class SegmentManifest:
         self.workers = available_cpus() if workers is None else workers
         self.params = {
             "format": MANIFEST_FORMAT, "sample_rate": sample_rate,
-            "segment_seconds": SEGMENT_SECONDS, "detector": detector.params(),
+            "window_seconds": WINDOW_SECONDS, "detector": detector.params(),
         }  # fmt: skip
-        self.dir = Path(cache_dir) / "segments" / f"{detector.name}-{stable_hash(self.params)}"
+        self.dir = Path(cache_dir) / "windows" / f"{detector.name}-{stable_hash(self.params)}"
 
     def part_path(self, path: str, group: str) -> Path:
         return (
@@ -136,7 +139,7 @@ class SegmentManifest:
                 if todo:
                     write_json(self.dir / "params.json", self.params)
                     log.info(
-                        "segments %s: scoring %d of %d files with %s",
+                        "windows %s: scoring %d of %d files with %s",
                         self.dir, len(todo), len(parts), self.detector.name,
                     )  # fmt: skip
                     began = time.perf_counter()
@@ -148,7 +151,7 @@ class SegmentManifest:
 
     def _run(self, jobs: list[tuple[str, str, Path]], desc: str | None) -> int:
         bar = tqdm(
-            total=len(jobs), desc=desc or f"scoring segments ({self.detector.name})",
+            total=len(jobs), desc=desc or f"scoring windows ({self.detector.name})",
             unit="file", leave=False,
         )  # fmt: skip
         done = 0
@@ -179,20 +182,20 @@ class SegmentManifest:
             data = json.loads(part.read_text())
             if data["error"] is not None:
                 bad.append({"file": data["file"], "error": data["error"]})
-            for s in data["segments"]:
+            for s in data["windows"]:
                 rows.append({"file": data["file"], "n_samples": data["n_samples"], **s})
-        segments = pd.DataFrame(rows)
-        if segments.empty:
-            segments = pd.DataFrame(columns=SEGMENT_COLUMNS)
-        segments = segments[SEGMENT_COLUMNS + [c for c in segments if c not in SEGMENT_COLUMNS]]
-        return Manifest(segments, pd.DataFrame(bad, columns=["file", "error"]), scored, seconds)
+        windows = pd.DataFrame(rows)
+        if windows.empty:
+            windows = pd.DataFrame(columns=WINDOW_COLUMNS)
+        windows = windows[WINDOW_COLUMNS + [c for c in windows if c not in WINDOW_COLUMNS]]
+        return Manifest(windows, pd.DataFrame(bad, columns=["file", "error"]), scored, seconds)
 
 
-def seconds_of(segments: pd.DataFrame, sample_rate: int) -> float:
-    """Seconds covered by `segments` (file, start, end in samples), overlaps counted once."""
-    if segments.empty:
+def seconds_of(windows: pd.DataFrame, sample_rate: int) -> float:
+    """Seconds covered by `windows` (file, start, end in samples), overlaps counted once."""
+    if windows.empty:
         return 0.0
-    ordered = segments.sort_values(["file", "start"])
+    ordered = windows.sort_values(["file", "start"])
     reach = ordered.groupby("file", sort=False)["end"].cummax()
     before = reach.groupby(ordered["file"], sort=False).shift(1).fillna(-1).to_numpy()
     start, end = ordered["start"].to_numpy(), ordered["end"].to_numpy()

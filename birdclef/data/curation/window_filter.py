@@ -16,7 +16,7 @@ import pandas as pd
 
 from birdclef.core.errors import ConfigError, DataError
 from birdclef.data.curation.detectors import SileroVad, YamnetDetector
-from birdclef.data.curation.manifest import SegmentManifest
+from birdclef.data.curation.manifest import WindowManifest
 from birdclef.data.filters import NoFilter, RatingFilter
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 SPEECH_DETECTORS = ("silero", "yamnet")
 
 
-class SegmentFilter:
+class WindowFilter:
     """Recordings by rating, then 5-s windows by detectors (YAMNet's keep-list, speech)."""
 
     def __init__(
@@ -76,13 +76,13 @@ class SegmentFilter:
                 detector.check()
             self._checked = True
         return {
-            d.name: SegmentManifest(cache_dir, d, sample_rate, workers).build(paths, keys, groups)
+            d.name: WindowManifest(cache_dir, d, sample_rate, workers).build(paths, keys, groups)
             for d in self.detectors()
         }
 
-    def select(self, segments: pd.DataFrame, manifests: dict) -> pd.DataFrame:
-        """The kept rows of `segments` (file, primary_label, segment, start, end)."""
-        table = segments.reset_index(drop=True)
+    def select(self, windows: pd.DataFrame, manifests: dict) -> pd.DataFrame:
+        """The kept rows of `windows` (file, primary_label, window, start, end)."""
+        table = windows.reset_index(drop=True)
         keep = np.ones(len(table), bool)
         score = np.zeros(len(table))
         speech_s = np.zeros(len(table))
@@ -102,7 +102,7 @@ class SegmentFilter:
             rng = np.random.default_rng(self.seed)
             keep[rng.permutation(flagged)[:n_drop]] = False
             log.info(
-                "filter voice_drop=%s: %d of %d speech-flagged segments dropped (%s)",
+                "filter voice_drop=%s: %d of %d speech-flagged windows dropped (%s)",
                 self.voice_drop, n_drop, len(flagged), self.speech,
             )  # fmt: skip
         self.rescued = {}
@@ -119,33 +119,33 @@ class SegmentFilter:
 
     @staticmethod
     def _join(table: pd.DataFrame, manifest, columns: list[str]) -> pd.DataFrame:
-        """The manifest's `columns` for each segment of `table`; unscored segments are kept."""
-        scored = manifest.segments.set_index(["file", "segment"])[columns]
-        joined = scored.reindex(pd.MultiIndex.from_frame(table[["file", "segment"]]))
+        """The manifest's `columns` for each window of `table`; unscored windows are kept."""
+        scored = manifest.windows.set_index(["file", "window"])[columns]
+        joined = scored.reindex(pd.MultiIndex.from_frame(table[["file", "window"]]))
         missing = int(joined[columns[0]].isna().sum())
         if missing == len(joined) and len(joined):
             raise DataError(
-                "no training segment has detector scores: the manifest was built for other files; "
-                "delete <cache_dir>/segments and run again."
+                "no training window has detector scores: the manifest was built for other files; "
+                "delete <cache_dir>/windows and run again."
             )
         if missing:
-            log.warning("%d segment(s) without detector scores are kept as they are", missing)
+            log.warning("%d window(s) without detector scores are kept as they are", missing)
         defaults = {"keep": True, "keep_score": 0.0, "speech_s": 0.0}
         return joined.fillna({c: defaults[c] for c in columns}).infer_objects(copy=False)
 
 
 def filter_report(
     before: pd.DataFrame, after: pd.DataFrame, sample_rate: int,
-    rescued_recordings: dict | None = None, rescued_segments: dict | None = None,
+    rescued_recordings: dict | None = None, rescued_windows: dict | None = None,
 ) -> pd.DataFrame:  # fmt: skip
-    """Per class: recordings, segments and seconds before and after the filter, share removed.
+    """Per class: recordings, windows and seconds before and after the filter, share removed.
 
-    `before`/`after` hold one row per segment (file, primary_label, start, end in samples);
-    seconds count overlapping segments once. `rescued_recordings` (rating stage) and
-    `rescued_segments` (segment stage) count what the rescue rule brought back per class.
+    `before`/`after` hold one row per window (file, primary_label, start, end in samples);
+    seconds count overlapping windows once. `rescued_recordings` (rating stage) and
+    `rescued_windows` (window stage) count what the rescue rule brought back per class.
     The last row, `all`, sums the classes.
     """
-    rescued_recordings, rescued_segments = rescued_recordings or {}, rescued_segments or {}
+    rescued_recordings, rescued_windows = rescued_recordings or {}, rescued_windows or {}
     from birdclef.data.curation.manifest import seconds_of
 
     rows = []
@@ -153,16 +153,16 @@ def filter_report(
         kept = after[after["primary_label"] == label]
         rows.append({
             "class": str(label), "recordings_before": part["file"].nunique(),
-            "recordings_after": kept["file"].nunique(), "segments_before": len(part),
-            "segments_after": len(kept), "seconds_before": seconds_of(part, sample_rate),
+            "recordings_after": kept["file"].nunique(), "windows_before": len(part),
+            "windows_after": len(kept), "seconds_before": seconds_of(part, sample_rate),
             "seconds_after": seconds_of(kept, sample_rate),
             "rescued_recordings": int(rescued_recordings.get(str(label), 0)),
-            "rescued_segments": int(rescued_segments.get(str(label), 0)),
+            "rescued_windows": int(rescued_windows.get(str(label), 0)),
         })  # fmt: skip
     report = pd.DataFrame(rows)
     total = report.drop(columns="class").sum().to_dict()
     report = pd.concat([report, pd.DataFrame([{"class": "all", **total}])], ignore_index=True)
-    counts = [c for c in report.columns if c.startswith(("recordings_", "segments_", "rescued_"))]
+    counts = [c for c in report.columns if c.startswith(("recordings_", "windows_", "rescued_"))]
     report[counts] = report[counts].astype(int)
     report["share_removed"] = (1 - report["seconds_after"] / report["seconds_before"]).round(4)
     report[["seconds_before", "seconds_after"]] = report[["seconds_before", "seconds_after"]].round(
@@ -181,7 +181,7 @@ def build_filter(rating, yamnet, voice, rescue: int = 2, seed: int = 0):
         return (
             RatingFilter(rating["min_rating"], rating["keep_top"]) if on["rating"] else NoFilter()
         )
-    return SegmentFilter(
+    return WindowFilter(
         min_rating=rating["min_rating"] if on["rating"] else None,
         keep_top=rating["keep_top"],
         yamnet={k: yamnet[k] for k in ("model", "speech_threshold", "keep")}

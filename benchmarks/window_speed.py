@@ -1,7 +1,7 @@
-"""Segment scoring speed of the curation detectors, and the projected time for the competition's 280 h.
+"""Window scoring speed of the curation detectors, and the projected time for the competition's 280 h.
 
-    BIRDCLEF_CPUS=1 python benchmarks/segment_speed.py ../shared/data/real_xc --yamnet data/models/yamnet_standin
-    python benchmarks/segment_speed.py ../shared/data/real_xc --files 4   # a quick check
+    BIRDCLEF_CPUS=1 python benchmarks/window_speed.py ../shared/data/real_xc --yamnet data/models/yamnet_standin
+    python benchmarks/window_speed.py ../shared/data/real_xc --files 4   # a quick check
 
 Builds each detector's manifest of the folder's train_audio from scratch (a new temporary
 cache per timed build) with 1 worker and, where this job may use two CPUs, 2 workers;
@@ -19,7 +19,7 @@ import harness
 
 from birdclef.core.cpus import available_cpus
 from birdclef.data.curation.detectors import SileroVad, YamnetDetector
-from birdclef.data.curation.manifest import SEGMENT_SECONDS, SegmentManifest
+from birdclef.data.curation.manifest import WINDOW_SECONDS, WindowManifest
 from birdclef.data.metadata import load_metadata
 
 SAMPLE_RATE = 32000  # Hz
@@ -29,14 +29,14 @@ KEEP = ["Bird", "Bird vocalization, bird call, bird song", "Insect", "Frog", "An
 
 
 def manifest_build(detector, workers: int, files: tuple, scratch: str, counts: dict, key):
-    """One timed call: score `files` into a new cache folder; `counts[key]` gets the segments."""
+    """One timed call: score `files` into a new cache folder; `counts[key]` gets the windows."""
     if workers <= 1:
         detector.load()  # in this process, before any clock starts
 
     def run() -> None:
         cache = tempfile.mkdtemp(dir=scratch)
-        manifest = SegmentManifest(cache, detector, SAMPLE_RATE, workers).build(*files)
-        counts[key] = len(manifest.segments)
+        manifest = WindowManifest(cache, detector, SAMPLE_RATE, workers).build(*files)
+        counts[key] = len(manifest.windows)
 
     return run
 
@@ -51,7 +51,7 @@ def main() -> None:
     makers = {"Silero VAD (onnx)": SileroVad}
     if args.yamnet:
         makers[f"YAMNet ({args.yamnet})"] = lambda: YamnetDetector(args.yamnet, KEEP)
-    segments_280h = COMPETITION_HOURS * 3600 / SEGMENT_SECONDS  # about one segment per 5 s
+    windows_280h = COMPETITION_HOURS * 3600 / WINDOW_SECONDS  # about one window per 5 s
     counts: dict = {}
     # each detector runs on one thread; with two workers, two run at once
     with tempfile.TemporaryDirectory() as scratch, harness.cpu_share(1):
@@ -69,11 +69,11 @@ def main() -> None:
             count = counts[name, workers]
             rate = count / stats["median"]
             rows.append((name, workers, count, f"{stats['median']:.1f}", f"{rate:.1f}",
-                         f"{segments_280h / rate / 3600:.1f} h"))  # fmt: skip
-            data.append({"detector": name, "workers": workers, "segments": count,
-                         "segments_per_s": rate, "seconds": stats})  # fmt: skip
-        columns = ["detector", "workers", "segments", "seconds", "segments/s", "280 h projected"]
-        text = (f"{len(keys)} files of {args.root}; projection: {segments_280h:,.0f} segments "
+                         f"{windows_280h / rate / 3600:.1f} h"))  # fmt: skip
+            data.append({"detector": name, "workers": workers, "windows": count,
+                         "windows_per_s": rate, "seconds": stats})  # fmt: skip
+        columns = ["detector", "workers", "windows", "seconds", "windows/s", "280 h projected"]
+        text = (f"{len(keys)} files of {args.root}; projection: {windows_280h:,.0f} windows "
                 f"in 280 h; median of {args.repeats} build(s)\n\n")  # fmt: skip
         harness.report(args.out, text + harness.markdown_table(columns, rows), {"rows": data})
 
