@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distillation from cross-fitted BirdNET heads on real_xc (README, "BirdNET as the teacher on real_xc"):
-# a BirdNET head on all training recordings, four on folds (data.folds=4), and MelCNN students taught
+# a BirdNET head on all training recordings, four on folds (data.split.folds=4), and MelCNN students taught
 # by the full head, by the four heads blended, and by the four cross-fitted, with controls trained alone
 # (default_random40: today's default, PCEN + mixup, for as long as the PCEN students' shortest run); each
 # scored on real_xc's test soundscapes and on the real_xc mix. Then the same students with pseudo-labelled mixed
@@ -21,11 +21,11 @@ W=${WORK:-benchmarks/results/cross_fit}
 F=""
 for k in 0 1 2 3; do F="$F${F:+,}{work}/head_f$k/{seed}/checkpoints/best.ckpt"; done
 XFIT="task=distill teacher.models=[$F] teacher.cross_fit=true $PREV"
-R40="data.crop=random trainer.max_epochs=40"  # random crops, 40 epochs
+R40="data.windows.crop=random trainer.max_epochs=40"  # random crops, 40 epochs
 $PY benchmarks/real_audio.py --work "$W" --out "$W.md" \
   floor="model=linear" alone="$PREV" head="model=birdnet" \
-  head_f0="model=birdnet data.folds=4 data.fold=0" head_f1="model=birdnet data.folds=4 data.fold=1" \
-  head_f2="model=birdnet data.folds=4 data.fold=2" head_f3="model=birdnet data.folds=4 data.fold=3" \
+  head_f0="model=birdnet data.split.folds=4 data.split.fold=0" head_f1="model=birdnet data.split.folds=4 data.split.fold=1" \
+  head_f2="model=birdnet data.split.folds=4 data.split.fold=2" head_f3="model=birdnet data.split.folds=4 data.split.fold=3" \
   kd_full="task=distill teacher.models=[{work}/head/{seed}/checkpoints/best.ckpt]" \
   kd_blend="task=distill teacher.models=[$F]" \
   kd_xfit="$XFIT" \
@@ -73,11 +73,11 @@ $PY benchmarks/real_audio.py --root data/real_xc_train120 --work "$W" --out "$W.
 # patient teaching: the best recipe for 120 epochs (~45 min a seed on one core); CROSS_FIT_LONG=0 skips it
 if [ "${CROSS_FIT_LONG:-1}" = 1 ]; then
   $PY benchmarks/real_audio.py --work "$W" --out "$W.long.md" \
-    kd_xfit_random120="$XFIT data.crop=random trainer.max_epochs=120" --seeds "${@:-42}"
+    kd_xfit_random120="$XFIT data.windows.crop=random trainer.max_epochs=120" --seeds "${@:-42}"
   # --last: also the last epoch (validation cannot rank epochs once its recordings feed the mixtures)
   $PY benchmarks/real_audio.py --root data/real_xc_train --work "$W" --out "$W.long_pseudo.md" --last \
-    kd_xfit_pseudo_random120="$XFIT $PSEUDO data.crop=random trainer.max_epochs=120" \
-    kd09_xfit_pseudo_random120="$XFIT $PSEUDO teacher.kd_weight=0.9 data.crop=random trainer.max_epochs=120" \
-    kd_xfit_pseudo_random120_pcen="$XFIT $PSEUDO model.input_norm=pcen data.crop=random trainer.max_epochs=120" \
+    kd_xfit_pseudo_random120="$XFIT $PSEUDO data.windows.crop=random trainer.max_epochs=120" \
+    kd09_xfit_pseudo_random120="$XFIT $PSEUDO teacher.kd_weight=0.9 data.windows.crop=random trainer.max_epochs=120" \
+    kd_xfit_pseudo_random120_pcen="$XFIT $PSEUDO model.input_norm=pcen data.windows.crop=random trainer.max_epochs=120" \
     --seeds "${@:-42}"
 fi

@@ -9,7 +9,7 @@ py=${PYTHON:-python3}
 mkdir -p "$out"
 nvidia-smi -L || true
 [ "${SKIP_TESTS:-0}" = 1 ] || $py -m pytest -q -m gpu -p no:cacheprovider tests/test_recipe.py 2>&1 | tail -3
-common=(paths.data_dir="$out/data" trainer.max_epochs="$epochs" model=sed data.batch_size=64)
+common=(paths.data_dir="$out/data" trainer.max_epochs="$epochs" model=sed data.loader.batch_size=64)
 $py run.py task=synth paths.data_dir="$out/data" > /dev/null
 for trainer in gpu cpu; do
   $py run.py "${common[@]}" trainer=$trainer hydra.run.dir="$out/$trainer" > "$out/$trainer.log" 2>&1 \

@@ -71,7 +71,7 @@ def tiny_checkpoint(tiny_root, tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("ckpt")
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
         "trainer.max_epochs=1", "model.channels=[8,16]", tmp=tmp,
     )  # fmt: skip
     run(cfg)

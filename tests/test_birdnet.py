@@ -151,7 +151,7 @@ def test_head_pools_chunks_and_rejects_mel_input():
 def test_train_run_with_model_birdnet_and_checkpoint_reload(tiny_root, tmp_path):
     cfg = compose_cfg(
         f"data.root={tiny_root}", "experiment=birdnet", "model.hidden=32", "trainer.max_epochs=1",
-        "data.cache_workers=0", "data.min_val_recordings=2", "frontend.threads=1", tmp=tmp_path,
+        "data.cache.workers=0", "data.split.min_val_recordings=2", "frontend.threads=1", tmp=tmp_path,
     )  # fmt: skip
     assert cfg.frontend._target_.endswith("BirdNETFrontend")  # set by experiment=birdnet
     metrics = run(cfg)

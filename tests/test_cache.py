@@ -179,5 +179,5 @@ def test_two_processes_building_one_cache_at_once(tmp_path):
 
 
 def test_bad_worker_count(tmp_path):
-    with pytest.raises(ConfigError, match="cache_workers"):
+    with pytest.raises(ConfigError, match="data.cache.workers=-1"):
         FrameCache(tmp_path, MelFrontend(SR), workers=-1)

@@ -42,7 +42,7 @@ def test_every_sweep_composes(sweep):
     params = cfg.hydra.sweeper.params
     assert params, f"{sweep.name} sweeps nothing"
     for key, values in params.items():
-        if not (CONF / key).is_dir():  # a key (data.crop, seed): it exists
+        if not (CONF / key).is_dir():  # a key (data.windows.crop, seed): it exists
             assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
         else:  # a group: every listed option exists
             for option in str(values).split(","):

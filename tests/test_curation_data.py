@@ -63,7 +63,7 @@ def loud_voice(monkeypatch):
 
 def datamodule(tiny_root, tmp_path, *overrides):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2", *overrides,
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2", *overrides,
         tmp=tmp_path,
     )  # fmt: skip
     dm = build_datamodule(cfg)
@@ -114,7 +114,7 @@ def test_random_crops_stay_inside_kept_audio(tiny_root, tmp_path, loud_voice):
         tmp_path,
         "filter.voice.enabled=true",
         "filter.voice.drop=1.0",
-        "data.crop=random",
+        "data.windows.crop=random",
     )
     ds, n = dm.train_set, dm.train_set.n_frames
     drawn, cut = [], ds._features

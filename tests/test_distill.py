@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from birdclef.core.activations import activate
 from birdclef.core.errors import ConfigError
 from birdclef.data.frontend import MelFrontend
+from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
 from birdclef.modules.exported_teacher import HIGH, LOW, ExportedTeacher
@@ -24,7 +25,7 @@ from birdclef.tasks.distill import recorded_auc, run, trained_on
 from birdclef.tasks.train import build_datamodule
 from tests.conftest import compose_cfg
 
-TINY = ("augment=none", "data.cache_workers=0", "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip
+TINY = ("augment=none", "data.cache.workers=0", "data.loader.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
@@ -98,12 +99,12 @@ def test_sigmoid_student_without_null(tiny_checkpoint):
 
 
 def test_teacher_features_follow_the_window(tiny_root, tmp_path):
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", tmp=tmp_path)
+    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", tmp=tmp_path)
     for crop in ("fixed", "random"):  # same front end: the teacher sees exactly the same crop
         dm = build_datamodule(
-            compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", f"data.crop={crop}",
+            compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", f"data.windows.crop={crop}",
                         tmp=tmp_path),
-            teacher_frontend=MelFrontend(32000),
+            teacher=TeacherInputs(MelFrontend(32000)),
         )  # fmt: skip
         dm.prepare_data()
         dm.setup("fit")
@@ -114,7 +115,7 @@ def test_teacher_features_follow_the_window(tiny_root, tmp_path):
         assert "teacher_features" not in dm.val_set[0]
     # a teacher with twice the hop: half the frames, starting at the nearest teacher frame
     coarse = MelFrontend(32000, hop_length=1000)
-    dm = build_datamodule(cfg, teacher_frontend=coarse)
+    dm = build_datamodule(cfg, teacher=TeacherInputs(coarse))
     dm.prepare_data()
     dm.setup("fit")
     ts = dm.train_set
@@ -173,7 +174,7 @@ def test_several_teachers_average_and_the_mask_picks(tiny_checkpoint):
 
 
 def test_cross_fitted_teachers_teach_out_of_fold(tiny_root, tmp_path):
-    """Two fold teachers (data.folds=2): each training window carries a mask of the teachers
+    """Two fold teachers (data.split.folds=2): each training window carries a mask of the teachers
     whose run did not train on its recording, and the student trains with it."""
     teachers = []
     for k in (0, 1):
@@ -181,7 +182,7 @@ def test_cross_fitted_teachers_teach_out_of_fold(tiny_root, tmp_path):
         from birdclef.tasks.train import run as train
 
         train(compose_cfg(
-            f"data.root={tiny_root}", *TINY, "data.folds=2", f"data.fold={k}", "seed=3",
+            f"data.root={tiny_root}", *TINY, "data.split.folds=2", f"data.split.fold={k}", "seed=3",
             tmp=out,
         ))  # fmt: skip
         teachers.append(out / "out" / "checkpoints" / "best.ckpt")
@@ -191,7 +192,7 @@ def test_cross_fitted_teachers_teach_out_of_fold(tiny_root, tmp_path):
     cfg = _cfg(tiny_root, tmp_path, ",".join(map(str, teachers)), "teacher.cross_fit=true")
 
     dm = build_datamodule(
-        cfg, teacher_frontend=MelFrontend(32000), teacher_trained_on=[trained_on(t) for t in teachers]
+        cfg, teacher=TeacherInputs(MelFrontend(32000), [trained_on(t) for t in teachers])
     )  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
@@ -216,7 +217,7 @@ def exported(tiny_root, tiny_checkpoint, tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("export")
     export(compose_cfg(
-        "task=export", f"data.root={tiny_root}", "data.cache_workers=0", f"task.model={tiny_checkpoint}",
+        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={tiny_checkpoint}",
         "task.int8=false", "task.check_windows=4", "task.calibration_windows=1", tmp=tmp,
     ))  # fmt: skip
     return tmp / "out" / "export"

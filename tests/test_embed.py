@@ -97,7 +97,7 @@ def test_embed_task_on_the_tiny_set(tiny_root, tiny_checkpoint, tmp_path):
     from birdclef.tasks.embed import run
 
     cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "task.umap=false",
+        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0", "task.umap=false",
         "task.representations=[mel,mfcc,model,vae]", f"task.checkpoint={tiny_checkpoint}",
         "task.vae.epochs=2", "model.channels=[4,8]", "trainer.max_epochs=1", tmp=tmp_path,
     )  # fmt: skip
@@ -147,7 +147,7 @@ def test_embed_leaves_out_recordings_another_front_end_could_not_read(
 
     monkeypatch.setattr(embed, "other_frames", other_frames)
     cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0", "task.umap=false",
+        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0", "task.umap=false",
         "task.representations=[mel,model]", f"task.checkpoint={tiny_checkpoint}", tmp=tmp_path,
     )  # fmt: skip
     metrics = embed.run(cfg)
@@ -178,7 +178,7 @@ def test_embed_umap_plots_and_birdnet(tiny_root, tmp_path):
     from birdclef.tasks.embed import run
 
     cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache_workers=0",
+        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0",
         "task.representations=[mel,birdnet]", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)

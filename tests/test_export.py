@@ -28,7 +28,7 @@ SMALL = ("task.check_windows=16", "task.calibration_windows=32")
 
 def export_cfg(tiny_root: Path, model: Path, tmp: Path, *overrides: str):
     return compose_cfg(
-        "task=export", f"data.root={tiny_root}", "data.cache_workers=0", f"task.model={model}", *SMALL,
+        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={model}", *SMALL,
         *overrides, tmp=tmp,
     )  # fmt: skip
 

@@ -231,7 +231,7 @@ def trained(request, tiny_root, data_dir, tmp_path_factory):
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
         "trainer.max_epochs=1", "frontend.n_mels=32", f"model={name}", *SMALL.get(name, []), tmp=tmp,
     )  # fmt: skip
     cfg = OmegaConf.merge(cfg, {"paths": {"data_dir": str(data_dir)}})
@@ -306,7 +306,7 @@ def test_a_checkpoint_reloads_without_its_init_weights_file(tiny_root, tmp_path)
     source = tmp_path / "init.pth"
     torch.save(TimmNet(3, backbone=TINY_TIMM).backbone.state_dict(), source)
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
         "trainer.max_epochs=1", "frontend.n_mels=32", "model=efficientnet",
         f"model.backbone={TINY_TIMM}", f"model.weights={source}", tmp=tmp_path,
     )  # fmt: skip

@@ -13,6 +13,7 @@ import torch
 from birdclef.core.errors import ConfigError, DataError, user_error
 from birdclef.data.metadata import load_metadata
 from birdclef.data.samplers import EpochRedrawSampler
+from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import compose_cfg
 
@@ -40,7 +41,7 @@ def shared(tiny_root, tmp_path_factory) -> dict:
 
 def datamodule(shared, tmp: Path, *overrides: str):
     cfg = compose_cfg(
-        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}", *overrides, tmp=tmp,
+        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}", *overrides, tmp=tmp,
     )  # fmt: skip
     dm = build_datamodule(cfg)
     dm.prepare_data()
@@ -140,8 +141,8 @@ def test_bad_pseudo_settings_and_files_are_one_clear_error(
 
 def test_one_epoch_with_pseudo_labels_writes_metrics(shared, tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}",
-        "data.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]",
+        f"data.root={tiny_root}", "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}",
+        "data.loader.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]",
         f"data.pseudo.labels={shared['labels']}", "data.pseudo.power=2", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
@@ -157,10 +158,10 @@ def test_distillation_teacher_hears_the_pseudo_windows_too(shared, tiny_root, tm
 
     teacher = MelFrontend(SR, n_mels=32, hop_length=1000)  # another cache key and frame rate
     cfg = compose_cfg(
-        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}",
+        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}",
         f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}", tmp=tmp_path,
     )  # fmt: skip
-    dm = build_datamodule(cfg, teacher_frontend=teacher)
+    dm = build_datamodule(cfg, teacher=TeacherInputs(teacher))
     dm.prepare_data()
     dm.setup("fit")
     expected = expected_softmax(shared["scores"], 1.0)
@@ -178,7 +179,7 @@ def test_distillation_teacher_hears_the_pseudo_windows_too(shared, tiny_root, tm
     assert batch["teacher_features"].shape == (len(dm.fit_set), 1, 32, n)
     # cross-fitted teachers: no teacher trained on a soundscape, so every one scores its windows
     every = set(dm.split["filename"])
-    dm = build_datamodule(cfg, teacher_frontend=teacher, teacher_trained_on=[set(), every])
+    dm = build_datamodule(cfg, teacher=TeacherInputs(teacher, [set(), every]))
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(torch.utils.data.DataLoader(dm.fit_set, batch_size=len(dm.fit_set))))
@@ -193,7 +194,7 @@ def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, 
 
     cfg = compose_cfg(
         f"data.root={tiny_root}", "task=distill", "augment=none", f"teacher.models=[{tiny_checkpoint}]",
-        "data.cache_workers=0", f"data.cache_dir={shared['tmp'] / 'cache'}", "data.batch_size=16",
+        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}", "data.loader.batch_size=16",
         "trainer.max_epochs=1", "model.channels=[8,16]", f"data.pseudo.labels={shared['labels']}",
         "data.pseudo.ratio=1", tmp=tmp_path,
     )  # fmt: skip

@@ -19,9 +19,9 @@ from birdclef.tasks.train import build_datamodule, run
 from tests.conftest import ROOT, compose_cfg
 
 FAST = (
-    "data.cache_workers=0",
-    "data.min_val_recordings=2",
-    "data.batch_size=16",
+    "data.cache.workers=0",
+    "data.split.min_val_recordings=2",
+    "data.loader.batch_size=16",
     "model.channels=[8,16]",
 )
 
@@ -32,7 +32,9 @@ def tiny_cfg(tiny_root, tmp, *overrides):
 
 def test_balanced_sampler_weights(tiny_root, tmp_path):
     dm = build_datamodule(
-        tiny_cfg(tiny_root, tmp_path, "data.sampler=balanced", "data.balance_power=1.0")
+        tiny_cfg(
+            tiny_root, tmp_path, "data.loader.sampler=balanced", "data.loader.balance_power=1.0"
+        )
     )
     dm.setup()
     sampler = dm.balanced_sampler()
@@ -136,7 +138,7 @@ def test_same_seed_same_model(tiny_root, tmp_path):
     extra = (
         "trainer.max_epochs=1",
         "augment=recipe",
-        "data.sampler=balanced",
+        "data.loader.sampler=balanced",
         "trainer.gradient_clip_val=1.0",
     )
     first = run(tiny_cfg(tiny_root, tmp_path / "a", *extra))
@@ -223,7 +225,7 @@ def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
 
 def test_balanced_draws_are_seeded_per_epoch(tiny_root, tmp_path):
     """A resumed run (a fresh sampler set to its epoch) draws what the uninterrupted one drew."""
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", tmp=tmp_path)
+    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", tmp=tmp_path)
     dm = build_datamodule(cfg)
     dm.setup()
     running = dm.balanced_sampler()

@@ -110,7 +110,7 @@ def fit_scores(out) -> pd.DataFrame:
 
 # Lightning 2.6 rewrites last.ckpt only when it saves a top-k checkpoint, i.e. when `monitor`
 # improves; monitoring the step makes every epoch's checkpoint the last one, as resuming needs.
-EVERY_EPOCH = ("data.batch_size=5",)
+EVERY_EPOCH = ("data.loader.batch_size=5",)
 LR_STEPS = (*EVERY_EPOCH, "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
             "+callbacks.lr.logging_interval=step", "trainer.log_every_n_steps=1")  # fmt: skip
 
@@ -147,7 +147,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_root, tmp_
         *EVERY_EPOCH,
         "augment=mixup",
         "callbacks=ema",
-        "data.sampler=balanced",
+        "data.loader.sampler=balanced",
         "trainer.max_epochs=4",
     )
     whole = run(tiny_cfg(tiny_root, tmp_path / "whole", *recipe))

@@ -16,7 +16,7 @@ from tests.conftest import compose_cfg
 
 def _cfg(tiny_root, tmp_path, *overrides):
     return compose_cfg(
-        "task=rounds", f"data.root={tiny_root}", "data.cache_workers=0", "teacher.workers=1",
+        "task=rounds", f"data.root={tiny_root}", "data.cache.workers=0", "teacher.workers=1",
         *overrides, tmp=tmp_path,
     )  # fmt: skip
 
@@ -167,8 +167,8 @@ def test_rounds_errors(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
-        tiny_root, tmp_path, "task.k=1", "trainer.max_epochs=1", "data.batch_size=16",
-        "data.min_val_recordings=2", "model.channels=[8,16]", "data.pseudo.power=2",
+        tiny_root, tmp_path, "task.k=1", "trainer.max_epochs=1", "data.loader.batch_size=16",
+        "data.split.min_val_recordings=2", "model.channels=[8,16]", "data.pseudo.power=2",
     )  # fmt: skip
     metrics = rounds.run(cfg)
     out = tmp_path / "out"
@@ -187,7 +187,7 @@ def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
 def test_one_real_distilled_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
         tiny_root, tmp_path, "task.k=1", "task.distill=true", "augment=none",
-        "trainer.max_epochs=1", "data.batch_size=16", "data.min_val_recordings=2",
+        "trainer.max_epochs=1", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
         "model.channels=[8,16]", "data.pseudo.power=2",
     )  # fmt: skip
     rounds.run(cfg)

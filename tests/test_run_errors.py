@@ -111,7 +111,7 @@ def test_finished_job_is_skipped_unless_config_changed_or_rerun(tmp_path):
 
     assert run_sweep_job(cfg, never) == {"val/auc": 0.75}
     # moved sweep folders and cache workers do not count as a change
-    moved = compose_cfg("trainer.max_epochs=1", "data.cache_workers=1", tmp=tmp_path)
+    moved = compose_cfg("trainer.max_epochs=1", "data.cache.workers=1", tmp=tmp_path)
     moved.paths.output_dir = str(tmp_path / "elsewhere")
     assert finished_metrics(moved, out) == {"val/auc": 0.75}
     assert finished_metrics(compose_cfg("trainer.max_epochs=2", tmp=tmp_path), out) is None

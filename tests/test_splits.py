@@ -66,5 +66,5 @@ def test_folds_hold_out_every_recording_once():
 
 @pytest.mark.parametrize("folds,fold", [(1, 0), (4, 4), (4, -1), (2.5, 0)])
 def test_bad_folds_are_one_config_error(folds, fold):
-    with pytest.raises(ConfigError, match="data.folds"):
+    with pytest.raises(ConfigError, match="data.split.folds"):
         fold_split(frame(), folds=folds, fold=fold, seed=0)

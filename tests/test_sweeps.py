@@ -16,7 +16,7 @@ from birdclef.runs import jobs
 from birdclef.runs.report import collect, main, table
 from tests.conftest import ROOT
 
-FAST = ("data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1")
+FAST = ("data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1")
 LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

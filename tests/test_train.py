@@ -26,7 +26,7 @@ def trained(tiny_root, tmp_path_factory):
     """One short training run shared by the checks below."""
     tmp = tmp_path_factory.mktemp("run")
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
         "trainer.max_epochs=2", "model.channels=[8,16]", "label.m=0.65", tmp=tmp,
     )  # fmt: skip
     return cfg, run(cfg)
@@ -91,7 +91,7 @@ def test_bad_audio_is_skipped_and_listed(tiny_root, tmp_path):
     (root / "train_audio" / victim).write_bytes(b"garbage")
     (root / "train_audio" / train["filename"].iloc[1]).unlink()
     cfg = compose_cfg(
-        f"data.root={root}", "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1",
+        f"data.root={root}", "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1",
         "model.channels=[8]", tmp=tmp_path,
     )  # fmt: skip
     run(cfg)
@@ -105,7 +105,7 @@ def test_wandb_logger_works_offline(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1",
         "model.channels=[8]", "logger=wandb", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
@@ -122,7 +122,7 @@ def cli(*args, cwd=ROOT, timeout=300):
 def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
     done = cli(
         f"data.root={tiny_root}", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run",
-        "data.cache_workers=0", "data.min_val_recordings=2", "trainer.max_epochs=1", "model.channels=[8]",
+        "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1", "model.channels=[8]",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test/soundscape_auc" in done.stdout
@@ -136,7 +136,7 @@ def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
     ("override", "message"),
     [
         ("data.root=/no/such/folder", "data.root=/no/such/folder does not exist"),
-        ("data.train_windows=middle", "data.train_windows='middle' must be one of"),
+        ("data.windows.train=middle", "data.windows.train='middle' must be one of"),
         ("label.m=1.5", "label.m=1.5 must be in"),
     ],
 )
@@ -171,7 +171,7 @@ def test_cli_synth_task(tmp_path):
     ],
 )
 def test_label_rule_for_the_other_kind_of_loss_is_refused(tiny_root, tmp_path, overrides, message):
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache_workers=0", *overrides, tmp=tmp_path)
+    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", *overrides, tmp=tmp_path)
     with pytest.raises(ConfigError, match=message):
         build_datamodule(cfg)
 
@@ -190,7 +190,7 @@ def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
     pytest.importorskip("ai_edge_litert")
     cfg = compose_cfg(
         f"data.root={tiny_root}",
-        "data.cache_workers=0",
+        "data.cache.workers=0",
         "model=birdnet",
         "frontend=birdnet",
         "augment=specaugment",
@@ -203,7 +203,7 @@ def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
 def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
     cfg = compose_cfg(
         f"data.root={tiny_root}",
-        "data.cache_workers=0",
+        "data.cache.workers=0",
         "frontend=mfcc",
         "augment=mixup",
         tmp=tmp_path,
@@ -214,7 +214,7 @@ def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
 
 def test_the_default_melcnn_on_mfcc_names_both_fixes(tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "frontend=mfcc", tmp=tmp_path
+        f"data.root={tiny_root}", "data.cache.workers=0", "frontend=mfcc", tmp=tmp_path
     )
     assert cfg.model.input_norm == "pcen" and cfg.augment.mixup_p > 0  # the default MelCNN's
     with pytest.raises(
@@ -225,7 +225,7 @@ def test_the_default_melcnn_on_mfcc_names_both_fixes(tiny_root, tmp_path):
 
 def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
     """10-s training windows come from the same cache; soundscape rows stay the 5-s grid."""
-    base = (f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2")
+    base = (f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2")
     five = build_datamodule(compose_cfg(*base, tmp=tmp_path))
     five.setup()
     shards = sorted((tmp_path / "data" / "cache").rglob("*.npy"))
@@ -248,8 +248,8 @@ def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
 
 def test_random_crops_draw_new_starts_inside_the_limit(tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.min_val_recordings=2",
-        "data.crop=random", "data.crop_seconds=7", "data.train_windows=first", tmp=tmp_path,
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
+        "data.windows.crop=random", "data.windows.crop_seconds=7", "data.windows.train=first", tmp=tmp_path,
     )  # fmt: skip
     dm = build_datamodule(cfg)
     dm.setup()
@@ -278,7 +278,7 @@ def test_missing_resume_checkpoint(tiny_root, tmp_path):
 
 def test_monitor_null_tests_the_last_epoch(tiny_root, tmp_path):
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "data.min_val_recordings=2",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
         "trainer.max_epochs=3", "model.channels=[8,16]", "monitor=null", tmp=tmp_path,
     )  # fmt: skip
     run(cfg)

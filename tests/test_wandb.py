@@ -22,7 +22,7 @@ def test_group_is_the_sweep_name():
 
 def test_tags_are_the_overrides_less_paths_and_hydra():
     overrides = ["model=cnn", "loss=focal,bce", "paths.data_dir=/d", "hydra.job.name=x",
-                 "+data.cache_workers=2", "data.root=" + "x" * 80]  # fmt: skip
+                 "+data.cache.workers=2", "data.root=" + "x" * 80]  # fmt: skip
     assert run_tags(overrides) == ["model=cnn", "loss=focal,bce", ("data.root=" + "x" * 80)[:64]]
 
 
@@ -63,7 +63,7 @@ def test_offline_wandb_run(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache_workers=0", "data.batch_size=16", "logger=wandb",
+        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "logger=wandb",
         "trainer.max_epochs=1", "model.channels=[8,16]", "logger.tags=[smoke]", tmp=tmp_path,
     )  # fmt: skip
     run(cfg)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_JOB_NAME = "run"  # Hydra's job name when not set: the script's name (run.py)
 
 # Overrides that do not change a run's results: left out of run names and sweep tables.
-HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache_workers", "rerun=")
+HIDDEN_PREFIXES = ("paths.", "hydra.", "data.cache.workers", "rerun=")
 MAX_TAG = 64  # characters: W&B refuses longer tags
 TOP_PREDICTIONS = 3  # classes named under each spectrogram
 

@@ -110,6 +110,14 @@ def _build_shard(job: ShardJob, out_dir: Path, frontend) -> dict:
         torch.set_num_threads(threads)
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """`data.cache`: where the frame caches live and how many processes build them."""
+
+    dir: str = "data/cache"
+    workers: int | None = None  # processes building a cache; None = the CPUs this job may use
+
+
 class FrameCache:
     """Builds (once, resumably, in parallel) and opens the cached frames of a set of files."""
 
@@ -121,7 +129,7 @@ class FrameCache:
         buckets: int = SHARD_BUCKETS,
     ) -> None:
         if workers is not None and workers < 0:
-            raise ConfigError(f"data.cache_workers={workers} must be >= 0 (or null for all CPUs).")
+            raise ConfigError(f"data.cache.workers={workers} must be >= 0 (or null for all CPUs).")
         self.frontend = frontend
         self.workers = available_cpus() if workers is None else workers
         self.buckets = buckets

@@ -2,8 +2,8 @@
 
 `DataModuleCaches` is a mixin of `BirdclefDataModule` (birdclef.data.datamodule) and holds
 its Lightning hook `prepare_data`. Its methods read the module's settings (`root`,
-`cache_dir`, `frontend`, `cache_workers`, `train_filter`, `background`, `pseudo_labels`,
-`teacher_frontend`), its `classes` and metadata (`_metadata`), and keep the window
+`cache_spec`, `frontend`, `train_filter`, `background`, `pseudo_spec`, `teacher`), its
+`classes` and metadata (`_metadata`), and keep the window
 manifests in `window_manifests`. With a `frontend` argument, a cache is built with that
 front end (a distillation teacher's) instead of the module's own.
 """
@@ -25,23 +25,25 @@ class DataModuleCaches:
         its file lock in turn, so one process builds and the others find it built.
         """
         self._train_frames()
-        if self.teacher_frontend is not None:
-            self._train_frames(self.teacher_frontend)
+        if self.teacher is not None:
+            self._train_frames(self.teacher.frontend)
         solution = load_soundscape_labels(self.root, self.classes)
         if solution is not None:
             self._scored_frames(sorted(solution["stem"].unique()))
         if self.background:
             self._background_frames()
-        if self.pseudo_labels is not None:
+        if self.pseudo_spec.active:
             self._soundscape_frames()
-            if self.teacher_frontend is not None:
-                self._soundscape_frames(self.teacher_frontend)
+            if self.teacher is not None:
+                self._soundscape_frames(self.teacher.frontend)
         if hasattr(self.train_filter, "manifests"):
             self._manifests()
 
     def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
         cache = FrameCache(
-            self.cache_dir, frontend if frontend is not None else self.frontend, self.cache_workers
+            self.cache_spec.dir,
+            frontend if frontend is not None else self.frontend,
+            self.cache_spec.workers,
         )
         return cache.build(paths, keys, groups, desc)
 
@@ -53,8 +55,8 @@ class DataModuleCaches:
         """A window filter's detector scores of every train_audio file (built once, cached)."""
         if self.window_manifests is None:
             self.window_manifests = self.train_filter.manifests(
-                *self._metadata().train_files(), self.cache_dir, self.frontend.sample_rate,
-                self.cache_workers,
+                *self._metadata().train_files(), self.cache_spec.dir, self.frontend.sample_rate,
+                self.cache_spec.workers,
             )  # fmt: skip
         return self.window_manifests
 

@@ -28,8 +28,6 @@ from birdclef.data.labels import presence
 from birdclef.data.windows import recording_window_starts
 
 NO_PRIMARY = -1  # soundscape rows have no primary label
-CROPS = ("fixed", "random")
-WINDOW_CHOICES = ("first", "all")
 
 
 def frame_scale(student, teacher) -> float:

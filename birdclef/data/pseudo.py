@@ -18,6 +18,7 @@ soundscape, and its target is each class's highest teacher frame inside the wind
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,27 @@ from birdclef.data.pseudo_store import TEACHER, frames_info, read_frames
 
 PRESENT = 0.5  # a target above this counts as present in the item's truth
 SEED_STRIDE = 7_919  # keeps the pseudo draw apart from other draws seeded by `seed`
+
+
+@dataclass(frozen=True)
+class PseudoSpec:
+    """`data.pseudo`: pseudo-labelled train_soundscapes windows mixed into training (off: no labels)."""
+
+    labels: str | None = None  # task=pseudo_label's pseudo_labels.csv
+    ratio: float = 0.5  # pseudo windows per labelled window
+    power: float = 1.0  # targets = score ** power (2 sharpens)
+    threshold: float | None = None  # hard targets at this score instead of score ** power
+    confidence_weight: bool = False  # each pseudo window's loss x its top score
+    min_confidence: float = 0.0  # rows whose highest score is below this are dropped
+    redraw: bool = False  # every row kept, each epoch reads ratio x labelled of them anew
+    frames: bool = False  # an SED teacher's per-frame labels, a random window per read
+
+    def __post_init__(self) -> None:
+        check_pseudo(self.ratio, self.power, self.min_confidence, self.threshold)
+
+    @property
+    def active(self) -> bool:
+        return self.labels is not None
 
 
 def check_pseudo(

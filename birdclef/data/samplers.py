@@ -1,9 +1,11 @@
-"""How training draws its windows: `data.sampler` (random or balanced), epoch-seeded weighted draws."""
+"""How batches are drawn (`data.loader`): random or class-balanced sampling, epoch-seeded draws, loaders."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch.utils.data import Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from birdclef.core.errors import ConfigError
 
@@ -11,12 +13,13 @@ SAMPLERS = ("random", "balanced")
 
 
 def check_sampler(sampler: str, balance_power: float) -> None:
-    """Refuse a `data.sampler` or `data.balance_power` the DataModule cannot use."""
+    """Refuse a `data.loader.sampler` or `data.loader.balance_power` the DataModule cannot use."""
     if sampler not in SAMPLERS:
-        raise ConfigError(f"data.sampler={sampler!r} must be one of {SAMPLERS}.")
+        raise ConfigError(f"data.loader.sampler={sampler!r} must be one of {SAMPLERS}.")
     if not 0.0 <= balance_power <= 1.0:
         raise ConfigError(
-            f"data.balance_power={balance_power} must be in [0, 1] (0 = no balancing, 1 = equal classes)."
+            f"data.loader.balance_power={balance_power} must be in [0, 1] (0 = no balancing, "
+            "1 = equal classes)."
         )
 
 
@@ -87,3 +90,27 @@ def class_balanced_sampler(
     share = weights.mean() * (draws / extra if extra else 0.0)
     weights = torch.cat([weights, share.expand(extra)])
     return EpochSeededSampler(weights, num_samples=len(primary) + draws, seed=seed)
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """`data.loader`: batch size, loader workers and how training draws its windows."""
+
+    batch_size: int = 32
+    num_workers: int = 0  # cached reads are cheap; 0 avoids fork overhead on small data
+    sampler: str = "random"  # random | balanced (class-balanced draws for the long tail)
+    balance_power: float = 0.5  # balanced: weight n_c ** -balance_power
+
+    def __post_init__(self) -> None:
+        check_sampler(self.sampler, self.balance_power)
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(
+                f"data.loader.batch_size={self.batch_size} must be >= 1 and "
+                f"data.loader.num_workers={self.num_workers} >= 0."
+            )
+
+    def loader(self, dataset: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip

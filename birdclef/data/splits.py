@@ -1,6 +1,8 @@
-"""Train/validation split grouped by recording and stratified by primary label."""
+"""Train/validation split grouped by recording and stratified by primary label (`data.split`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ def grouped_split(
     training only. The same seed gives the same split.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1).")
+        raise ConfigError(f"data.split.val_fraction={val_fraction} must be in [0, 1).")
     rng = np.random.default_rng(seed)
     groups = table.groupby(group_column, sort=True)[label_column].first()
     val_groups: set = set()
@@ -43,8 +45,8 @@ def check_folds(folds: int, fold: int) -> None:
     """One ConfigError unless `folds` >= 2 and `fold` in 0..folds-1 (integers)."""
     if int(folds) != folds or folds < 2 or int(fold) != fold or not 0 <= fold < folds:
         raise ConfigError(
-            f"data.folds={folds} must be an integer >= 2 and data.fold={fold} one of "
-            f"0..{max(int(folds) - 1, 0)} (data.folds=null for the val_fraction split)."
+            f"data.split.folds={folds} must be an integer >= 2 and data.split.fold={fold} one of "
+            f"0..{max(int(folds) - 1, 0)} (data.split.folds=null for the val_fraction split)."
         )
 
 
@@ -75,3 +77,32 @@ def fold_split(
         val_groups.update(n for i, n in enumerate(names) if (dealt + i) % folds == fold)
         dealt += len(names)
     return table[group_column].isin(val_groups).to_numpy()
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """`data.split`: which labelled recordings validate, by `val_fraction` or K-fold (`folds`)."""
+
+    val_fraction: float = 0.2  # share of each class's recordings held out
+    min_val_recordings: int = 2  # classes with fewer recordings stay in training only
+    folds: int | None = None  # K-fold: validation = fold `fold` of K; None = val_fraction
+    fold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.folds is not None:
+            check_folds(self.folds, self.fold)
+        elif not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.split.val_fraction={self.val_fraction} must be in [0, 1).")
+
+    def validation(self, recordings: pd.DataFrame, seed: int) -> np.ndarray:
+        """Boolean mask over `recordings` (train.csv rows): True for validation; never empty."""
+        if self.folds is None:
+            is_val = grouped_split(recordings, self.val_fraction, seed, self.min_val_recordings)
+        else:
+            is_val = fold_split(recordings, self.folds, self.fold, seed)
+        if not is_val.any():
+            raise ConfigError(
+                f"the validation split is empty: no class has {self.min_val_recordings} "
+                "recordings. Lower data.split.min_val_recordings or raise data.split.val_fraction."
+            )
+        return is_val

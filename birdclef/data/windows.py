@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from birdclef.core.errors import ConfigError
+
+CROPS = ("fixed", "random")
+WINDOW_CHOICES = ("first", "all")
 
 # the scored row grid lives with the submission code, which must not import the data layer
 
@@ -39,3 +46,41 @@ def cut_window(audio: np.ndarray, start: int, window_samples: int) -> np.ndarray
     out = np.zeros(window_samples, dtype=audio.dtype)
     out[: len(piece)] = piece
     return out
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """`data.windows`: how long a training window is, which windows of a recording train and
+    validate, and where a window starts each time it is drawn."""
+
+    seconds: float = 5.0  # s, one training window (scored rows are always 5 s)
+    train: str = (
+        "all"  # all: every window of each recording (the study's 5-s rule); first: its first
+    )
+    val: str = "all"  # windows of validation recordings
+    crop: str = "fixed"  # fixed: the rule's windows; random: a random start each time one is drawn
+    crop_seconds: float | None = None  # s, random crops start inside the first crop_seconds
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("data.windows.train", self.train, WINDOW_CHOICES),
+            ("data.windows.val", self.val, WINDOW_CHOICES),
+            ("data.windows.crop", self.crop, CROPS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name}={value!r} must be one of {choices}.")
+        if self.crop_seconds is not None and self.crop_seconds <= 0:
+            raise ConfigError(
+                f"data.windows.crop_seconds={self.crop_seconds} must be positive, or null for the "
+                "whole recording."
+            )
+
+    def samples(self, frontend) -> int:
+        """Samples per window at the front end's rate; refuses a window shorter than one frame."""
+        samples = int(round(self.seconds * frontend.sample_rate))
+        if samples < frontend.hop_length:
+            raise ConfigError(
+                f"window_seconds={self.seconds} must be positive and hold at least one frame "
+                "(seconds per training window)."
+            )
+        return samples

@@ -32,7 +32,7 @@ FAILED = "failed.txt"  # a failed job's message and traceback, in its folder
 
 CONCURRENT_ENV = "BIRDCLEF_CONCURRENT_JOBS"  # jobs of one sweep running at once on this machine
 # Keys that differ between two runs of the same experiment without changing its results.
-VOLATILE_KEYS = ("paths.output_dir", "rerun", "data.cache_workers")
+VOLATILE_KEYS = ("paths.output_dir", "rerun", "data.cache.workers")
 OUTPUT_DIR = "${paths.output_dir}"  # stands for the run's folder when configs are compared
 LOCAL_LAUNCHER = "LocalLauncher"  # hydra-submitit-launcher's submitit_local
 

@@ -33,6 +33,21 @@ OLD_FILTER_KEYS = {  # filter.<old key> -> filter.<new key>
 }
 RENAMED_KEYS = {  # whole keys
     "teacher.foreign.window_seconds": "teacher.foreign.input_seconds",
+    # the DataModule's settings, grouped into its parts
+    "data.cache_dir": "data.cache.dir",
+    "data.cache_workers": "data.cache.workers",
+    "data.val_fraction": "data.split.val_fraction",
+    "data.min_val_recordings": "data.split.min_val_recordings",
+    "data.folds": "data.split.folds",
+    "data.fold": "data.split.fold",
+    "data.train_windows": "data.windows.train",
+    "data.val_windows": "data.windows.val",
+    "data.crop": "data.windows.crop",
+    "data.crop_seconds": "data.windows.crop_seconds",
+    "data.batch_size": "data.loader.batch_size",
+    "data.num_workers": "data.loader.num_workers",
+    "data.sampler": "data.loader.sampler",
+    "data.balance_power": "data.loader.balance_power",
 }
 REMOVED_KEYS = {  # keys that are now derived
     "model.n_features": "it is derived from the front end's bands; drop it",

@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict:
     paths, files, groups = load_metadata(root).train_files()
     rate = cfg.sample_rate
     manifests = train_filter.manifests(
-        paths, files, groups, cfg.data.cache_dir, rate, cfg.data.cache_workers
+        paths, files, groups, cfg.data.cache.dir, rate, cfg.data.cache.workers
     )
     metrics: dict[str, float] = {"windows/files": float(len(files))}
     for name, manifest in manifests.items():

@@ -14,7 +14,7 @@ through `task=pseudo_label` and `data.pseudo.labels`.
 
 With `teacher.cross_fit=true` each teacher's run's split.csv says which recordings it
 trained on, and a window is taught only by the teachers that did not (K teachers trained
-with `data.folds=K data.fold=k`). A checkpoint's split.csv is in its run folder; an
+with `data.split.folds=K data.split.fold=k`). A checkpoint's split.csv is in its run folder; an
 exported model's is beside it (in the folder holding the .onnx file or the openvino
 folder, where it can be copied), else in the run folder of the checkpoint it was exported
 from (the `source` its export records); without one, cross-fitting refuses the model.
@@ -44,6 +44,7 @@ from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError
 from birdclef.data.datasets import teacher_window
+from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.inference.foreign import is_saved_model
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.distill import Distiller
@@ -121,14 +122,14 @@ def check_window(cfg: DictConfig, paths: list[Path], teachers: list, frontend) -
     if not exported:
         return
     student = instantiate(cfg.frontend)
-    n = int(round(float(cfg.data.window_seconds) * student.sample_rate)) // student.hop_length
+    n = int(round(float(cfg.data.windows.seconds) * student.sample_rate)) // student.hop_length
     given = teacher_window(n, student, frontend)
     for path, teacher in exported:
         if given != teacher.window_frames:
             seconds = teacher.window_frames * frontend.hop_length / frontend.sample_rate
             raise ConfigError(
                 f"teacher {path} takes windows of {teacher.window_frames} frames ({seconds:g} s) "
-                f"and the student's windows (data.window_seconds={cfg.data.window_seconds}) give "
+                f"and the student's windows (window_seconds={cfg.window_seconds}) give "
                 f"it {given}: distil with window_seconds={seconds:g}, or from the model's .ckpt."
             )
 
@@ -203,6 +204,6 @@ def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
         "distill/kd_weight": float(t.kd_weight),
     }
     return train(
-        cfg, module_factory=factory, teacher_frontend=teacher_frontend, extra_metrics=extra,
-        teacher_trained_on=seen,
+        cfg, module_factory=factory, teacher=TeacherInputs(teacher_frontend, seen),
+        extra_metrics=extra,
     )  # fmt: skip

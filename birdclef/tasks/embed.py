@@ -47,7 +47,7 @@ COLUMNS = {
 
 def cached(cfg: DictConfig, meta, frontend, files: list[str]) -> CachedFrames:
     """The frame cache of `files` for `frontend` (shared with training runs of that front end)."""
-    cache = FrameCache(Path(cfg.data.cache_dir), frontend, cfg.data.cache_workers)
+    cache = FrameCache(Path(cfg.data.cache.dir), frontend, cfg.data.cache.workers)
     groups = [f.split("/")[0] for f in files]
     return cache.build([meta.audio_path(f) for f in files], files, groups, "caching train_audio")
 

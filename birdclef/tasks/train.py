@@ -19,6 +19,7 @@ from birdclef.core.io import write_csv
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.curation.apply import REPORT_NAME
 from birdclef.data.root import synthetic_root
+from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.models.build import net_config
 from birdclef.models.timing import cpu_ms_per_window
 from birdclef.modules.callbacks import EpochTimer
@@ -43,19 +44,18 @@ def build(node: DictConfig, **derived):
 
 
 def build_datamodule(
-    cfg: DictConfig, background: bool = False, teacher_frontend=None, teacher_trained_on=None
+    cfg: DictConfig, background: bool = False, teacher: TeacherInputs | None = None
 ):
     """The DataModule of `cfg`, on data.root or on the built-in synthetic dataset.
 
-    `teacher_frontend` (distillation): training items also carry `teacher_features`;
-    `teacher_trained_on` (cross-fitted teachers): and `teacher_mask`.
+    `teacher` (distillation): training items also carry `teacher_features`, and with
+    cross-fitted teachers `teacher_mask`.
     """
     root = cfg.data.root if cfg.data.root is not None else synthetic_root(cfg)
     labels = build(cfg.label, activation=instantiate(cfg.loss).activation)
     return instantiate(
         cfg.data, root=root, frontend=instantiate(cfg.frontend), labels=labels,
-        train_filter=instantiate(cfg.filter), background=background,
-        teacher_frontend=teacher_frontend, teacher_trained_on=teacher_trained_on,
+        train_filter=instantiate(cfg.filter), background=background, teacher=teacher,
         _recursive_=False,
     )  # fmt: skip
 
@@ -97,16 +97,15 @@ def write_data_files(dm, out: Path) -> None:
 def train(
     cfg: DictConfig,
     module_factory=Classifier,
-    teacher_frontend=None,
+    teacher: TeacherInputs | None = None,
     extra_metrics=None,
-    teacher_trained_on=None,
 ) -> dict[str, float]:
     """Train as `cfg` says; returns the metrics (`run` also writes them to `metrics.json`).
 
     `val/*` and `test/*` are those of the best checkpoint (by `monitor`); `train/loss`
     is the last epoch's. Other tasks reuse this loop (task=distill): `module_factory`
     takes `Classifier`'s arguments and returns the LightningModule to fit,
-    `teacher_frontend` and `teacher_trained_on` go to the DataModule, and `extra_metrics`
+    `teacher` goes to the DataModule, and `extra_metrics`
     (a dict) joins the metrics.
     """
     out = run_dir(cfg)
@@ -117,7 +116,7 @@ def train(
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     augment = instantiate(cfg.augment)
-    dm = build_datamodule(cfg, augment.needs_background, teacher_frontend, teacher_trained_on)
+    dm = build_datamodule(cfg, augment.needs_background, teacher)
     check_log_mel(dm.frontend, augment, cfg.model)
     dm.prepare_data()
     dm.setup("fit")

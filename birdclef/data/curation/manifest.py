@@ -108,7 +108,7 @@ class WindowManifest:
         self, cache_dir: str | Path, detector, sample_rate: int, workers: int | None = None
     ):
         if workers is not None and workers < 0:
-            raise ConfigError(f"data.cache_workers={workers} must be >= 0 (or null for all CPUs).")
+            raise ConfigError(f"data.cache.workers={workers} must be >= 0 (or null for all CPUs).")
         self.detector, self.sample_rate = detector, sample_rate
         self.workers = available_cpus() if workers is None else workers
         self.params = {
