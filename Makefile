@@ -1,18 +1,19 @@
-# Entry points: `make run` trains on the built-in synthetic data, `make test` runs the tests.
+# Entry points: `make run` trains on the built-in synthetic data, `make test` runs the tests,
+# `make docs` builds the documentation site into site/.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-slow test-all lint format bench clean
+.PHONY: install run test test-slow test-all lint format bench docs clean
 
 $(PY):
 	python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,birdnet,openvino,curation,analysis]'
+	$(PY) -m pip install -q -e '.[dev,birdnet,openvino,curation,analysis,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,5 +41,8 @@ format: install
 bench: install
 	$(PY) benchmarks/cache_speed.py $(ARGS)
 
+docs: install
+	$(PY) -m mkdocs build --strict -d site
+
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun site .pytest_cache .ruff_cache
