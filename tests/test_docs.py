@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -20,7 +19,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from birdclef.runs.renamed import new_name
 from tests.conftest import CONF, ROOT
 
-PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "changelog.md")]
+PAGES = [
+    ROOT / "README.md",
+    *sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "changelog.md"),
+]
 FENCE = re.compile(r"```[a-z]*\n(.*?)```", re.S)
 INLINE = re.compile(r"`(python run\.py[^`]*)`")
 OPTIONAL = re.compile(r"\[([^\[\]]*=[^\[\]]*)\]")  # `[data.root=...]`: an optional override
@@ -94,6 +96,11 @@ def test_every_documented_command_composes(page, command, tmp_path):
         for run in expanded(overrides):
             compose(
                 flags.get("-cn", "config"),
-                overrides=[*run, *extra, f"paths.data_dir={tmp_path}", f"paths.output_dir={tmp_path}"],
+                overrides=[
+                    *run,
+                    *extra,
+                    f"paths.data_dir={tmp_path}",
+                    f"paths.output_dir={tmp_path}",
+                ],
                 return_hydra_config="-m" in flags or any(o.startswith("hydra.") for o in run),
             )
