@@ -74,11 +74,12 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         loader: Mapping | None = None,
         pseudo: Mapping | None = None,
         seed: int = 0,
+        test: bool = True,
         background: bool = False,
         teacher: TeacherInputs | None = None,
     ) -> None:
         super().__init__()
-        self.root, self.frontend, self.seed = Path(root), frontend, seed
+        self.root, self.frontend, self.seed, self.test = Path(root), frontend, seed, test
         self.cache_spec = CacheSpec(**dict(cache or {}))
         self.split_spec = SplitSpec(**dict(split or {}))
         self.window_spec = WindowSpec(**dict(windows or {}))
@@ -213,7 +214,7 @@ class BirdclefDataModule(DataModuleCaches, L.LightningDataModule):
         return ConcatDataset([self.train_set, self.pseudo_set])
 
     def _soundscape_set(self) -> WindowDataset | None:
-        solution = load_soundscape_labels(self.root, self.classes)
+        solution = load_soundscape_labels(self.root, self.classes) if self.test else None
         if solution is None:
             return None
         frames = self._scored_frames(sorted(solution["stem"].unique()))

@@ -27,7 +27,7 @@ class DataModuleCaches:
         self._train_frames()
         if self.teacher is not None:
             self._train_frames(self.teacher.frontend)
-        solution = load_soundscape_labels(self.root, self.classes)
+        solution = load_soundscape_labels(self.root, self.classes) if self.test else None
         if solution is not None:
             self._scored_frames(sorted(solution["stem"].unique()))
         if self.background:

@@ -60,11 +60,13 @@ class PooledLinear(nn.Module):
     -> running standardisation -> one nn.Linear -> logits [B, num_classes].
 
     No hidden layer, no dropout: what a linear read-out of the spectrum's average
-    shape and variability reaches, for the other nets to beat. `n_features` must equal
-    the front end's band count (frontend.n_mels, or frontend.n_mfcc for MFCCs).
+    shape and variability reaches, for the other nets to beat. `n_features` is the front
+    end's band count. The train task fits it to convergence (`birdclef.modules.linear_fit`),
+    so a table's floor row is the best such a read-out does, not an underfit one.
     """
 
     input_size_arg = "n_features"  # derived from the front end (birdclef.models.build)
+    closed_form = True  # fitted to convergence (birdclef.modules.linear_fit), not by epochs
 
     def __init__(self, num_classes: int, n_features: int = 128) -> None:
         super().__init__()

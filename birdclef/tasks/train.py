@@ -24,6 +24,7 @@ from birdclef.models.build import net_config
 from birdclef.models.timing import cpu_ms_per_window
 from birdclef.modules.callbacks import EpochTimer
 from birdclef.modules.classifier import Classifier
+from birdclef.modules.linear_fit import fit_linear
 from birdclef.runs.envelope import main_process, run_dir, task
 from birdclef.runs.jobs import job_info
 
@@ -133,11 +134,21 @@ def train(
         cfg.trainer, callbacks=[checkpoint, last, timer, figures, *extra],
         logger=instantiate(cfg.logger),
     )  # fmt: skip
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-    best = checkpoint.best_model_path or None
+    if getattr(module.net, "closed_form", False):  # the floor: a converged fit, no epochs
+        metrics = fit_linear(module, dm, cfg.seed)
+        best = None  # the fitted weights; saved below once the trainer holds the module
+    else:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+        }
+        best = checkpoint.best_model_path or None
     evaluated = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
     metrics.update({k: float(v) for k, v in evaluated.items()})
+    if best is None:  # the closed-form fit: its weights are both the best and the last
+        for name in ("best", "last"):
+            trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{name}.ckpt")
+        best = str(Path(checkpoint.dirpath) / "best.ckpt")
     metrics["train/epoch_seconds"] = timer.median
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics.update(extra_metrics or {})

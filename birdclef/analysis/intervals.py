@@ -1,0 +1,88 @@
+"""95% intervals of the competition metric by bootstrap over files and seeds, and paired differences.
+
+A file (a recording, a soundscape) is the unit that is resampled: its rows come along
+together, since rows of one file are not independent. With several seeds, each replicate
+also resamples the seeds, so an interval covers both the data and the training noise. Every
+recipe is resampled with the same draws, so the difference of two recipes is paired: the
+interval of A - B is far narrower than the two intervals suggest when both move together.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from birdclef.core.metric import macro_auc
+
+LEVEL = 0.95  # two-sided interval
+
+
+@dataclass(frozen=True)
+class Interval:
+    point: float  # the estimate on all files (mean over seeds)
+    low: float
+    high: float
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def auc_quiet(truth: np.ndarray, scores: np.ndarray) -> float:
+    """`macro_auc`, without a warning for a class positive in every resampled row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return macro_auc(truth, scores)
+
+
+def point_estimate(truth: np.ndarray, runs: list[np.ndarray]) -> float:
+    """The mean over seeds of the metric on every row."""
+    return float(np.mean([auc_quiet(truth, s) for s in runs]))
+
+
+def bootstrap(
+    truth: np.ndarray,
+    runs: dict[str, list[np.ndarray]],
+    files: np.ndarray,
+    n: int,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Replicates [n] of each recipe's metric, files and seeds drawn alike for every recipe.
+
+    `truth` [rows, classes]; `runs[name]` one score array [rows, classes] per seed (every
+    recipe the same number of seeds, in the same order); `files` [rows] names each row's file.
+    """
+    counts = {len(v) for v in runs.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every recipe needs the same seeds to be paired, got {counts}")
+    n_seeds = counts.pop()
+    names, codes = np.unique(files, return_inverse=True)
+    rows_of = [np.flatnonzero(codes == i) for i in range(len(names))]
+    rng = np.random.default_rng(seed)
+    out = {name: np.empty(n) for name in runs}
+    for b in range(n):
+        picked = rng.integers(0, len(rows_of), len(rows_of))
+        rows = np.concatenate([rows_of[i] for i in picked])
+        seeds = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
+        for name, scores in runs.items():
+            out[name][b] = np.mean([auc_quiet(truth[rows], scores[s][rows]) for s in seeds])
+    return out
+
+
+def interval(point: float, replicates: np.ndarray) -> Interval:
+    """The percentile interval of `replicates` around `point` (NaN replicates left out)."""
+    finite = replicates[np.isfinite(replicates)]
+    if not len(finite):
+        return Interval(point, float("nan"), float("nan"))
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return Interval(point, float(low), float(high))
+
+
+def paired(point_a: float, point_b: float, a: np.ndarray, b: np.ndarray) -> tuple[Interval, float]:
+    """The interval of A - B from paired replicates, and the share of replicates with A > B."""
+    diff = a - b
+    finite = diff[np.isfinite(diff)]
+    share = float((finite > 0).mean()) if len(finite) else float("nan")
+    return interval(point_a - point_b, diff), share

@@ -1,0 +1,306 @@
+"""Task `evaluate`: which recipe is better, and by how much, on data it was not tuned on.
+
+    python run.py task=evaluate                          # the default against the floor, synthetic set
+    python run.py task=evaluate "task.roots=[../shared/data/real_xc]" "task.seeds=[42,1,2]"
+
+For every data root, recipe and seed, the training recordings are split into K folds grouped
+by recording (`data.split.folds`). A fold job trains on K-1 folds and scores the held-out
+recordings cut into 5-s rows like a soundscape, so every recording gets out-of-fold (OOF) rows.
+A job uses its last epoch (`monitor=null`): nothing is selected on the fold it scores. It never
+reads the test soundscapes (`data.test=false`). Once a recipe's K jobs of a seed are done, their
+K models, averaged, score the labelled test soundscapes: once, after everything is fixed.
+Then the metric on the OOF rows and on the test rows, 95% intervals by bootstrap over files and
+seeds, and each recipe's paired difference from the baseline (`birdclef.analysis.intervals`).
+
+Writes `results.csv` and `results.md` (headed by the command that made them) into the run
+folder, and every job into `task.work`: a finished job (same config) is skipped, a killed one
+runs again. With `task.shards=N` a process runs only shard `task.shard` of the jobs (`python
+run.py -m task=evaluate task.shard=0,1 task.shards=2 launcher=local` splits the cores); the
+same command without shards then runs what is missing and writes the tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_method
+from omegaconf import DictConfig
+
+from birdclef.analysis.intervals import bootstrap, interval, paired, point_estimate
+from birdclef.core.errors import ConfigError, DataError
+from birdclef.core.io import write_csv, write_text
+from birdclef.core.rows import ROW_SECONDS
+from birdclef.data.labels import presence
+from birdclef.data.metadata import load_metadata, load_soundscape_labels
+from birdclef.data.root import data_root
+from birdclef.inference.predict import FilePredictor
+from birdclef.inference.runtime import predict_folder
+from birdclef.runs.envelope import run_dir, task
+from birdclef.runs.jobs import finished_metrics
+from birdclef.runs.recipes import as_list, command_line_overrides, compose_run, recipe_overrides
+
+log = logging.getLogger(__name__)
+
+OOF, TEST, CHECKPOINT = "oof_rows.csv", "test_rows.csv", "checkpoints/best.ckpt"
+SYNTHETIC = "synthetic"  # a root of null: the built-in synthetic set
+
+
+@dataclass(frozen=True)
+class Job:
+    root: str | None
+    recipe: str
+    seed: int
+    fold: int
+    folder: Path
+    overrides: tuple[str, ...]
+
+
+def root_name(root: str | None) -> str:
+    return SYNTHETIC if root is None else Path(root).resolve().name
+
+
+def plan(cfg: DictConfig) -> list[Job]:
+    """Every fold job of every root, recipe and seed, in a fixed order."""
+    t = cfg.task
+    unknown = [name for name in t.compare if name not in t.recipes]
+    if not t.compare or unknown:
+        raise ConfigError(
+            f"task.compare={list(t.compare)} must name recipes of task.recipes {list(t.recipes)}; "
+            'add one with +task.recipes.<name>="<overrides>".'
+        )
+    if t.baseline is not None and t.baseline not in t.compare:
+        raise ConfigError(
+            f"task.baseline={t.baseline} is not one of task.compare {list(t.compare)}."
+        )
+    if int(t.folds) < 2:
+        raise ConfigError(f"task.folds={t.folds} must be >= 2 (grouped K-fold of the recordings).")
+    base = [*command_line_overrides(), *as_list(t.base or [])]
+    jobs = []
+    for root in as_list(t.roots):
+        root_part = [] if root is None else [f"data.root={root}"]
+        for name in t.compare:
+            recipe = recipe_overrides(name, t.recipes[name])
+            for seed in as_list(t.seeds):
+                for fold in range(int(t.folds)):
+                    folder = Path(t.work) / root_name(root) / name / f"s{seed}" / f"f{fold}"
+                    overrides = (
+                        *base, *recipe, *root_part, f"seed={seed}", f"data.split.folds={t.folds}",
+                        f"data.split.fold={fold}", "monitor=null", "data.test=false",
+                        f"paths.data_dir={cfg.paths.data_dir}", f"paths.output_dir={folder}",
+                    )  # fmt: skip
+                    jobs.append(Job(root, name, int(seed), fold, folder, overrides))
+    return jobs
+
+
+def run_job(job: Job) -> None:
+    """Train one fold (unless finished with this config) and score its held-out recordings."""
+    cfg = compose_run(list(job.overrides))
+    if finished_metrics(cfg, job.folder) is not None and (job.folder / OOF).is_file():
+        return
+    if job.folder.exists():  # a killed run's checkpoints must not be taken as its own
+        shutil.rmtree(job.folder)
+    log.info("evaluate: %s, seed %d, fold %d", job.recipe, job.seed, job.fold)
+    get_method(cfg.task.fn)(cfg)
+    score_held_out(cfg, job.folder)
+
+
+def score_held_out(cfg: DictConfig, folder: Path) -> None:
+    """The held-out recordings of a fold job, cut into 5-s rows and scored by its checkpoint."""
+    split = pd.read_csv(folder / "split.csv", dtype=str)
+    held = split.loc[split["split"] == "val", "filename"].tolist()
+    meta = load_metadata(data_root(cfg))
+    predictor = FilePredictor([folder / CHECKPOINT], threads=torch.get_num_threads())
+    classes = predictor.models[0].classes
+    tables = []
+    for filename in held:
+        result = predictor(meta.audio_path(filename))
+        if result.error:
+            log.warning("not scored: %s (%s)", filename, result.error)
+            continue
+        ends = ROW_SECONDS * (np.arange(result.rows) + 1)
+        table = pd.DataFrame(result.scores[0], columns=classes)
+        table.insert(0, "file", filename)
+        table.insert(0, "row_id", [f"{filename}_{e}" for e in ends])
+        tables.append(table)
+    write_csv(folder / OOF, pd.concat(tables, ignore_index=True))
+
+
+def score_test(jobs: list[Job], root: Path, out: Path, threads: int) -> pd.DataFrame | None:
+    """The K fold models of one recipe and seed, averaged, on the labelled test soundscapes."""
+    path = out / TEST
+    checkpoints = [j.folder / CHECKPOINT for j in jobs]
+    newest = max(c.stat().st_mtime for c in checkpoints)
+    if path.is_file() and path.stat().st_mtime >= newest:
+        return pd.read_csv(path, dtype={"row_id": str})
+    folder = root / "test_soundscapes"
+    settings = {"models": [str(c) for c in checkpoints], "blend": "mean", "threads": threads,
+                "workers": 1, "taxonomy": str(root)}  # fmt: skip
+    table, _ = predict_folder(folder, settings, progress=False)
+    write_csv(path, table)
+    return table
+
+
+def oof_truth(root: Path, files: pd.Series) -> np.ndarray:
+    """0/1 presence of each OOF row: its recording's primary and secondary species."""
+    meta = load_metadata(root)
+    train = meta.train.set_index("filename")
+    rows = train.loc[files.to_numpy()]
+    return presence(rows["primary_label"], rows["secondary_labels"], meta.classes)
+
+
+def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
+    """results.csv's rows: every root and recipe, OOF and test, intervals and paired differences."""
+    t, records = cfg.task, []
+    threads = max(1, int(t.threads or 1))
+    for root in as_list(t.roots):
+        name = root_name(root)
+        mine = [j for j in jobs if j.root == root]
+        root_path = root_of(mine[0])
+        meta = load_metadata(root_path)
+        oof, test = {}, {}
+        for recipe in t.compare:
+            oof[recipe], test[recipe] = [], []
+            for seed in as_list(t.seeds):
+                fold_jobs = [j for j in mine if j.recipe == recipe and j.seed == int(seed)]
+                rows = pd.concat([pd.read_csv(j.folder / OOF, dtype=str) for j in fold_jobs])
+                oof[recipe].append(rows.sort_values("row_id").reset_index(drop=True))
+                if t.test and load_soundscape_labels(root_path, meta.classes) is not None:
+                    seed_dir = Path(t.work) / name / recipe / f"s{seed}"
+                    test[recipe].append(score_test(fold_jobs, root_path, seed_dir, threads))
+        reference = next(iter(oof.values()))[0]
+        files = reference["file"].to_numpy()
+        truth = oof_truth(root_path, reference["file"])
+        oof_runs = {}
+        for recipe, runs in oof.items():
+            for r in runs:
+                if not r["row_id"].equals(reference["row_id"]):
+                    raise DataError(f"{recipe}: its OOF rows differ from the others' ({name}).")
+            oof_runs[recipe] = [r[meta.classes].to_numpy(float) for r in runs]
+        sections = {"oof": (truth, oof_runs, files)}
+        solution = load_soundscape_labels(root_path, meta.classes) if t.test else None
+        if solution is not None and all(test.values()):
+            solution = solution.sort_values("row_id").reset_index(drop=True)
+            test_runs = {
+                recipe: [
+                    r.set_index("row_id").loc[solution["row_id"], meta.classes].to_numpy(float)
+                    for r in runs
+                ]
+                for recipe, runs in test.items()
+            }
+            sections["test"] = (
+                solution[meta.classes].to_numpy(),
+                test_runs,
+                solution["stem"].to_numpy(),
+            )
+        records += summarise(name, sections, t)
+    return pd.DataFrame(records)
+
+
+def root_of(job: Job) -> Path:
+    """The data root a job trains on (the synthetic set's folder for a root of null)."""
+    return data_root(compose_run(list(job.overrides)))
+
+
+def summarise(name: str, sections: dict, t: DictConfig) -> list[dict]:
+    """One record per recipe: each section's estimate and interval, and the paired difference."""
+    records = {
+        recipe: {"root": name, "recipe": recipe, "seeds": len(as_list(t.seeds))}
+        for recipe in t.compare
+    }
+    for section, (truth, runs, files) in sections.items():
+        reps = bootstrap(truth, runs, files, int(t.bootstrap), seed=0)
+        points = {r: point_estimate(truth, s) for r, s in runs.items()}
+        for recipe in t.compare:
+            rec = records[recipe]
+            iv = interval(points[recipe], reps[recipe])
+            rec.update({f"{section}_auc": iv.point, f"{section}_low": iv.low, f"{section}_high": iv.high,
+                        f"{section}_files": len(np.unique(files))})  # fmt: skip
+            if t.baseline is not None and recipe != t.baseline:
+                diff, share = paired(
+                    points[recipe], points[t.baseline], reps[recipe], reps[t.baseline]
+                )
+                rec.update({f"{section}_diff": diff.point, f"{section}_diff_low": diff.low,
+                            f"{section}_diff_high": diff.high, f"{section}_p_better": share})  # fmt: skip
+    return list(records.values())
+
+
+def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
+    """The results table, headed by the command that made it."""
+    lines = [f"# {t.title}\n", "Made by:\n", f"```bash\n{command}\n```\n",
+             f"{t.folds}-fold cross-validation grouped by recording; seeds {list(as_list(t.seeds))}; "
+             f"95% intervals by bootstrap over files and seeds ({t.bootstrap} draws); differences "
+             f"are paired, against `{t.baseline}`. OOF: every training recording's 5-s rows, "
+             "scored by the fold model that did not train on it. Test: the labelled test "
+             "soundscapes, scored once by the fold models averaged.\n"]  # fmt: skip
+    for root, part in results.groupby("root", sort=False):
+        lines.append(f"## {root}\n")
+        has_test = "test_auc" in part and part["test_auc"].notna().any()
+        head = ["recipe", "OOF AUC [95%]"] + (
+            [f"Δ OOF vs {t.baseline}", "P(better)"] if t.baseline else []
+        )
+        if has_test:
+            head += ["test AUC [95%]"] + (
+                [f"Δ test vs {t.baseline}", "P(better)"] if t.baseline else []
+            )
+        lines += [
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        ]
+        for r in part.to_dict("records"):
+            cells = [f"`{r['recipe']}`"]
+            sections = ["oof", "test"] if has_test else ["oof"]
+            for s in sections:
+                cells.append(f"{r[f'{s}_auc']:.3f} [{r[f'{s}_low']:.3f}, {r[f'{s}_high']:.3f}]")
+                if t.baseline:
+                    if r["recipe"] == t.baseline:
+                        cells += ["(baseline)", ""]
+                    else:
+                        cells += [f"{r[f'{s}_diff']:+.3f} [{r[f'{s}_diff_low']:+.3f}, {r[f'{s}_diff_high']:+.3f}]",
+                                  f"{r[f'{s}_p_better']:.2f}"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    recipes = "\n".join(
+        f"- `{k}`: `{' '.join(recipe_overrides(k, t.recipes[k])) or '(the defaults)'}`"
+        for k in t.compare
+    )
+    lines += ["Recipes:\n", recipes, ""]
+    return "\n".join(lines)
+
+
+def command(cfg: DictConfig) -> str:
+    if HydraConfig.initialized():
+        return " ".join(["python run.py", *HydraConfig.get().overrides.task])
+    return "python run.py task=evaluate"
+
+
+@task
+def run(cfg: DictConfig) -> dict:
+    t = cfg.task
+    jobs = plan(cfg)
+    shards, shard = int(t.shards), int(t.shard)
+    if not 0 <= shard < shards:
+        raise ConfigError(f"task.shard={shard} must be in 0..task.shards-1 ({shards - 1}).")
+    mine = [j for i, j in enumerate(jobs) if i % shards == shard]
+    log.info("evaluate: %d fold jobs, %d in this shard", len(jobs), len(mine))
+    for job in mine:
+        run_job(job)
+    if shards > 1:
+        return {"evaluate/jobs": float(len(mine))}
+    results = aggregate(cfg, jobs)
+    out = Path(t.output) if t.output else run_dir(cfg)
+    write_csv(out / "results.csv", results)
+    write_text(out / "results.md", markdown(results, t, command(cfg)))
+    log.info("wrote %s and %s", out / "results.csv", out / "results.md")
+    metrics = {}
+    for r in results.to_dict("records"):
+        for key in ("oof_auc", "test_auc", "oof_diff", "test_diff"):
+            if key in r and np.isfinite(r[key]):
+                metrics[f"evaluate/{r['root']}/{r['recipe']}/{key}"] = float(r[key])
+    return metrics
