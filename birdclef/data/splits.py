@@ -87,6 +87,7 @@ class SplitSpec:
     min_val_recordings: int = 2  # classes with fewer recordings stay in training only
     folds: int | None = None  # K-fold: validation = fold `fold` of K; None = val_fraction
     fold: int = 0
+    group_by: str = "filename"  # train.csv column whose equal values stay on one side
 
     def __post_init__(self) -> None:
         if self.folds is not None:
@@ -96,10 +97,17 @@ class SplitSpec:
 
     def validation(self, recordings: pd.DataFrame, seed: int) -> np.ndarray:
         """Boolean mask over `recordings` (train.csv rows): True for validation; never empty."""
+        if self.group_by not in recordings:
+            raise ConfigError(
+                f"data.split.group_by={self.group_by}: train.csv has no such column; "
+                "use filename (one recording per group) or a column of train.csv."
+            )
         if self.folds is None:
-            is_val = grouped_split(recordings, self.val_fraction, seed, self.min_val_recordings)
+            is_val = grouped_split(
+                recordings, self.val_fraction, seed, self.min_val_recordings, self.group_by
+            )
         else:
-            is_val = fold_split(recordings, self.folds, self.fold, seed)
+            is_val = fold_split(recordings, self.folds, self.fold, seed, self.group_by)
         if not is_val.any():
             raise ConfigError(
                 f"the validation split is empty: no class has {self.min_val_recordings} "

@@ -147,6 +147,14 @@ def score_test(jobs: list[Job], root: Path, out: Path, threads: int) -> pd.DataF
     return table
 
 
+def scorable(root: Path, group_by: str) -> list[str]:
+    """Classes whose recordings span two or more split groups: only those can be scored out of
+    fold (a class with one recording is never in the training folds when it is held out)."""
+    meta = load_metadata(root)
+    spread = meta.train.groupby("primary_label")[group_by].nunique()
+    return [c for c in meta.classes if spread.get(c, 0) >= 2]
+
+
 def oof_truth(root: Path, files: pd.Series) -> np.ndarray:
     """0/1 presence of each OOF row: its recording's primary and secondary species."""
     meta = load_metadata(root)
@@ -176,13 +184,16 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
                     test[recipe].append(score_test(fold_jobs, root_path, seed_dir, threads))
         reference = next(iter(oof.values()))[0]
         files = reference["file"].to_numpy()
-        truth = oof_truth(root_path, reference["file"])
+        group_by = compose_run(list(mine[0].overrides)).data.split.group_by
+        columns = scorable(root_path, group_by)
+        keep = [meta.classes.index(c) for c in columns]
+        truth = oof_truth(root_path, reference["file"])[:, keep]
         oof_runs = {}
         for recipe, runs in oof.items():
             for r in runs:
                 if not r["row_id"].equals(reference["row_id"]):
                     raise DataError(f"{recipe}: its OOF rows differ from the others' ({name}).")
-            oof_runs[recipe] = [r[meta.classes].to_numpy(float) for r in runs]
+            oof_runs[recipe] = [r[columns].to_numpy(float) for r in runs]
         sections = {"oof": (truth, oof_runs, files)}
         solution = load_soundscape_labels(root_path, meta.classes) if t.test else None
         if solution is not None and all(test.values()):
@@ -199,7 +210,8 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
                 test_runs,
                 solution["stem"].to_numpy(),
             )
-        records += summarise(name, sections, t)
+        for record in summarise(name, sections, t):
+            records.append({**record, "oof_classes": len(columns)})
     return pd.DataFrame(records)
 
 
@@ -237,10 +249,18 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
              f"{t.folds}-fold cross-validation grouped by recording; seeds {list(as_list(t.seeds))}; "
              f"95% intervals by bootstrap over files and seeds ({t.bootstrap} draws); differences "
              f"are paired, against `{t.baseline}`. OOF: every training recording's 5-s rows, "
-             "scored by the fold model that did not train on it. Test: the labelled test "
-             "soundscapes, scored once by the fold models averaged.\n"]  # fmt: skip
+             "scored by the fold model that did not train on it, over the classes whose "
+             "recordings fall in two or more folds (a class with one recording cannot be "
+             "scored out of fold). Test: the labelled test soundscapes, scored once by the fold "
+             "models averaged.\n"]  # fmt: skip
     for root, part in results.groupby("root", sort=False):
+        counts = part.iloc[0]
         lines.append(f"## {root}\n")
+        lines.append(
+            f"OOF: {counts['oof_files']} recordings, {counts['oof_classes']} classes scored"
+            + (f"; test: {counts['test_files']} soundscapes" if "test_files" in part else "")
+            + ".\n"
+        )
         has_test = "test_auc" in part and part["test_auc"].notna().any()
         head = ["recipe", "OOF AUC [95%]"] + (
             [f"Δ OOF vs {t.baseline}", "P(better)"] if t.baseline else []
