@@ -106,3 +106,15 @@ def build_optimizers(params, optim, total_steps: int):
         return optimizer
     scheduler = instantiate(optim["scheduler"])(optimizer=optimizer, total_steps=total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def budget_epochs(optim, steps_per_epoch: int) -> int:
+    """Epochs of the `optim` group's budget: enough for `min_steps` optimizer steps, at least
+    `min_epochs`, at most `max_epochs` (a small set trains more epochs, a large one fewer)."""
+    low, high, steps = int(optim["min_epochs"]), int(optim["max_epochs"]), int(optim["min_steps"])
+    if not 1 <= low <= high or steps < 0:
+        raise ConfigError(
+            f"optim.min_epochs={low} must be >= 1 and <= optim.max_epochs={high}, and "
+            f"optim.min_steps={steps} >= 0."
+        )
+    return min(high, max(low, math.ceil(steps / max(steps_per_epoch, 1))))

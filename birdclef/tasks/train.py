@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +26,7 @@ from birdclef.models.timing import cpu_ms_per_window
 from birdclef.modules.callbacks import EpochTimer
 from birdclef.modules.classifier import Classifier
 from birdclef.modules.linear_fit import fit_linear
+from birdclef.modules.schedules import budget_epochs
 from birdclef.runs.envelope import main_process, run_dir, task
 from birdclef.runs.jobs import job_info
 
@@ -130,8 +132,20 @@ def train(
     (checkpoint, last), timer = checkpoint_callbacks(cfg, out), EpochTimer()
     extra = [instantiate(c) for c in cfg.callbacks.values() if c]
     figures = RunFigures(out, OmegaConf.to_container(cfg, resolve=True))
+    epochs = cfg.trainer.max_epochs
+    if epochs is None:  # the optim group's budget, from this run's batches per epoch
+        steps = math.ceil(
+            len(dm.train_dataloader()) / int(cfg.trainer.get("accumulate_grad_batches") or 1)
+        )
+        epochs = budget_epochs(cfg.optim, steps)
+        log.info(
+            "training for %d epochs of %d optimizer steps (optim.min_steps=%s)",
+            epochs,
+            steps,
+            cfg.optim.min_steps,
+        )
     trainer = instantiate(
-        cfg.trainer, callbacks=[checkpoint, last, timer, figures, *extra],
+        cfg.trainer, max_epochs=epochs, callbacks=[checkpoint, last, timer, figures, *extra],
         logger=instantiate(cfg.logger),
     )  # fmt: skip
     if getattr(module.net, "closed_form", False):  # the floor: a converged fit, no epochs
