@@ -68,6 +68,12 @@ def competition_score(
         raise ValueError(
             f"submission lacks {len(missing_rows)} row(s), e.g. {sorted(missing_rows)[:3]}"
         )
+    extra_rows = set(submission[row_id]) - set(solution[row_id])
+    if extra_rows:
+        raise ValueError(
+            f"submission has {len(extra_rows)} row(s) the solution lacks, e.g. "
+            f"{sorted(extra_rows)[:3]}: each file gets one row per whole 5 s"
+        )
     classes = [c for c in solution.columns if c != row_id]
     missing_cols = [c for c in classes if c not in submission]
     if missing_cols:

@@ -6,12 +6,10 @@ names or counts rows derives from it.
 
 from __future__ import annotations
 
-import math
-
 ROW_SECONDS = 5  # s, the competition scores one row per 5-s window of a soundscape
 SOUNDSCAPE_SECONDS = 60  # s, a test soundscape
 SOUNDSCAPE_ROWS = SOUNDSCAPE_SECONDS // ROW_SECONDS  # rows of one test soundscape (12)
-ROW_TOLERANCE_SECONDS = 0.1  # s, a last window starting less than this before the end is no row
+ROW_TOLERANCE_SECONDS = 0.1  # s, a last window this much short of whole still counts as a row
 
 
 def grid_window_starts(
@@ -19,15 +17,16 @@ def grid_window_starts(
 ) -> list[int]:
     """Start samples of back-to-back windows 0, window, 2 window, ...: the scored rows.
 
-    Every started window is a row, the last one zero-padded, so a soundscape a few
-    samples short of 60 s still has 12 rows. A window that would start less than
-    `ROW_TOLERANCE_SECONDS` before the end (a file a few samples *over* 60 s) is
-    not a row. A file shorter than one window still gets one.
+    Every whole window is a row, as in the solution files the competition scores against:
+    a 60-s soundscape has 12 rows, a 64-s file 12 and a 12.4-s file 2 (the 2.4 s after the
+    last whole window is no row). A last window at most `ROW_TOLERANCE_SECONDS` short of
+    whole still counts (a soundscape a few samples short of 60 s has 12 rows, its last one
+    zero-padded), and a file shorter than one window gets one padded row.
     """
     if window_samples <= 0:
         raise ValueError(f"window_samples must be positive, got {window_samples}")
     tolerance = int(ROW_TOLERANCE_SECONDS * sample_rate) if sample_rate else 0
-    count = max(1, math.ceil(max(n_samples - tolerance, 0) / window_samples))
+    count = max(1, (n_samples + tolerance) // window_samples)
     return [i * window_samples for i in range(count)]
 
 

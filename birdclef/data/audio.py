@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from birdclef.core.errors import AudioError
+from birdclef.inference.resample import resample
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -33,9 +32,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if not np.isfinite(data).all():
         raise AudioError(f"{path} holds NaN or infinite samples.")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if file_rate != sample_rate:
-        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), file_rate, sample_rate)
-        mono = mono.numpy()
+    mono = resample(mono, file_rate, sample_rate)  # the submission's resampler, same samples
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

@@ -74,17 +74,18 @@ class WindowModel:
         return scores, frame_scores
 
 
-def onnx_metadata(path: Path) -> dict[str, str]:
-    """The metadata properties of an .onnx file (the graph's weights are not read)."""
+def onnx_metadata(path: Path, session=None) -> dict[str, str]:
+    """The metadata properties of an .onnx file, read by onnxruntime (no `onnx` package needed).
+
+    `session`: an open session of the file, which holds them already.
+    """
     try:
-        import onnx
-    except ImportError as err:
-        raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
+        session = session or onnx_session(path)
+    except InferenceError:
+        raise
     except Exception as err:
         raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
-    return {p.key: p.value for p in proto.metadata_props}
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def onnx_session(path: Path, threads: int = 1):
@@ -92,7 +93,7 @@ def onnx_session(path: Path, threads: int = 1):
     try:
         import onnxruntime as ort
     except ImportError as err:
-        raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime onnx") from err
+        raise InferenceError(f"{path} needs onnxruntime: pip install onnxruntime") from err
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
@@ -106,14 +107,20 @@ class OnnxModel(WindowModel):
     """An exported `.onnx` graph (fp32 or int8) run by onnxruntime on the CPU."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        props = onnx_metadata(path)
+        try:
+            session = onnx_session(path, threads)
+        except InferenceError:
+            raise
+        except Exception as err:
+            raise InferenceError(f"cannot read {path} as an ONNX model: {err}") from err
+        props = onnx_metadata(path, session)
         if META_KEY not in props:
             raise InferenceError(
                 f"{path} has no '{META_KEY}' metadata (classes, front end): only ONNX files "
                 "written by `task=export` can be used as models."
             )
         super().__init__(path, json.loads(props[META_KEY]))
-        self.session = onnx_session(path, threads)
+        self.session = session
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

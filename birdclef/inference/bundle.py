@@ -15,6 +15,7 @@ import ast
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,15 @@ from ..core.errors import ConfigError
 from ..core.io import current_umask, write_json
 from .backends import OPENVINO_META
 from .blend import BLENDS, check_weights
-from .bundle_files import OPTIONAL, PREDICT_PY, REQUIRED, readme, requirements
+from .bundle_files import (
+    OPTIONAL,
+    PREDICT_PY,
+    REQUIRED,
+    pin,
+    readme,
+    requirement_names,
+    requirements,
+)
 from .postprocess import check_kernel
 from .predict import FilePredictor
 from .runtime import settings_from
@@ -44,7 +53,7 @@ LEFT_OUT = (
     "bundle_files.py",
 )  # need torch, TensorFlow or the project: checkpoints, teachers (pseudo-labels), the bundle builder
 COLUMN_FILES = ("sample_submission.csv", "taxonomy.csv")  # read_columns' order in a data root
-ALLOWED_IMPORTS = {*REQUIRED, *OPTIONAL, "onnx", "onnxruntime", "openvino", PACKAGE}
+ALLOWED_IMPORTS = {*REQUIRED, *OPTIONAL, "onnxruntime", "openvino", PACKAGE}
 
 
 def model_kind(path: Path) -> str:
@@ -169,8 +178,14 @@ def check_imports(folder: Path) -> list[str]:
     return problems
 
 
-def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path | None) -> dict:
-    """Write every file of the bundle into `folder`; the settings as stored there."""
+def write_bundle(
+    folder: Path, settings: dict, kinds: list[str], columns: Path | None, wheels: dict | None = None
+) -> dict:
+    """Write every file of the bundle into `folder`; the settings as stored there.
+
+    `wheels` ({"python": "3.11", "source": "download" | a folder}): also fetch the wheels of
+    requirements.txt into `wheels/` (`fetch_wheels`); None: none.
+    """
     (folder / PACKAGE).mkdir()
     (folder / PACKAGE / "__init__.py").write_text(
         '"""birdclef.core and birdclef.inference, copied."""\n'
@@ -194,11 +209,41 @@ def write_bundle(folder: Path, settings: dict, kinds: list[str], columns: Path |
     (folder / "predict.py").write_text(PREDICT_PY)
     write_json(folder / "settings.json", stored)
     (folder / "requirements.txt").write_text(requirements(kinds))
-    (folder / "README.md").write_text(readme(stored, sources))
+    described = "no wheels (task.wheels=null): install requirements.txt another way"
+    if wheels is not None:
+        fetched = fetch_wheels(folder / "wheels", requirement_names(kinds), **wheels)
+        described = f"{len(fetched)} wheels for CPython {wheels['python']} on manylinux x86-64"
+    (folder / "README.md").write_text(readme(stored, sources, described))
     mask = current_umask()  # temporary folders are owner-only: make the bundle readable like any
     for path in [folder, *folder.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
     return stored
+
+
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+
+
+def fetch_wheels(target: Path, names: list[str], python: str, source: str) -> list[Path]:
+    """The wheels of `names` (pinned as here) and what they need, for CPython `python` on
+    manylinux x86-64, into `target`: from PyPI (`source="download"`) or a local folder."""
+    version = str(python).replace(".", "")
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+        "--dest", str(target), "--python-version", str(python), "--implementation", "cp",
+        "--abi", f"cp{version}", *[a for p in PLATFORMS for a in ("--platform", p)],
+    ]  # fmt: skip
+    if source != "download":
+        if not Path(source).is_dir():
+            raise ConfigError(f"task.wheels={source} is not a folder of wheels.")
+        command += ["--no-index", "--find-links", str(source)]
+    done = subprocess.run([*command, *[pin(n) for n in names]], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise ConfigError(
+            f"the bundle's wheels could not be fetched ({last}); with no network give "
+            "task.wheels=<folder of wheels>, or task.wheels=null to leave them out."
+        )
+    return sorted(target.glob("*.whl"))
 
 
 def replace_folder(tmp: Path, target: Path) -> None:

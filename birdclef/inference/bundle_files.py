@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 
 REQUIRED = ("numpy", "pandas", "soundfile")
-BACKEND_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+BACKEND_PACKAGES = {"onnx": ("onnxruntime",), "openvino": ("openvino",)}
 OPTIONAL = {
-    "scipy": "faster FFT; needed to resample audio that is not at the models' sample rate",
+    "scipy": "a faster FFT for the front end (numpy's is used without it)",
     "tqdm": "progress bar",
     "threadpoolctl": "keeps numpy's BLAS on the worker's threads (faster with several workers)",
 }
@@ -33,22 +33,30 @@ if __name__ == "__main__":  # worker processes import this file again and must n
 '''
 
 
-def requirements(kinds: list[str]) -> str:
-    def line(name: str, note: str = "") -> str:
-        try:
-            built = f"built with {importlib.metadata.version(name)}"
-        except importlib.metadata.PackageNotFoundError:
-            built = "not installed where the bundle was built"
-        return f"{name}  # {built}{'; optional: ' + note if note else ''}\n"
+def pin(name: str) -> str:
+    """`name==<version installed here>`, so the notebook runs what the bundle was checked with."""
+    try:
+        return f"{name}=={importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return name
 
-    needed = [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
-    text = "# What predict.py needs (on Kaggle: install the wheels offline from a dataset).\n"
+
+def requirement_names(kinds: list[str]) -> list[str]:
+    """The packages predict.py needs for these model kinds (the optional ones are not included)."""
+    return [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
+
+
+def requirements(kinds: list[str]) -> str:
+    notes = "".join(f"#   {n}: {w}\n" for n, w in OPTIONAL.items())
     return (
-        text + "".join(line(n) for n in needed) + "".join(line(n, w) for n, w in OPTIONAL.items())
+        "# What predict.py needs, pinned to the versions it was checked with; wheels/ holds them\n"
+        "# (pip install --no-index --find-links wheels -r requirements.txt). Optional extras:\n"
+        + notes
+        + "".join(f"{pin(n)}\n" for n in requirement_names(kinds))
     )
 
 
-def readme(settings: dict, sources: list[str]) -> str:
+def readme(settings: dict, sources: list[str], wheels: str) -> str:
     models = "".join(
         f"- `{m}` (from `{s}`)\n" for m, s in zip(settings["models"], sources, strict=True)
     )
@@ -59,16 +67,20 @@ birdclef project, torch or Lightning (written by `python run.py task=bundle`).
 
     python predict.py SOUNDSCAPES [--output submission.csv] [--settings settings.json] [--workers N]
 
-In a Kaggle notebook, add this folder as a dataset, install `requirements.txt` offline
-(`pip install --no-index --find-links /kaggle/input/<wheels dataset> -r requirements.txt`), then
+In a Kaggle notebook (no internet), add this folder as a dataset and run two cells:
 
+    !pip install --no-index --find-links /kaggle/input/<this dataset>/wheels -r /kaggle/input/<this dataset>/requirements.txt
     !python /kaggle/input/<this dataset>/predict.py /kaggle/input/birdclef-2025/test_soundscapes --output /kaggle/working/submission.csv
 
+`wheels/` holds {wheels}.
+
 - Exit code 0: `submission.csv` written: row_id + one column per class, in the order of
-  `{settings["taxonomy"] or "the first model's classes"}`. Files that cannot be decoded
-  are named on stderr and get 12 rows of class medians.
-- Exit code 2: one line on stderr saying what is wrong (e.g. a folder without audio, as
-  `test_soundscapes` is while the notebook is saved rather than scored); nothing is written.
+  `{settings["taxonomy"] or "the first model's classes"}`. A file that fails anywhere
+  (decoding, features, a model, a non-finite score) is named on stderr and its rows get the
+  class medians. A folder without audio (Kaggle's `test_soundscapes` while a notebook is
+  saved rather than scored) gets the sample submission's rows, or its header, and one line
+  saying so.
+- Exit code 2: one line on stderr saying what is wrong (a missing folder, a bad model).
 
 Models, blended by `{settings["blend"]}` with weights {settings["weights"] or "equal"}, windows
 every {settings["stride_seconds"]} s, on {settings["workers"]} process(es) of {settings["threads"]}

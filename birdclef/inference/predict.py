@@ -15,7 +15,6 @@ pay for it) a SED net's frame scores are also laid along the file's time axis
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import sys
@@ -32,6 +31,7 @@ from ..core.errors import InferenceError
 from ..core.rows import ROW_SECONDS, grid_window_starts
 from .features import cut_windows
 from .loading import load_model
+from .resample import resample
 from .rows import frames_along_file, rows_from_windows, window_starts
 
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
@@ -57,12 +57,13 @@ class FileScores:
     frame_seconds: dict[int, float] = field(default_factory=dict)
 
 
-def list_audio(folder: str | os.PathLike) -> list[Path]:
+def list_audio(folder: str | os.PathLike, allow_empty: bool = False) -> list[Path]:
+    """The audio files of `folder`, sorted; `allow_empty`: a folder without audio gives []."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InferenceError(f"predict.soundscapes={folder} is not a folder of audio files.")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
+    if not files and not allow_empty:
         raise InferenceError(
             f"{folder} holds no audio ({', '.join(AUDIO_SUFFIXES)} files); point "
             "predict.soundscapes at the folder of test soundscapes."
@@ -76,11 +77,7 @@ def decode(path: Path, sample_rate: int) -> np.ndarray:
     if data.shape[0] == 0:
         raise ValueError("no samples (empty audio)")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != sample_rate:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(int(rate), int(sample_rate))
-        wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)
+    wave = resample(wave, rate, sample_rate)
     if not np.isfinite(wave).all():
         raise ValueError("NaN or infinite samples")
     return np.ascontiguousarray(wave, dtype=np.float32)
@@ -114,6 +111,8 @@ class FilePredictor:
         return result
 
     def _score(self, path: Path) -> FileScores:
+        """One file's rows; a file that fails anywhere (decoding, features, any model, a
+        non-finite score) comes back with its error and row count, for median rows."""
         tic = time.perf_counter()
         try:
             wave = decode(path, self.sample_rate)
@@ -122,8 +121,19 @@ class FilePredictor:
         timing = {"decode": time.perf_counter() - tic, "frames": 0.0, "model": 0.0}
         window_samples = ROW_SECONDS * self.sample_rate
         n_rows = len(grid_window_starts(len(wave), window_samples, self.sample_rate))
-        starts = window_starts(n_rows, self.stride_seconds)
         result = FileScores(str(path), n_rows, seconds=len(wave) / self.sample_rate, timing=timing)
+        try:
+            self._score_models(wave, result)
+        except Exception as err:  # one bad file must not stop the submission
+            return FileScores(
+                str(path), n_rows, seconds=result.seconds, timing=timing,
+                error=f"{type(err).__name__}: {err}",
+            )  # fmt: skip
+        return result
+
+    def _score_models(self, wave: np.ndarray, result: FileScores) -> None:
+        timing, n_rows = result.timing, result.rows
+        starts = window_starts(n_rows, self.stride_seconds)
         shared: dict[str, np.ndarray] = {}
         for i, model in enumerate(self.models):
             tic = time.perf_counter()
@@ -138,13 +148,14 @@ class FilePredictor:
             scores, frame_scores = model.predict(windows)
             timing[f"model{i}"] = time.perf_counter() - tic
             timing["model"] += timing[f"model{i}"]
+            if not np.isfinite(scores).all():
+                raise ValueError(f"model {i} ({model.path}) gave non-finite scores")
             if self.file_frames and frame_scores is not None:
                 result.frame_scores[i], result.frame_seconds[i] = frames_along_file(
                     frame_scores, starts, n_rows
                 )
             frame_scores = frame_scores if self.sed_frames else None
             result.scores[i] = rows_from_windows(scores, frame_scores, starts, n_rows)
-        return result
 
 
 _WORKER: FilePredictor | None = None

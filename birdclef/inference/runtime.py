@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from ..core.cpus import available_cpus
 from ..core.errors import ConfigError, InferenceError
 from .predict import FilePredictor, list_audio, predict_files
@@ -93,9 +95,13 @@ def settings_from_group(p, root: Path | None) -> dict:
 
 
 def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: bool = True):
-    """(submission frame, report) for every audio file in `soundscapes`."""
+    """(submission frame, report) for every audio file in `soundscapes`.
+
+    A folder without audio (Kaggle's test folder while a notebook is saved rather than
+    scored) gives the sample submission's rows, or its header alone, and a report that
+    says why (`empty_submission`).
+    """
     s = settings_from(settings)
-    files = list_audio(soundscapes)
     tic = time.perf_counter()
     probe = FilePredictor(
         s["models"], s["threads"], s["stride_seconds"], s["sed_frames"], s["openvino_precision"]
@@ -103,6 +109,16 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
     classes = [m.classes for m in probe.models]
     names = [str(m.path) for m in probe.models]
     columns = read_columns(s["taxonomy"]) if s["taxonomy"] else None
+    files = list_audio(soundscapes, allow_empty=True)
+    if not files:
+        table = empty_submission(s["taxonomy"], columns or list(classes[0]))
+        note = (
+            f"{soundscapes} holds no audio (as Kaggle's test folder while a notebook is saved): "
+            f"wrote {'the sample submission' if len(table) else 'the header only'}, {len(table)} rows"
+        )
+        return table, {"files": 0, "rows": len(table), "bad_files": [], "audio_seconds": 0.0,
+                       "wall_seconds": time.perf_counter() - tic, "realtime_factor": float("nan"),
+                       "models": names, "timing": {}, "note": note}  # fmt: skip
     results = predict_files(
         s["models"], files, s["threads"], s["workers"], s["stride_seconds"], s["sed_frames"],
         progress, s["openvino_precision"], probe,
@@ -128,6 +144,18 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
         },
     }
     return table, report
+
+
+def empty_submission(taxonomy: str | None, columns: list[str]) -> pd.DataFrame:
+    """The sample submission's rows when it has some, else the header: row_id + `columns`."""
+    path = Path(taxonomy) if taxonomy else None
+    if path is not None and path.is_dir():
+        path = path / "sample_submission.csv"
+    if path is not None and path.is_file():
+        sample = pd.read_csv(path, dtype={"row_id": str})
+        if sample.columns[0] == "row_id" and len(sample):
+            return sample[["row_id", *columns]]
+    return pd.DataFrame(columns=["row_id", *columns])
 
 
 def run(soundscapes, output, settings: dict, progress: bool = True) -> dict:
@@ -168,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             f"skipped or short: {issue['file']}: {issue['problem']} ({issue['rows']})",
             file=sys.stderr,
         )
+    if report.get("note"):
+        print(f"{report['note']} to {args.output}")
+        return 0
     print(
         f"wrote {report['rows']} rows for {report['files']} files to {args.output} in "
         f"{report['wall_seconds']:.1f} s ({report['realtime_factor']:.0f}x real time)"

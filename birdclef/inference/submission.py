@@ -12,17 +12,19 @@ class's AUC much either way. A file shorter than 5 s is scored (padded) and list
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import InferenceError
+from ..core.io import atomic_path
 from ..core.rows import ROW_SECONDS, row_id
 from .blend import blend
 from .postprocess import postprocess
 from .predict import FileScores
+
+SCORE_FORMAT = "%.9g"  # every float32 score written exactly, so near-1 scores keep their order
 
 
 def read_columns(path: str | os.PathLike) -> list[str]:
@@ -134,18 +136,7 @@ def validate(table: pd.DataFrame, results: list[FileScores], columns: list[str])
 
 
 def write_submission(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write `frame` as CSV via a temporary file and a rename, so a killed run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only; a submission is a plain file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write `table` as CSV via a temporary file and a rename, so a killed run leaves no half file."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=SCORE_FORMAT)
+    return Path(path)

@@ -15,11 +15,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from birdclef.core.errors import AudioError, ConfigError, DataError
 from birdclef.data.audio import load_audio
+from birdclef.data.labels import presence
 from birdclef.data.metadata import load_metadata
+from birdclef.data.windows import recording_window_starts
 from birdclef.inference.features import LogMelFrames, cut_windows
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,41 @@ def _draw(paths, count: int, frames_of: LogMelFrames, meta: dict, rng, desc: str
             "point data.root at the data the checkpoint was trained on."
         )
     return np.concatenate(windows)
+
+
+def validation_windows(
+    root: Path, meta: dict, ckpt: Path, per_recording: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Windows [n, features, frames] of the checkpoint run's validation recordings, their 0/1
+    truth [n, classes] (each window its recording's species), and where the recordings came
+    from. Without the run's split.csv, every training recording of `root` (said so)."""
+    metadata = load_metadata(root)
+    split_csv = Path(ckpt).parent.parent / "split.csv"
+    if split_csv.is_file():
+        split = pd.read_csv(split_csv, dtype=str)
+        names, source = split.loc[split["split"] == "val", "filename"].tolist(), str(split_csv)
+    else:
+        names, source = metadata.train["filename"].tolist(), f"every recording of {root}"
+    train = metadata.train.set_index("filename").loc[names]
+    frames_of = LogMelFrames(meta["frame_params"])
+    n, pad = int(meta["window_frames"]), float(meta["pad_value"])
+    hop = int(meta["frame_params"]["hop_length"])
+    windows, rows = [], []
+    for name in names:
+        try:
+            frames = frames_of(load_audio(metadata.audio_path(name), frames_of.sample_rate))
+        except AudioError as err:
+            log.warning("export: skipping %s for the AUC gate: %s", name, err)
+            continue
+        samples = (len(frames) - 1) * hop
+        starts = recording_window_starts(max(samples, 1), n * hop)[:per_recording]
+        windows.append(cut_windows(frames, np.array(starts) // hop, n, pad))
+        rows += [name] * len(starts)
+    if not windows:
+        raise DataError(f"no validation recording from {source} could be read for the AUC gate.")
+    truth = presence(train.loc[rows, "primary_label"], train.loc[rows, "secondary_labels"],
+                     metadata.classes)  # fmt: skip
+    return np.concatenate(windows), truth, source
 
 
 def outputs(predict, windows: np.ndarray) -> list[np.ndarray]:

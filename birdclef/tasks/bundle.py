@@ -55,7 +55,12 @@ def run(cfg: DictConfig) -> dict:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        settings = write_bundle(tmp, settings, kinds, columns)
+        wheels = (
+            None
+            if cfg.task.wheels is None
+            else {"python": str(cfg.task.python), "source": str(cfg.task.wheels)}
+        )
+        settings = write_bundle(tmp, settings, kinds, columns, wheels)
         problems = check_imports(tmp)
         if problems:
             raise RuntimeError(

@@ -26,12 +26,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from birdclef.core.errors import ConfigError
 from birdclef.core.io import atomic_path, current_umask, write_json
+from birdclef.core.metric import macro_auc
 from birdclef.data.root import data_root
 from birdclef.inference.backends import META_KEY, OPENVINO_META, OnnxModel
 from birdclef.inference.features import MEL_KINDS
 from birdclef.inference.loading import load_model
 from birdclef.inference.torch_backend import load_checkpoint
-from birdclef.models.quantize import METHODS, differences, outputs, quantize_int8, sample_windows
+from birdclef.models.quantize import (
+    METHODS,
+    differences,
+    outputs,
+    quantize_int8,
+    sample_windows,
+    validation_windows,
+)
 from birdclef.runs.envelope import run_dir, task
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,9 @@ def run(cfg: DictConfig) -> dict:
     if e.int8:
         files["int8"] = str(folder / INT8_FILE)
         metrics.update(_int8(e, fp32, Path(files["int8"]), meta, calibration, check, fp32_outputs))
+        metrics.update(_auc_gate(e, root, ckpt, meta, fp32, Path(files["int8"])))
+        if not metrics["export/int8_kept"]:
+            del files["int8"]
     if want_openvino:
         files["openvino"] = str(folder / OPENVINO_DIR)
         metrics.update(_openvino(e, fp32, Path(files["openvino"]), meta, check, reference))
@@ -107,6 +118,27 @@ def _int8(e, fp32: Path, int8: Path, meta, calibration, check, fp32_outputs) -> 
         "export/int8_mean_diff": diff["mean"],
         "export/int8_top1_agreement": diff["top1"],
     }
+
+
+def _auc_gate(e, root: Path, ckpt: Path, meta, fp32: Path, int8: Path) -> dict:
+    """Score fp32 and int8 on the validation recordings; keep int8 only within max_auc_drop."""
+    windows, truth, source = validation_windows(root, meta, ckpt, int(e.gate_windows))
+    auc = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        scores = outputs(OnnxModel(path).predict, windows)[0][:, : truth.shape[1]]
+        auc[name] = macro_auc(truth, scores)
+    drop, bound = auc["fp32"] - auc["int8"], float(e.max_auc_drop)
+    kept = bool(np.isfinite(drop) and drop <= bound)
+    if not kept:
+        int8.unlink(missing_ok=True)
+        log.warning(
+            "export: int8 scores %.4f against fp32's %.4f on %d windows of %s, a drop of %.4f "
+            "over task.max_auc_drop=%g: %s not written (fp32 and OpenVINO are).",
+            auc["int8"], auc["fp32"], len(windows), source, drop, bound, int8.name,
+        )  # fmt: skip
+    return {"export/fp32_auc": auc["fp32"], "export/int8_auc": auc["int8"],
+            "export/int8_auc_drop": drop, "export/int8_kept": float(kept),
+            "export/gate_windows": float(len(windows))}  # fmt: skip
 
 
 def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:

@@ -41,6 +41,10 @@ def run(cfg: DictConfig) -> dict:
         "predict/realtime_factor": report["realtime_factor"],
         "predict/wall_seconds": report["wall_seconds"],
     }
+    if report.get("note"):  # no audio: nothing to score
+        log.info("%s to %s", report["note"], output)
+        write_json(out / "predict_report.json", {**report, "settings": settings})
+        return metrics
     labels = find_soundscape_labels(root) if root is not None else None
     if labels is not None and folder.resolve() == (root / "test_soundscapes").resolve():
         import pandas as pd
