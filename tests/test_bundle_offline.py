@@ -63,9 +63,11 @@ def test_offline_install_runs_the_save_run_and_matches_predict(
     python = clean_venv(tmp_path / "venv")
     install = [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
                str(folder / "wheels"), "-r", str(folder / "requirements.txt")]  # fmt: skip
+    tic = time.perf_counter()
     done = subprocess.run(
         install, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=clean_env()
     )
+    install_seconds = time.perf_counter() - tic
     assert done.returncode == 0, done.stderr[-2000:]
     probe = "; ".join(
         f"__import__('importlib.util').util.find_spec('{m}') is None or print('{m}')"
