@@ -126,7 +126,7 @@ def build(tmp: Path, root: Path, models, output: Path, *extra: str) -> dict:
     from birdclef.tasks.bundle import run
 
     cfg = compose_cfg(
-        f"data.root={root}", "task=bundle", "task.workers=1", f"task.output={output}",
+        f"data.root={root}", "task=bundle", "task.workers=1", f"task.output={output}", "task.wheels=null",
         f"predict.models=[{','.join(str(m) for m in models)}]", *extra, tmp=tmp,
     )  # fmt: skip
     return run(cfg)
@@ -162,8 +162,9 @@ def test_bundle_runs_alone_and_matches_predict(
     assert settings["models"] == ["models/model_fp32.onnx", *["models/openvino"][: len(openvino)]]
     assert settings["taxonomy"] == "sample_submission.csv" and settings["workers"] == 1
     requirements = (bundle / "requirements.txt").read_text()
-    assert "onnxruntime" in requirements.split() and "torch" not in requirements
-    assert ("openvino" in requirements.split()) == bool(openvino_model)
+    needed = {line.split("==")[0] for line in requirements.splitlines() if line and line[0] != "#"}
+    assert "onnxruntime" in needed and "torch" not in requirements and "onnx" not in needed
+    assert ("openvino" in needed) == bool(openvino_model)
 
     probe = "\n".join(
         f"try:\n    import {n}\nexcept ImportError:\n    print('{n}')" for n in BLOCKED
@@ -199,12 +200,22 @@ def test_bundle_runs_alone_and_matches_predict(
     good = [sf.info(p).duration for p in soundscapes.glob("test_*.ogg")]
     assert len(good) == 2 and len(got) == BAD_ROWS + sum(round(s / 5) for s in good)
 
+    # the notebook's save run: an empty test folder writes the sample submission, exit 0
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_bundle(bundle, blocked_env, str(empty), "--output", "never.csv")
+    result = run_bundle(bundle, blocked_env, str(empty), "--output", "saved.csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and "holds no audio" in lines[0] and result.stderr == ""
+    sample = pd.read_csv(bundle / "sample_submission.csv", dtype={"row_id": str})
+    saved = pd.read_csv(bundle / "saved.csv", dtype={"row_id": str})
+    assert list(saved.columns) == list(sample.columns) and saved["row_id"].equals(sample["row_id"])
+    np.testing.assert_allclose(saved.iloc[:, 1:], sample.iloc[:, 1:], rtol=1e-8)
+    # a folder that is not there is still an error: one line, exit 2, nothing written
+    result = run_bundle(bundle, blocked_env, str(tmp_path / "nowhere"), "--output", "never.csv")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "holds no audio" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "is not a folder" in lines[0]
     assert not (bundle / "never.csv").exists()
 
 

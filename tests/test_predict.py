@@ -13,6 +13,7 @@ import pytest
 
 from birdclef.core.errors import ConfigError, InferenceError
 from birdclef.inference.runtime import predict_folder
+from birdclef.modules.classifier import Classifier
 from birdclef.tasks import predict, score
 from tests.conftest import ROOT, SR, compose_cfg, tone, write_wav
 
@@ -99,9 +100,15 @@ def test_blend_of_a_model_with_itself_ranks_like_the_model(tiny_root, tiny_check
 
 def test_bad_predict_input_is_one_clear_error(tiny_root, tiny_checkpoint, tmp_path):
     empty = tmp_path / "nothing"
-    empty.mkdir()
-    with pytest.raises(InferenceError, match="holds no audio"):
-        predict_folder(empty, {"models": [str(tiny_checkpoint)]}, progress=False)
+    empty.mkdir()  # the save run: no audio is no error, the header alone is written
+    table, report = predict_folder(empty, {"models": [str(tiny_checkpoint)]}, progress=False)
+    assert (
+        len(table) == 0
+        and list(table.columns[1:]) == Classifier.from_checkpoint(tiny_checkpoint).classes
+    )
+    assert "holds no audio" in report["note"] and report["files"] == 0
+    with pytest.raises(InferenceError, match="is not a folder"):
+        predict_folder(tmp_path / "nowhere", {"models": [str(tiny_checkpoint)]}, progress=False)
     with pytest.raises(InferenceError, match="model not found"):
         predict_folder(
             tiny_root / "test_soundscapes", {"models": [str(tmp_path / "x.onnx")]}, progress=False
@@ -126,7 +133,7 @@ def test_cli_predict_error_is_one_line(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "holds no audio" in done.stderr + done.stdout
+    assert "model not found" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
     assert "task:" in (tmp_path / "config.yaml").read_text()  # every task leaves its config
 

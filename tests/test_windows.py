@@ -40,10 +40,14 @@ def test_last_window_of_8s_file_is_its_last_5s():
 
 def test_soundscape_grid_and_row_ids():
     assert soundscape_ends(60 * SR, SR, 5) == list(range(5, 61, 5))
-    # every started 5 s is a row, padded: 39 s has 8 rows, 59.99 s still 12
-    assert soundscape_ends(39 * SR, SR, 5) == [5, 10, 15, 20, 25, 30, 35, 40]
+    # every whole 5 s is a row, as in the solution files: 39 s has 7 rows, 12.4 s 2, 64 s 12
+    assert soundscape_ends(39 * SR, SR, 5) == [5, 10, 15, 20, 25, 30, 35]
+    assert soundscape_ends(int(12.4 * SR), SR, 5) == [5, 10]
+    assert soundscape_ends(64 * SR, SR, 5) == list(range(5, 61, 5))
+    # a last window at most 0.1 s short still counts: 59.99 s has 12 rows, 59.8 s 11
     assert soundscape_ends(60 * SR - 320, SR, 5) == list(range(5, 61, 5))
-    # a few samples over 60 s make no 13th row
+    assert soundscape_ends(int(59.8 * SR), SR, 5) == list(range(5, 56, 5))
+    # a few samples over 60 s make no 13th row; a file shorter than 5 s gets one padded row
     assert soundscape_ends(60 * SR + 320, SR, 5) == list(range(5, 61, 5))
     assert soundscape_ends(2 * SR, SR, 5) == [5]
     assert row_id("H02_20230420_074000", 15) == "H02_20230420_074000_15"

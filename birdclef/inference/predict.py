@@ -148,7 +148,8 @@ class FilePredictor:
             scores, frame_scores = model.predict(windows)
             timing[f"model{i}"] = time.perf_counter() - tic
             timing["model"] += timing[f"model{i}"]
-            if not np.isfinite(scores).all():
+            unknown = np.isnan(scores).all(axis=0)  # a foreign model's class it does not know
+            if (~np.isfinite(scores) & ~unknown).any():
                 raise ValueError(f"model {i} ({model.path}) gave non-finite scores")
             if self.file_frames and frame_scores is not None:
                 result.frame_scores[i], result.frame_seconds[i] = frames_along_file(

@@ -1,0 +1,92 @@
+"""What keeps a submission valid: the int8 gate, per-file guards, exact digits, the row count."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdclef.core.metric import competition_score
+from birdclef.inference import predict as predict_module
+from birdclef.inference.runtime import empty_submission, predict_folder
+from birdclef.inference.submission import write_submission
+from birdclef.tasks import export
+from tests.conftest import compose_cfg
+
+
+def test_int8_is_refused_when_a_broken_calibration_costs_auc(
+    tiny_root, tiny_checkpoint, tmp_path, monkeypatch
+):
+    original = export.sample_windows
+
+    def broken(root, meta, n_check, n_calibration, seed):  # ranges from far quieter windows
+        check, calibration = original(root, meta, n_check, n_calibration, seed)
+        return check, calibration * 0.01
+
+    monkeypatch.setattr(export, "sample_windows", broken)
+    cfg = compose_cfg(
+        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={tiny_checkpoint}",
+        "task.check_windows=8", "task.calibration_windows=8", "task.openvino=false",
+        "task.max_auc_drop=0.0", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = export.run(cfg)
+    folder = tmp_path / "out" / "export"
+    report = json.loads((folder / "export.json").read_text())
+    assert metrics["export/int8_kept"] == 0.0 and not (folder / "model_int8.onnx").exists()
+    assert metrics["export/int8_auc_drop"] > 0.0 and "int8" not in report["files"]
+    assert report["metrics"]["export/fp32_auc"] == metrics["export/fp32_auc"]
+    assert (folder / "model_fp32.onnx").is_file()
+
+
+def test_a_model_that_fails_on_one_file_gives_it_median_rows(
+    tiny_root, tiny_checkpoint, monkeypatch
+):
+    folder = tiny_root / "test_soundscapes"
+    first = sorted(folder.glob("*.ogg"))[0]
+    original = predict_module.FilePredictor._score_models
+
+    def failing(self, wave, result):
+        if result.path == str(first):
+            raise RuntimeError("the model broke on this file")
+        return original(self, wave, result)
+
+    monkeypatch.setattr(predict_module.FilePredictor, "_score_models", failing)
+    table, report = predict_folder(folder, {"models": [str(tiny_checkpoint)]}, progress=False)
+    assert [i["file"] for i in report["bad_files"]] == [str(first)]
+    bad = table[table["row_id"].str.startswith(first.stem + "_")]
+    rest = table[~table["row_id"].str.startswith(first.stem + "_")]
+    assert len(bad) == 6  # its own row count (a 30-s file), not a guess
+    np.testing.assert_allclose(
+        bad.iloc[0, 1:].to_numpy(float), rest.iloc[:, 1:].median().to_numpy()
+    )
+
+
+def test_scores_near_one_keep_their_order_in_the_file(tmp_path):
+    scores = np.float32([1.0, 0.99999994, 0.9999999, 0.99999976])  # adjacent float32 values
+    table = pd.DataFrame({"row_id": ["a_5", "a_10", "a_15", "a_20"], "c": scores})
+    back = pd.read_csv(write_submission(table, tmp_path / "s.csv"))
+    assert back["c"].to_numpy(np.float32).tolist() == scores.tolist()
+
+
+def test_the_scorer_refuses_extra_rows_as_it_refuses_missing_ones():
+    solution = pd.DataFrame({"row_id": ["a_5", "a_10"], "x": [1, 0], "y": [0, 1]})
+    submission = pd.DataFrame(
+        {"row_id": ["a_5", "a_10", "a_15"], "x": [0.9, 0.1, 0.5], "y": [0.1, 0.9, 0.5]}
+    )
+    with pytest.raises(ValueError, match="1 row\\(s\\) the solution lacks"):
+        competition_score(solution, submission)
+    with pytest.raises(ValueError, match="lacks 1 row"):
+        competition_score(solution, submission.iloc[:1])
+    assert competition_score(solution, submission.iloc[:2]) == 1.0
+
+
+def test_the_save_run_writes_the_sample_rows_or_the_header(tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("row_id,b,a\nx_5,0.5,0.5\n")
+    rows = empty_submission(str(sample), ["b", "a"])
+    assert rows["row_id"].tolist() == ["x_5"] and list(rows.columns) == ["row_id", "b", "a"]
+    sample.write_text("row_id,b,a\n")
+    assert list(empty_submission(str(tmp_path), ["b", "a"]).columns) == ["row_id", "b", "a"]
+    assert len(empty_submission(None, ["a"])) == 0
