@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from birdclef.core.errors import ConfigError
-from birdclef.core.io import atomic_path
+from birdclef.core.io import atomic_path, write_csv
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.audio import load_audio
 from birdclef.data.mixtures import MixSpec
@@ -128,3 +128,18 @@ def folders(cfg: DictConfig, suffix: str) -> tuple[MixSpec, Path, Path]:
     if output.resolve() == source.resolve():
         raise ConfigError(f"task.output={output} is the source folder; choose a new folder.")
     return spec, source, output
+
+
+def subset_root(source: Path, filenames: list[str], output: Path) -> Path:
+    """A competition-layout folder of only `filenames` of `source`'s train.csv: its own
+    train.csv, the taxonomy and sample submission copied, train_audio linked, no test."""
+    train = pd.read_csv(source / "train.csv", dtype=str)
+    keep = train[train["filename"].isin(set(filenames))]
+    missing = set(filenames) - set(keep["filename"])
+    if missing:
+        raise ConfigError(f"{sorted(missing)[:3]} are not in {source / 'train.csv'}.")
+    output.mkdir(parents=True, exist_ok=True)
+    copy_files(source, output, ("taxonomy.csv", "sample_submission.csv"))
+    link_folder(source, output, "train_audio")
+    write_csv(output / "train.csv", keep)
+    return output

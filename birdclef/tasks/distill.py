@@ -44,6 +44,7 @@ from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError
 from birdclef.data.datasets import teacher_window
+from birdclef.data.root import data_root
 from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.inference.foreign import is_saved_model
 from birdclef.modules.classifier import Classifier
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MIXING = ("mixup_p", "background_p")  # augmentations the teacher's features would not follow
 SPLIT = "split.csv"  # a run's split: which recordings it trained on
+MIXTURE_SOURCES = "train_mixture_sources.csv"  # task=mix_train: what each row mixes
 
 
 def teacher_paths(cfg: DictConfig) -> list[Path]:
@@ -156,6 +158,18 @@ def trained_on(path: Path) -> set[str]:
         ) from err
 
 
+def mixture_sources(cfg: DictConfig) -> dict[str, set[str]]:
+    """The data root's mixed train_soundscapes: stem -> the recordings mixed into it (from the
+    `train_mixture_sources.csv` task=mix_train writes; empty without one)."""
+    path = data_root(cfg) / MIXTURE_SOURCES
+    if not path.is_file():
+        return {}
+    plan = pd.read_csv(path, dtype=str)
+    plan = plan[plan["source_row_id"].notna()]
+    files = plan["source_row_id"].str.rsplit("@", n=1).str[0]
+    return {stem: set(part) for stem, part in files.groupby(plan["stem"])}
+
+
 def recorded_auc(path: Path) -> float:
     """The teacher run's `test/soundscape_auc` from its metrics.json, NaN when absent (an
     exported model: the run of the checkpoint it was exported from)."""
@@ -188,6 +202,7 @@ def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
     check_window(cfg, paths, teachers, teacher_frontend)
     cross_fit = bool(t.get("cross_fit", False))
     seen = [trained_on(p) for p in paths] if cross_fit else None
+    sources = mixture_sources(cfg) if cross_fit else None
     log.info("distilling %d teacher(s) %s (%s) at T=%g, kd_weight=%g%s", len(paths),
              ", ".join(map(str, paths)), teacher_frontend.params().get("kind"), t.temperature,
              t.kd_weight, ", cross-fitted" if cross_fit else "")  # fmt: skip
@@ -204,6 +219,6 @@ def run(cfg: DictConfig, extra_metrics: dict | None = None) -> dict:
         "distill/kd_weight": float(t.kd_weight),
     }
     return train(
-        cfg, module_factory=factory, teacher=TeacherInputs(teacher_frontend, seen),
+        cfg, module_factory=factory, teacher=TeacherInputs(teacher_frontend, seen, sources),
         extra_metrics=extra,
     )  # fmt: skip
