@@ -15,8 +15,7 @@ from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import DataError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-# runs recipes, not a timing loop; to be replaced by task=evaluate (HOUSE_STYLE, convention 17)
-RECIPE_RUNNERS = {"real_audio.py"}
+RECIPE_RUNNERS: set[str] = set()  # recipes are task=evaluate, not scripts (HOUSE_STYLE, convention 17)
 # what a script gets from the harness instead: clock, medians, table files, options
 OWN_MACHINERY = {"time", "statistics", "json", "argparse", "birdclef.core.io"}
 
