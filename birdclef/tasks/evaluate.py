@@ -315,9 +315,17 @@ def run(cfg: DictConfig) -> dict:
         return {"evaluate/jobs": float(len(mine))}
     results = aggregate(cfg, jobs)
     out = Path(t.output) if t.output else run_dir(cfg)
+    page = markdown(results, t, command(cfg))
     write_csv(out / "results.csv", results)
-    write_text(out / "results.md", markdown(results, t, command(cfg)))
-    log.info("wrote %s and %s", out / "results.csv", out / "results.md")
+    write_text(out / "results.md", page)
+    if t.page:  # a docs results page: the same file, where the site reads it
+        write_text(t.page, page)
+    log.info(
+        "wrote %s and %s%s",
+        out / "results.csv",
+        out / "results.md",
+        f" and {t.page}" if t.page else "",
+    )
     metrics = {}
     for r in results.to_dict("records"):
         for key in ("oof_auc", "test_auc", "oof_diff", "test_diff"):
