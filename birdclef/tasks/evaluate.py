@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from birdclef.analysis.intervals import bootstrap, interval, paired, point_estimate
+from birdclef.analysis.intervals import bootstrap, interval, jackknife, paired, point_estimate
 from birdclef.core.errors import ConfigError, DataError
 from birdclef.core.io import write_csv, write_text
 from birdclef.core.rows import ROW_SECONDS
@@ -228,16 +228,18 @@ def summarise(name: str, sections: dict, t: DictConfig) -> list[dict]:
     }
     for section, (truth, runs, files) in sections.items():
         reps = bootstrap(truth, runs, files, int(t.bootstrap), seed=0)
+        jack = jackknife(truth, runs, files)
         points = {r: point_estimate(truth, s) for r, s in runs.items()}
         for recipe in t.compare:
             rec = records[recipe]
-            iv = interval(points[recipe], reps[recipe])
+            iv = interval(points[recipe], reps[recipe], jack[recipe])
             rec.update({f"{section}_auc": iv.point, f"{section}_low": iv.low, f"{section}_high": iv.high,
                         f"{section}_files": len(np.unique(files))})  # fmt: skip
             if t.baseline is not None and recipe != t.baseline:
                 diff, share = paired(
-                    points[recipe], points[t.baseline], reps[recipe], reps[t.baseline]
-                )
+                    points[recipe], points[t.baseline], reps[recipe], reps[t.baseline],
+                    jack[recipe], jack[t.baseline],
+                )  # fmt: skip
                 rec.update({f"{section}_diff": diff.point, f"{section}_diff_low": diff.low,
                             f"{section}_diff_high": diff.high, f"{section}_p_better": share})  # fmt: skip
     return list(records.values())
@@ -247,7 +249,7 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
     """The results table, headed by the command that made it."""
     lines = [f"# {t.title}\n", "Made by:\n", f"```bash\n{command}\n```\n",
              f"{t.folds}-fold cross-validation grouped by recording; seeds {list(as_list(t.seeds))}; "
-             f"95% intervals by bootstrap over files and seeds ({t.bootstrap} draws); differences "
+             f"95% BCa intervals by bootstrap over files and seeds ({t.bootstrap} draws); differences "
              f"are paired, against `{t.baseline}`. OOF: every training recording's 5-s rows, "
              "scored by the fold model that did not train on it, over the classes whose "
              "recordings fall in two or more folds (a class with one recording cannot be "
