@@ -15,7 +15,9 @@ from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import DataError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-RECIPE_RUNNERS: set[str] = set()  # recipes are task=evaluate, not scripts (HOUSE_STYLE, convention 17)
+RECIPE_RUNNERS: set[str] = (
+    set()
+)  # recipes are task=evaluate, not scripts (HOUSE_STYLE, convention 17)
 # what a script gets from the harness instead: clock, medians, table files, options
 OWN_MACHINERY = {"time", "statistics", "json", "argparse", "birdclef.core.io"}
 

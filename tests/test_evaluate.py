@@ -123,8 +123,8 @@ def test_bootstrap_of_identical_recipes_has_a_zero_difference():
     truth, files, rng = data()
     scores = rng.random(truth.shape)
     reps = bootstrap(truth, {"a": [scores], "b": [scores.copy()]}, files, 200)
-    diff, share = paired(0.5, 0.5, reps["a"], reps["b"])
-    assert (diff.low, diff.high, share) == (0.0, 0.0, 0.0)
+    diff, confidence = paired(0.5, 0.5, reps["a"], reps["b"])
+    assert (diff.low, diff.high) == (0.0, 0.0) and confidence == pytest.approx(0.0, abs=1e-5)
 
 
 def test_bootstrap_separates_a_perfect_recipe_from_noise_and_is_reproducible():
@@ -135,8 +135,8 @@ def test_bootstrap_separates_a_perfect_recipe_from_noise_and_is_reproducible():
     assert np.array_equal(reps["noise"], bootstrap(truth, runs, files, 300, seed=3)["noise"])
     points = {k: point_estimate(truth, v) for k, v in runs.items()}
     assert points["perfect"] == 1.0 and points["perfect"] == macro_auc(truth, perfect)
-    diff, share = paired(points["perfect"], points["noise"], reps["perfect"], reps["noise"])
-    assert share == 1.0 and diff.low > 0.2
+    diff, confidence = paired(points["perfect"], points["noise"], reps["perfect"], reps["noise"])
+    assert confidence == pytest.approx(1.0, abs=1e-5) and diff.low > 0.2
     noise_iv = interval(points["noise"], reps["noise"])
     assert noise_iv.low < points["noise"] < noise_iv.high and noise_iv.high - noise_iv.low < 0.3
 
@@ -154,3 +154,20 @@ def test_bootstrap_draws_whole_files_and_seeds():
     assert two_seeds.max() == 1.0 and two_seeds.min() < 0.5  # seeds are drawn as well
     with pytest.raises(ValueError, match="same seeds"):
         bootstrap(truth, {"a": [scores], "b": [scores, scores]}, files, 10)
+
+
+def test_bca_is_the_percentile_interval_without_bias_and_agrees_with_its_confidence():
+    rng = np.random.default_rng(0)
+    replicates = rng.normal(0.03, 0.01, 20000)
+    flat = rng.normal(0.0, 1.0, 50)  # a symmetric jackknife: no acceleration
+    flat = np.concatenate([flat, -flat])
+    plain, corrected = interval(0.03, replicates), interval(0.03, replicates, flat)
+    assert corrected.low == pytest.approx(plain.low, abs=1e-3)
+    assert corrected.high == pytest.approx(plain.high, abs=1e-3)
+    # replicates shifted above the estimate (the bias of a resampled macro AUC): BCa moves down
+    shifted = interval(0.02, replicates, flat)
+    assert shifted.low < plain.low - 0.005 and shifted.high < plain.high - 0.005
+    _, confidence = paired(0.03, 0.0, replicates, np.zeros_like(replicates), flat, flat * 0)
+    assert plain.low > 0 and confidence > 0.975  # an interval above 0 is a confidence above 97.5%
+    _, doubtful = paired(0.005, 0.0, replicates - 0.025, np.zeros_like(replicates), flat, flat * 0)
+    assert 0.5 < doubtful < 0.975

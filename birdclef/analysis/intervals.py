@@ -86,32 +86,50 @@ def jackknife(truth: np.ndarray, runs: dict[str, list[np.ndarray]], files: np.nd
     return out
 
 
+def bca_terms(point: float, finite: np.ndarray, jack: np.ndarray | None) -> tuple[float, float]:
+    """(z0, a): the bias correction from the replicates, the acceleration from the jackknife."""
+    if jack is None or not np.isfinite(jack).all() or len(jack) <= 2:
+        return 0.0, 0.0
+    below = np.clip((finite < point).mean() + 0.5 * (finite == point).mean(), 1e-6, 1 - 1e-6)
+    z0 = NormalDist().inv_cdf(float(below))
+    d = jack.mean() - jack
+    spread = (d**2).sum()
+    return z0, float((d**3).sum() / (6 * spread**1.5)) if spread > 0 else 0.0
+
+
 def interval(point: float, replicates: np.ndarray, jack: np.ndarray | None = None) -> Interval:
     """The BCa interval of `replicates` around `point` (percentiles without `jack`, the
     leave-one-file-out values); NaN replicates are left out."""
     finite = replicates[np.isfinite(replicates)]
     if not len(finite) or not np.isfinite(point):
         return Interval(point, float("nan"), float("nan"))
+    z0, a = bca_terms(point, finite, jack)
     tail = (1 - LEVEL) / 2
-    levels = np.array([tail, 1 - tail])
-    if jack is not None and np.isfinite(jack).all() and len(jack) > 2:
-        below = np.clip((finite < point).mean() + 0.5 * (finite == point).mean(), 1e-6, 1 - 1e-6)
-        z0 = NormalDist().inv_cdf(float(below))
-        d = jack.mean() - jack
-        a = (d**3).sum() / (6 * ((d**2).sum() ** 1.5)) if (d**2).sum() > 0 else 0.0
-        z = np.array([NormalDist().inv_cdf(float(q)) for q in levels])
-        levels = np.array([NormalDist().cdf(z0 + (z0 + zi) / (1 - a * (z0 + zi))) for zi in z])
+    z = [NormalDist().inv_cdf(q) for q in (tail, 1 - tail)]
+    levels = [NormalDist().cdf(z0 + (z0 + zi) / (1 - a * (z0 + zi))) for zi in z]
     low, high = np.quantile(finite, levels)
     return Interval(point, float(low), float(high))
+
+
+def confidence_above_zero(point: float, replicates: np.ndarray, jack: np.ndarray | None) -> float:
+    """1 - alpha for the BCa bound at level alpha that meets 0: the one-sided confidence that
+    the quantity (a difference) is positive, consistent with the interval."""
+    finite = replicates[np.isfinite(replicates)]
+    if not len(finite) or not np.isfinite(point):
+        return float("nan")
+    z0, a = bca_terms(point, finite, jack)
+    share = float(np.clip((finite <= 0).mean(), 1e-6, 1 - 1e-6))
+    w = NormalDist().inv_cdf(share) - z0
+    z_alpha = (w * (1 - a * z0) - z0) / (1 + a * w)
+    return 1.0 - NormalDist().cdf(z_alpha)
 
 
 def paired(
     point_a: float, point_b: float, a: np.ndarray, b: np.ndarray,
     jack_a: np.ndarray | None = None, jack_b: np.ndarray | None = None,
 ) -> tuple[Interval, float]:  # fmt: skip
-    """The interval of A - B from paired replicates, and the share of replicates with A > B."""
+    """The interval of A - B from paired replicates, and the confidence that A > B."""
     diff = a - b
-    finite = diff[np.isfinite(diff)]
-    share = float((finite > 0).mean()) if len(finite) else float("nan")
     jack = None if jack_a is None or jack_b is None else jack_a - jack_b
-    return interval(point_a - point_b, diff, jack), share
+    point = point_a - point_b
+    return interval(point, diff, jack), confidence_above_zero(point, diff, jack)

@@ -241,7 +241,7 @@ def summarise(name: str, sections: dict, t: DictConfig) -> list[dict]:
                     jack[recipe], jack[t.baseline],
                 )  # fmt: skip
                 rec.update({f"{section}_diff": diff.point, f"{section}_diff_low": diff.low,
-                            f"{section}_diff_high": diff.high, f"{section}_p_better": share})  # fmt: skip
+                            f"{section}_diff_high": diff.high, f"{section}_conf_better": share})  # fmt: skip
     return list(records.values())
 
 
@@ -250,7 +250,8 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
     lines = [f"# {t.title}\n", "Made by:\n", f"```bash\n{command}\n```\n",
              f"{t.folds}-fold cross-validation grouped by recording; seeds {list(as_list(t.seeds))}; "
              f"95% BCa intervals by bootstrap over files and seeds ({t.bootstrap} draws); differences "
-             f"are paired, against `{t.baseline}`. OOF: every training recording's 5-s rows, "
+             f"are paired, against `{t.baseline}`, with the one-sided BCa confidence that the recipe is "
+             "better (`conf. better`). OOF: every training recording's 5-s rows, "
              "scored by the fold model that did not train on it, over the classes whose "
              "recordings fall in two or more folds (a class with one recording cannot be "
              "scored out of fold). Test: the labelled test soundscapes, scored once by the fold "
@@ -265,11 +266,11 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
         )
         has_test = "test_auc" in part and part["test_auc"].notna().any()
         head = ["recipe", "OOF AUC [95%]"] + (
-            [f"Δ OOF vs {t.baseline}", "P(better)"] if t.baseline else []
+            [f"Δ OOF vs {t.baseline}", "conf. better"] if t.baseline else []
         )
         if has_test:
             head += ["test AUC [95%]"] + (
-                [f"Δ test vs {t.baseline}", "P(better)"] if t.baseline else []
+                [f"Δ test vs {t.baseline}", "conf. better"] if t.baseline else []
             )
         lines += [
             "| " + " | ".join(head) + " |",
@@ -285,7 +286,7 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
                         cells += ["(baseline)", ""]
                     else:
                         cells += [f"{r[f'{s}_diff']:+.3f} [{r[f'{s}_diff_low']:+.3f}, {r[f'{s}_diff_high']:+.3f}]",
-                                  f"{r[f'{s}_p_better']:.2f}"]  # fmt: skip
+                                  f"{r[f'{s}_conf_better']:.2f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     recipes = "\n".join(
