@@ -129,24 +129,20 @@ def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
         ("label.m=1.5", "label.m=1.5 must be in"),
     ],
 )
-def test_cli_user_errors_are_one_clear_line(override, message, tmp_path):
-    done = cli(
-        override, f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run", "synth=tiny"
-    )
-    assert done.returncode == 2
-    output = done.stdout + done.stderr
+def test_cli_user_errors_are_one_clear_line(override, message, cfg_train, run_main):
+    """run.py's main in this process (test_cli_run_writes_hydra_outputs starts the real one)."""
+    status, output = run_main(cfg_train(override))
+    assert status == 2
     assert message in output
     assert "Traceback" not in output
 
 
-def test_cli_synth_task(tmp_path):
-    done = cli(
-        "task=synth", "synth=tiny", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_cli_synth_task(cfg, run_main, tmp_path):
+    status, output = run_main(cfg("task=synth", "synth=tiny", f"paths.data_dir={tmp_path}"))
+    assert status == 0, output[-2000:]
     roots = list((tmp_path / "synthetic").iterdir())
     assert len(roots) == 1 and (roots[0] / "train.csv").is_file()
-    assert str(roots[0]) in done.stdout
+    assert str(roots[0]) in output
 
 
 @pytest.mark.parametrize(
