@@ -148,6 +148,7 @@ def test_head_pools_chunks_and_rejects_mel_input():
         EmbeddingHead(num_classes=7, pooling="median")
 
 
+@pytest.mark.slow  # BirdNET embeds every window of the tiny set: a quarter of a minute
 def test_train_run_with_model_birdnet_and_checkpoint_reload(tiny_root, tmp_path):
     cfg = train_cfg(
         tiny_root, "experiment=birdnet", "model.hidden=32", "frontend.threads=1", tmp=tmp_path

@@ -134,6 +134,7 @@ def test_same_seed_same_model(cfg_fast, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # two processes that each start torch and Lightning
 def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
     # 11 soundscape rows and an odd number of validation windows: neither splits evenly over 2
     # processes, so the distributed sampler pads with repeats and the rows must be de-duplicated

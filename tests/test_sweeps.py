@@ -178,7 +178,9 @@ def sweep(tmp_path, *overrides):
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+@pytest.mark.parametrize(
+    "launcher", ["basic", pytest.param("submitit_local", marks=pytest.mark.slow)]
+)  # the submitit launcher starts a process per job: slow
 def test_multirun_sweep_then_report(launcher, tiny_root, tmp_path):
     extra = ["launcher=local"] if launcher == "submitit_local" else []
     sweep(tmp_path, *extra, f"data.root={tiny_root}", *TRAIN_FAST, "model.channels=[8],[8,16]")
@@ -196,6 +198,7 @@ def test_multirun_sweep_then_report(launcher, tiny_root, tmp_path):
             assert found and int(found[1]) == share and int(found[2]) <= share, log[-2000:]
 
 
+@pytest.mark.slow  # two sweeps; the fast suite records and skips jobs in test_run_errors
 def test_failed_job_is_recorded_and_finished_job_skipped_on_rerun(tiny_root, tmp_path):
     args = (f"data.root={tiny_root}", *TRAIN_FAST, "model.channels=[8]", "ckpt_path=/no/such.ckpt,null",
             f"++hydra.callbacks.jobs._target_={jobs.__name__}.SweepCallback")  # fmt: skip

@@ -26,6 +26,7 @@ def test_layout_and_columns(tiny_root):
     assert len(list((tiny_root / "test_soundscapes").glob("*.ogg"))) == 2
 
 
+@pytest.mark.slow  # the default spec's ~100 recordings: half a minute or more
 def test_quirks_the_study_fights(tmp_path):
     root = generate(tmp_path / "d", SynthSpec(seed=3), workers=2)
     train = pd.read_csv(root / "train.csv", dtype=str)
