@@ -1,8 +1,8 @@
 """Layered fixtures: a tiny synthetic dataset, then configs composed on it.
 
-    compose_cfg / cfg     the project config, writing into a temporary folder
-    train_cfg / cfg_train  ... on the tiny dataset, with one quick epoch and small batches (any model)
-    fast_cfg / cfg_fast    ... and the default MelCNN made small: the usual training test
+    compose_cfg / cfg      the project config, writing into a temporary folder
+    train_cfg / cfg_train  ... on the tiny dataset with TRAIN_FAST: one quick epoch, any model
+    fast_cfg / cfg_fast    ... with FAST: the default MelCNN made small, the usual training test
 
 The fixtures hand out functions `(*overrides, tmp=tmp_path) -> DictConfig`; the plain
 functions serve session and module fixtures, which cannot use `tmp_path`. A test that needs
@@ -25,6 +25,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 
 from birdclef.data.synthetic import SynthSpec, generate
+from birdclef.data.synthetic.speech import espeak_available
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -32,8 +33,8 @@ REAL_XC = Path(os.environ.get("BIRDCLEF_REAL_XC", ROOT.parent / "shared" / "data
 SR = 32000
 TINY_SEED = 7  # the seed of the tiny dataset (conf/synth/tiny.yaml otherwise)
 
-# One quick epoch on the tiny dataset, for any model: frames cached in this process, small
-# batches, both validation recordings of the classes that have two.
+# One quick epoch on the tiny dataset, for any model: frames cached in this process (no worker
+# pool), small batches, validation recordings from every class that has two or more.
 TRAIN_FAST = (
     "data.cache.workers=0",
     "data.loader.batch_size=16",
@@ -47,7 +48,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n 2: each worker process gets one core's worth of torch threads, so the workers
-    # do not oversubscribe the machine (a job's own start_job() sizes its share again).
+    # do not oversubscribe the machine (run.py processes that tests start size their own).
     import torch
 
     torch.set_num_threads(1)
@@ -79,23 +80,14 @@ def fast_cfg(root: Path, *overrides: str, tmp: Path):
 @functools.cache
 def tiny_spec() -> SynthSpec:
     """The tiny dataset's spec: conf/synth/tiny.yaml with seed TINY_SEED."""
-    cfg = compose_cfg("synth=tiny", f"synth.seed={TINY_SEED}", tmp=Path("unused"))
+    cfg = compose_cfg("synth=tiny", f"synth.seed={TINY_SEED}", tmp=Path("unused"))  # no paths
     return SynthSpec.from_config(cfg.synth)
 
 
-def espeak_available() -> bool:
-    from birdclef.data.synthetic.speech import espeak_available as available
-
-    return available()
-
-
+# tests of real speech need the espeak-ng program (a Debian package, not a Python one)
 needs_espeak = pytest.mark.skipif(
     not espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)"
 )
-
-
-def has_modules(*names: str) -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in names)
 
 
 @pytest.fixture

@@ -107,11 +107,10 @@ def test_hidden_truth_matches_the_audio(tmp_path):
 
 
 def _generate_module():
+    """birdclef.data.synthetic.generate (the package exports a function of that name)."""
     import sys
 
-    return sys.modules[
-        "birdclef.data.synthetic.generate"
-    ]  # the package exports a function of that name
+    return sys.modules["birdclef.data.synthetic.generate"]
 
 
 @needs_espeak
