@@ -22,13 +22,13 @@ run: install
 	$(PY) run.py $(ARGS)
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow -n 2 $(PYTEST_ARGS)
 
 test-all: install
-	$(PY) -m pytest -m '' $(PYTEST_ARGS)
+	$(PY) -m pytest -m '' -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -26,7 +26,7 @@ from birdclef.data.windows import cut_window  # noqa: E402
 from birdclef.models.head import EmbeddingHead  # noqa: E402
 from birdclef.modules.classifier import Classifier  # noqa: E402
 from birdclef.tasks.train import build_datamodule, run  # noqa: E402
-from tests.conftest import SR, compose_cfg, tone, write_wav  # noqa: E402
+from tests.conftest import SR, tone, train_cfg, write_wav  # noqa: E402
 
 WINDOW = 5 * SR
 DIM = 1024  # BirdNET V2.4 embedding size
@@ -148,11 +148,11 @@ def test_head_pools_chunks_and_rejects_mel_input():
         EmbeddingHead(num_classes=7, pooling="median")
 
 
+@pytest.mark.slow  # BirdNET embeds every window of the tiny set: a quarter of a minute
 def test_train_run_with_model_birdnet_and_checkpoint_reload(tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "experiment=birdnet", "model.hidden=32", "trainer.max_epochs=1",
-        "data.cache.workers=0", "data.split.min_val_recordings=2", "frontend.threads=1", tmp=tmp_path,
-    )  # fmt: skip
+    cfg = train_cfg(
+        tiny_root, "experiment=birdnet", "model.hidden=32", "frontend.threads=1", tmp=tmp_path
+    )
     assert cfg.frontend._target_.endswith("BirdNETFrontend")  # set by experiment=birdnet
     metrics = run(cfg)
     assert 0.0 <= metrics["val/auc"] <= 1.0 and 0.0 <= metrics["test/soundscape_auc"] <= 1.0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -32,13 +33,16 @@ def test_every_option_composes(group, option, tmp_path):
         assert instantiate(cfg[group], **derived) is not None
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_every_sweep_composes(sweep):
-    """`python run.py -m -cd multirun_sweeps -cn <sweep>` composes and sweeps existing keys."""
-    cmd = [sys.executable, "run.py", "-cd", "multirun_sweeps", "-cn", sweep.stem, "--cfg", "all"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    cfg = OmegaConf.create(done.stdout)
+def compose_sweep(sweep: Path):
+    """What `python run.py -m -cd multirun_sweeps -cn <sweep>` composes, Hydra's part included:
+    the sweep file is the primary config and finds `config` (its defaults) in conf/."""
+    with initialize_config_dir(config_dir=str(sweep.parent), version_base="1.3"):
+        return compose(
+            sweep.stem, overrides=[f"hydra.searchpath=[file://{CONF}]"], return_hydra_config=True
+        )
+
+
+def check_sweep(sweep: Path, cfg) -> None:
     params = cfg.hydra.sweeper.params
     assert params, f"{sweep.name} sweeps nothing"
     for key, values in params.items():
@@ -47,6 +51,27 @@ def test_every_sweep_composes(sweep):
         else:  # a group: every listed option exists
             for option in str(values).split(","):
                 assert (CONF / key / f"{option}.yaml").is_file(), f"{key}={option}"
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_sweep_composes(sweep):
+    """`python run.py -m -cd multirun_sweeps -cn <sweep>` composes and sweeps existing keys
+    (composed in this process; test_a_sweep_composes_on_the_command_line checks it is the same)."""
+    check_sweep(sweep, compose_sweep(sweep))
+
+
+@pytest.mark.slow
+def test_a_sweep_composes_on_the_command_line():
+    """The command line composes a sweep file as compose_sweep does (a run.py start: slow)."""
+    sweep = SWEEPS[0]
+    cmd = [sys.executable, "run.py", "-cd", "multirun_sweeps", "-cn", sweep.stem, "--cfg", "all"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cfg = OmegaConf.create(done.stdout)
+    check_sweep(sweep, cfg)
+    composed = compose_sweep(sweep)
+    assert cfg.hydra.sweeper.params == composed.hydra.sweeper.params
+    assert set(cfg) == set(composed)  # the same top-level keys, Hydra's included
 
 
 def test_groups_are_the_documented_ones():

@@ -12,7 +12,7 @@ from birdclef.data.curation.manifest import WindowManifest
 from birdclef.data.curation.window_filter import WindowFilter
 from birdclef.data.datasets import _kept_spans
 from birdclef.tasks.train import build_datamodule, write_data_files
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, train_cfg
 from tests.test_curation import LoudDetector
 
 FILTER_OPTIONS = (
@@ -62,10 +62,7 @@ def loud_voice(monkeypatch):
 
 
 def datamodule(tiny_root, tmp_path, *overrides):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2", *overrides,
-        tmp=tmp_path,
-    )  # fmt: skip
+    cfg = train_cfg(tiny_root, *overrides, tmp=tmp_path)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")

@@ -9,7 +9,8 @@ import pytest
 
 from birdclef.core.errors import ConfigError
 from birdclef.data.curation.detectors import DETECTOR_RATE, SileroVad, YamnetDetector
-from birdclef.data.synthetic.speech import espeak_available, render_speech
+from birdclef.data.synthetic.speech import render_speech
+from tests.conftest import needs_espeak
 
 # not importorskip: TensorFlow must come after torch and triton (import_tensorflow sees to it)
 needs_tf = pytest.mark.skipif(
@@ -27,8 +28,9 @@ def whistle(seconds: float, freq: float = 3000.0) -> np.ndarray:
     ).astype(np.float32)
 
 
+@needs_espeak
 @pytest.mark.skipif(
-    not espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)"
+    importlib.util.find_spec("silero_vad") is None, reason="pip install -e .[curation]"
 )
 def test_silero_finds_espeak_speech_in_an_intro_and_not_in_calls():
     rng = np.random.default_rng(0)

@@ -23,17 +23,16 @@ from birdclef.modules.distill import Distiller
 from birdclef.modules.exported_teacher import HIGH, LOW, ExportedTeacher
 from birdclef.tasks.distill import recorded_auc, run, trained_on
 from birdclef.tasks.train import build_datamodule
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, fast_cfg, train_cfg
 
-TINY = ("augment=none", "data.cache.workers=0", "data.loader.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]")  # fmt: skip
+NO_MIXUP = "augment=none"  # distillation refuses augments that mix windows
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 def _cfg(tiny_root, tmp_path, teacher, *overrides):
-    return compose_cfg(
-        f"data.root={tiny_root}", "task=distill", f"teacher.models=[{teacher}]", *TINY, *overrides,
-        tmp=tmp_path,
-    )  # fmt: skip
+    return fast_cfg(
+        tiny_root, "task=distill", f"teacher.models=[{teacher}]", NO_MIXUP, *overrides, tmp=tmp_path
+    )
 
 
 def _distiller(
@@ -98,14 +97,12 @@ def test_sigmoid_student_without_null(tiny_checkpoint):
     assert model.kd_loss(s, t).item() == pytest.approx(math.log(2), rel=1e-6)
 
 
-def test_teacher_features_follow_the_window(tiny_root, tmp_path):
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", tmp=tmp_path)
+def test_teacher_features_follow_the_window(cfg_train):
+    cfg = cfg_train()
     for crop in ("fixed", "random"):  # same front end: the teacher sees exactly the same crop
         dm = build_datamodule(
-            compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", f"data.windows.crop={crop}",
-                        tmp=tmp_path),
-            teacher=TeacherInputs(MelFrontend(32000)),
-        )  # fmt: skip
+            cfg_train(f"data.windows.crop={crop}"), teacher=TeacherInputs(MelFrontend(32000))
+        )
         dm.prepare_data()
         dm.setup("fit")
         torch.manual_seed(0)
@@ -181,9 +178,8 @@ def test_cross_fitted_teachers_teach_out_of_fold(tiny_root, tmp_path):
         out = tmp_path / f"fold{k}"
         from birdclef.tasks.train import run as train
 
-        train(compose_cfg(
-            f"data.root={tiny_root}", *TINY, "data.split.folds=2", f"data.split.fold={k}", "seed=3",
-            tmp=out,
+        train(fast_cfg(
+            tiny_root, NO_MIXUP, "data.split.folds=2", f"data.split.fold={k}", "seed=3", tmp=out
         ))  # fmt: skip
         teachers.append(out / "out" / "checkpoints" / "best.ckpt")
     splits = [pd.read_csv(t.parent.parent / "split.csv") for t in teachers]
@@ -216,9 +212,9 @@ def exported(tiny_root, tiny_checkpoint, tmp_path_factory) -> Path:
     from birdclef.tasks.export import run as export
 
     tmp = tmp_path_factory.mktemp("export")
-    export(compose_cfg(
-        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={tiny_checkpoint}",
-        "task.int8=false", "task.check_windows=4", "task.calibration_windows=1", tmp=tmp,
+    export(train_cfg(
+        tiny_root, "task=export", f"task.model={tiny_checkpoint}", "task.int8=false",
+        "task.check_windows=4", "task.calibration_windows=1", tmp=tmp,
     ))  # fmt: skip
     return tmp / "out" / "export"
 

@@ -22,7 +22,7 @@ from birdclef.analysis.embed import (
 from birdclef.data.windows import recording_window_starts
 from birdclef.models.melcnn import MelCNN
 from birdclef.tasks.embed import penultimate
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, train_cfg
 
 N_CLASSES, PER_CLASS, DIMS = 8, 30, 16
 
@@ -96,10 +96,9 @@ def test_markdown_table_formats_floats_and_blanks_nan():
 def test_embed_task_on_the_tiny_set(tiny_root, tiny_checkpoint, tmp_path):
     from birdclef.tasks.embed import run
 
-    cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0", "task.umap=false",
-        "task.representations=[mel,mfcc,model,vae]", f"task.checkpoint={tiny_checkpoint}",
-        "task.vae.epochs=2", "model.channels=[4,8]", "trainer.max_epochs=1", tmp=tmp_path,
+    cfg = train_cfg(
+        tiny_root, "task=embed", "task.umap=false", "task.representations=[mel,mfcc,model,vae]",
+        f"task.checkpoint={tiny_checkpoint}", "task.vae.epochs=2", "model.channels=[4,8]", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
     out = tmp_path / "out"
@@ -146,9 +145,9 @@ def test_embed_leaves_out_recordings_another_front_end_could_not_read(
         return {k: (Without(f), *rest) for k, (f, *rest) in real(*args).items()}
 
     monkeypatch.setattr(embed, "other_frames", other_frames)
-    cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0", "task.umap=false",
-        "task.representations=[mel,model]", f"task.checkpoint={tiny_checkpoint}", tmp=tmp_path,
+    cfg = train_cfg(
+        tiny_root, "task=embed", "task.umap=false", "task.representations=[mel,model]",
+        f"task.checkpoint={tiny_checkpoint}", tmp=tmp_path,
     )  # fmt: skip
     metrics = embed.run(cfg)
     window = 5 * cfg.sample_rate
@@ -177,10 +176,7 @@ def test_embed_umap_plots_and_birdnet(tiny_root, tmp_path):
     pytest.importorskip("umap")
     from birdclef.tasks.embed import run
 
-    cfg = compose_cfg(
-        "task=embed", f"data.root={tiny_root}", "data.cache.workers=0",
-        "task.representations=[mel,birdnet]", tmp=tmp_path,
-    )  # fmt: skip
+    cfg = train_cfg(tiny_root, "task=embed", "task.representations=[mel,birdnet]", tmp=tmp_path)
     metrics = run(cfg)
     out = tmp_path / "out"
     assert (out / "umap_mel.png").stat().st_size > 10_000

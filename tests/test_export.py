@@ -18,7 +18,7 @@ from birdclef.inference.runtime import predict_folder
 from birdclef.models.layers import PCEN
 from birdclef.models.quantize import sample_windows
 from birdclef.tasks.export import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, train_cfg
 
 TOLERANCE = 1e-4  # task.tolerance's default: |score difference| fp32 / OpenVINO vs torch
 INT8_TOLERANCE = 0.05  # |score difference| int8 vs fp32 seen on the tiny MelCNN: ~0.004
@@ -27,10 +27,7 @@ SMALL = ("task.check_windows=16", "task.calibration_windows=32")
 
 
 def export_cfg(tiny_root: Path, model: Path, tmp: Path, *overrides: str):
-    return compose_cfg(
-        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={model}", *SMALL,
-        *overrides, tmp=tmp,
-    )  # fmt: skip
+    return train_cfg(tiny_root, "task=export", f"task.model={model}", *SMALL, *overrides, tmp=tmp)
 
 
 def checkpoint_with(source: Path, target: Path, net: dict, frontend: dict | None = None) -> Path:

@@ -3,8 +3,6 @@
 import filecmp
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from birdclef.data.mixtures import (
     rms,
 )
 from birdclef.tasks.mix import run
-from tests.conftest import ROOT, SR, compose_cfg
+from tests.conftest import SR, compose_cfg
 
 N = 2  # soundscapes per test folder
 ENDS = list(range(5, 61, 5))  # s, the 12 rows of a 60-s soundscape
@@ -200,9 +198,9 @@ def test_bad_sources_are_one_clear_error(tiny_root, tmp_path):
         MixSpec(sources_per_window=(3, 2)).validate()
 
 
-def test_the_shipped_command_fails_in_one_line_without_a_source(tmp_path):
-    cmd = [sys.executable, str(ROOT / "run.py"), "task=mix", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert "task.source is not set" in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+def test_the_shipped_command_fails_in_one_line_without_a_source(cfg, run_main):
+    """`python run.py task=mix`, run.py's main in this process."""
+    status, output = run_main(cfg("task=mix"))
+    assert status == 2, output
+    assert "task.source is not set" in output
+    assert "Traceback" not in output

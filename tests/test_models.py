@@ -18,7 +18,7 @@ from birdclef.models.timm_nets import TimmNet
 from birdclef.models.weights import from_efficientnet_pytorch
 from birdclef.modules.classifier import Classifier
 from birdclef.tasks.train import build_datamodule, run
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, compose_cfg, train_cfg
 
 TINY_TIMM = "mobilenetv3_small_050"  # the smallest timm CNN: a training step in ~0.1 s on CPU
 MEL = (2, 1, 32, 64)  # batch, channel, mels, frames
@@ -230,10 +230,7 @@ def trained(request, tiny_root, data_dir, tmp_path_factory):
     """One epoch of every model option on the tiny dataset."""
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
-        "trainer.max_epochs=1", "frontend.n_mels=32", f"model={name}", *SMALL.get(name, []), tmp=tmp,
-    )  # fmt: skip
+    cfg = train_cfg(tiny_root, "frontend.n_mels=32", f"model={name}", *SMALL.get(name, []), tmp=tmp)
     cfg = OmegaConf.merge(cfg, {"paths": {"data_dir": str(data_dir)}})
     return name, cfg, run(cfg)
 
@@ -305,10 +302,9 @@ def test_pkg_weights_of_a_missing_package(tmp_path):
 def test_a_checkpoint_reloads_without_its_init_weights_file(tiny_root, tmp_path):
     source = tmp_path / "init.pth"
     torch.save(TimmNet(3, backbone=TINY_TIMM).backbone.state_dict(), source)
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
-        "trainer.max_epochs=1", "frontend.n_mels=32", "model=efficientnet",
-        f"model.backbone={TINY_TIMM}", f"model.weights={source}", tmp=tmp_path,
+    cfg = train_cfg(
+        tiny_root, "frontend.n_mels=32", "model=efficientnet", f"model.backbone={TINY_TIMM}",
+        f"model.weights={source}", tmp=tmp_path,
     )  # fmt: skip
     run(cfg)
     source.unlink()

@@ -126,16 +126,17 @@ def test_bad_predict_input_is_one_clear_error(tiny_root, tiny_checkpoint, tmp_pa
         predict.run(cfg)
 
 
-def test_cli_predict_error_is_one_line(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "run.py", "task=predict", f"predict.models=[{tmp_path / 'm.ckpt'}]",
-         "predict.soundscapes=.", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "model not found" in done.stderr + done.stdout
-    assert "Traceback" not in done.stderr
-    assert "task:" in (tmp_path / "config.yaml").read_text()  # every task leaves its config
+def test_cli_predict_error_is_one_line(cfg, run_main, tmp_path):
+    """`python run.py task=predict ...` from the project folder, run.py's main in this process."""
+    status, output = run_main(
+        cfg(
+            "task=predict", f"predict.models=[{tmp_path / 'm.ckpt'}]", f"predict.soundscapes={ROOT}"
+        )
+    )
+    assert status == 2
+    assert "model not found" in output
+    assert "Traceback" not in output
+    assert "task:" in (tmp_path / "out" / "config.yaml").read_text()  # every task leaves its config
 
 
 def test_resampled_and_stereo_audio_are_scored(tiny_checkpoint, tmp_path):

@@ -15,7 +15,7 @@ from birdclef.data.metadata import load_metadata
 from birdclef.data.samplers import EpochRedrawSampler
 from birdclef.data.teacher_inputs import TeacherInputs
 from birdclef.tasks.train import build_datamodule, run
-from tests.conftest import compose_cfg
+from tests.conftest import TRAIN_FAST, compose_cfg, fast_cfg, train_cfg
 
 SR, HOP = 32000, 500  # the mel front end's rate and hop
 ROW = 5  # s
@@ -40,9 +40,7 @@ def shared(tiny_root, tmp_path_factory) -> dict:
 
 
 def datamodule(shared, tmp: Path, *overrides: str):
-    cfg = compose_cfg(
-        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}", *overrides, tmp=tmp,
-    )  # fmt: skip
+    cfg = compose_cfg(*TRAIN_FAST, f"data.cache.dir={shared['tmp'] / 'cache'}", *overrides, tmp=tmp)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
@@ -140,9 +138,8 @@ def test_bad_pseudo_settings_and_files_are_one_clear_error(
 
 
 def test_one_epoch_with_pseudo_labels_writes_metrics(shared, tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}",
-        "data.loader.batch_size=16", "trainer.max_epochs=1", "model.channels=[8,16]",
+    cfg = fast_cfg(
+        tiny_root, f"data.cache.dir={shared['tmp'] / 'cache'}",
         f"data.pseudo.labels={shared['labels']}", "data.pseudo.power=2", tmp=tmp_path,
     )  # fmt: skip
     metrics = run(cfg)
@@ -157,9 +154,9 @@ def test_distillation_teacher_hears_the_pseudo_windows_too(shared, tiny_root, tm
     from birdclef.data.frontend import MelFrontend
 
     teacher = MelFrontend(SR, n_mels=32, hop_length=1000)  # another cache key and frame rate
-    cfg = compose_cfg(
-        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}",
-        f"data.root={tiny_root}", f"data.pseudo.labels={shared['labels']}", tmp=tmp_path,
+    cfg = train_cfg(
+        tiny_root, f"data.cache.dir={shared['tmp'] / 'cache'}",
+        f"data.pseudo.labels={shared['labels']}", tmp=tmp_path,
     )  # fmt: skip
     dm = build_datamodule(cfg, teacher=TeacherInputs(teacher))
     dm.prepare_data()
@@ -192,10 +189,9 @@ def test_distill_on_pseudo_labelled_windows(shared, tiny_root, tiny_checkpoint, 
     """task=distill with data.pseudo: the student learns from the teacher on both kinds of window."""
     from birdclef.tasks.distill import run as distill
 
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "task=distill", "augment=none", f"teacher.models=[{tiny_checkpoint}]",
-        "data.cache.workers=0", f"data.cache.dir={shared['tmp'] / 'cache'}", "data.loader.batch_size=16",
-        "trainer.max_epochs=1", "model.channels=[8,16]", f"data.pseudo.labels={shared['labels']}",
+    cfg = fast_cfg(
+        tiny_root, "task=distill", "augment=none", f"teacher.models=[{tiny_checkpoint}]",
+        f"data.cache.dir={shared['tmp'] / 'cache'}", f"data.pseudo.labels={shared['labels']}",
         "data.pseudo.ratio=1", tmp=tmp_path,
     )  # fmt: skip
     metrics = distill(cfg)

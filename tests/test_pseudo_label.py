@@ -20,7 +20,7 @@ from birdclef.inference.rows import frames_along_file, window_starts
 from birdclef.inference.runtime import predict_folder
 from birdclef.inference.teacher import frames_on_grid
 from birdclef.tasks import pseudo_label
-from tests.conftest import SR, compose_cfg
+from tests.conftest import SR, compose_cfg, train_cfg
 
 
 def _run(tiny_root, ckpt, tmp_path, *overrides):
@@ -143,10 +143,7 @@ def sed_checkpoint(tiny_root, tmp_path_factory):
     from birdclef.tasks.train import run
 
     tmp = tmp_path_factory.mktemp("sed")
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
-        "trainer.max_epochs=1", "model=sed", f"model.backbone={TINY_TIMM}", tmp=tmp,
-    )  # fmt: skip
+    cfg = train_cfg(tiny_root, "model=sed", f"model.backbone={TINY_TIMM}", tmp=tmp)
     run(cfg)
     return tmp / "out" / "checkpoints" / "best.ckpt"
 

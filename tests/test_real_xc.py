@@ -19,6 +19,7 @@ def test_metadata_of_real_folder():
     assert set(meta.class_names.values()) >= {"Aves", "Amphibia"}
 
 
+@pytest.mark.slow  # two epochs of the default MelCNN on 88 real recordings: half a minute
 def test_trains_and_scores_real_soundscapes(tmp_path):
     cfg = compose_cfg(f"data.root={REAL_XC}", "trainer.max_epochs=2", tmp=tmp_path)
     metrics = run(cfg)

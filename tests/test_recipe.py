@@ -16,26 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from birdclef.core.metric import competition_score
 from birdclef.modules.callbacks import EMA
 from birdclef.tasks.train import build_datamodule, run
-from tests.conftest import ROOT, compose_cfg
-
-FAST = (
-    "data.cache.workers=0",
-    "data.split.min_val_recordings=2",
-    "data.loader.batch_size=16",
-    "model.channels=[8,16]",
-)
+from tests.conftest import FAST, ROOT, fast_cfg
 
 
-def tiny_cfg(tiny_root, tmp, *overrides):
-    return compose_cfg(f"data.root={tiny_root}", *FAST, *overrides, tmp=tmp)
-
-
-def test_balanced_sampler_weights(tiny_root, tmp_path):
-    dm = build_datamodule(
-        tiny_cfg(
-            tiny_root, tmp_path, "data.loader.sampler=balanced", "data.loader.balance_power=1.0"
-        )
-    )
+def test_balanced_sampler_weights(cfg_fast):
+    dm = build_datamodule(cfg_fast("data.loader.sampler=balanced", "data.loader.balance_power=1.0"))
     dm.setup()
     sampler = dm.balanced_sampler()
     primary = torch.as_tensor(dm.train_set.primary)
@@ -116,8 +101,8 @@ def test_ema_updates_once_per_optimizer_step_with_accumulation():
     assert torch.allclose(ema.shadow["layer.weight"], expected, atol=1e-6)
 
 
-def test_ema_run_saves_averaged_weights(tiny_root, tmp_path):
-    metrics = run(tiny_cfg(tiny_root, tmp_path, "callbacks=ema", "trainer.max_epochs=2"))
+def test_ema_run_saves_averaged_weights(cfg_fast, tmp_path):
+    metrics = run(cfg_fast("callbacks=ema", "trainer.max_epochs=2"))
     state = torch.load(tmp_path / "out/checkpoints/best.ckpt", weights_only=True)
     shadow = next(v for k, v in state["callbacks"].items() if k.startswith("EMA"))["shadow"]
     key = next(iter(shadow))
@@ -125,8 +110,8 @@ def test_ema_run_saves_averaged_weights(tiny_root, tmp_path):
     assert np.isfinite(metrics["test/soundscape_auc"])
 
 
-def test_early_stopping_stops(tiny_root, tmp_path):
-    cfg = tiny_cfg(tiny_root, tmp_path, "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
+def test_early_stopping_stops(cfg_fast):
+    cfg = cfg_fast("callbacks=early_stopping", "callbacks.early_stopping.patience=1",
                    "+callbacks.early_stopping.min_delta=1.0", "trainer.max_epochs=10")  # fmt: skip
     metrics = run(cfg)
     assert (
@@ -134,21 +119,22 @@ def test_early_stopping_stops(tiny_root, tmp_path):
     )  # first epoch sets the best, the second cannot beat it by 1.0
 
 
-def test_same_seed_same_model(tiny_root, tmp_path):
+def test_same_seed_same_model(cfg_fast, tmp_path):
     extra = (
         "trainer.max_epochs=1",
         "augment=recipe",
         "data.loader.sampler=balanced",
         "trainer.gradient_clip_val=1.0",
     )
-    first = run(tiny_cfg(tiny_root, tmp_path / "a", *extra))
-    second = run(tiny_cfg(tiny_root, tmp_path / "b", *extra))
+    first = run(cfg_fast(*extra, tmp=tmp_path / "a"))
+    second = run(cfg_fast(*extra, tmp=tmp_path / "b"))
     assert first["val/auc"] == second["val/auc"] and first["val/loss"] == second["val/loss"]
     a = torch.load(tmp_path / "a/out/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b/out/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # two processes that each start torch and Lightning
 def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
     # 11 soundscape rows and an odd number of validation windows: neither splits evenly over 2
     # processes, so the distributed sampler pads with repeats and the rows must be de-duplicated
@@ -157,7 +143,7 @@ def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
     labels = root / "test_soundscapes/soundscape_labels.csv"
     solution = pd.read_csv(labels, dtype={"row_id": str}).iloc[:-1]
     solution.to_csv(labels, index=False)
-    dm = build_datamodule(compose_cfg(f"data.root={root}", *FAST, tmp=tmp_path))
+    dm = build_datamodule(fast_cfg(root, tmp=tmp_path))
     dm.setup()
     assert len(dm.test_set) == 11 and len(dm.val_set) % 2 == 1, len(dm.val_set)
     # train and evaluate with 2 CPU processes (gloo)
@@ -176,11 +162,7 @@ def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
     # evaluate the same checkpoint in one process: resuming a finished run trains nothing and
     # scores its best checkpoint
     last = tmp_path / "run/checkpoints/last.ckpt"
-    single = run(
-        compose_cfg(
-            f"data.root={root}", *FAST, "trainer.max_epochs=1", f"ckpt_path={last}", tmp=tmp_path
-        )
-    )
+    single = run(fast_cfg(root, "trainer.max_epochs=1", f"ckpt_path={last}", tmp=tmp_path))
     for key in ("val/auc", "val/balanced_acc", "test/soundscape_auc"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
     # every soundscape row scored once, in order, with the single process's scores
@@ -197,18 +179,16 @@ def test_ddp_evaluation_equals_a_single_process_one(tiny_root, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_gpu_bf16_run(tiny_root, tmp_path):
-    metrics = run(tiny_cfg(tiny_root, tmp_path, "trainer=gpu", "trainer.max_epochs=2"))
+def test_gpu_bf16_run(cfg_fast):
+    metrics = run(cfg_fast("trainer=gpu", "trainer.max_epochs=2"))
     assert np.isfinite(metrics["val/auc"]) and np.isfinite(metrics["test/soundscape_auc"])
 
 
-def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
+def test_filters_leave_the_validation_set_alone(cfg_fast):
     splits = {}
     for name in ("none", "rating"):
         dm = build_datamodule(
-            tiny_cfg(
-                tiny_root,
-                tmp_path,
+            cfg_fast(
                 *(
                     ["filter.rating.enabled=true", "filter.rating.min_rating=5"]
                     * (name == "rating")
@@ -223,10 +203,9 @@ def test_filters_leave_the_validation_set_alone(tiny_root, tmp_path):
     assert train["rating"] < train["none"]  # the filter removed training rows only
 
 
-def test_balanced_draws_are_seeded_per_epoch(tiny_root, tmp_path):
+def test_balanced_draws_are_seeded_per_epoch(cfg_train):
     """A resumed run (a fresh sampler set to its epoch) draws what the uninterrupted one drew."""
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", tmp=tmp_path)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg_train())
     dm.setup()
     running = dm.balanced_sampler()
     epochs = []

@@ -14,7 +14,6 @@ from birdclef.core.errors import ConfigError
 from birdclef.modules.schedules import RESUME_MODES, WarmupCosine
 from birdclef.tasks.train import run
 from tests.conftest import compose_cfg
-from tests.test_recipe import tiny_cfg
 
 PEAK, FLOOR = 1e-3, 0.01  # lr, min_lr_ratio
 
@@ -115,11 +114,11 @@ LR_STEPS = (*EVERY_EPOCH, "+callbacks.lr._target_=lightning.pytorch.callbacks.Le
             "+callbacks.lr.logging_interval=step", "trainer.log_every_n_steps=1")  # fmt: skip
 
 
-def test_resumed_run_with_more_epochs_keeps_the_lr_schedule(tiny_root, tmp_path):
+def test_resumed_run_with_more_epochs_keeps_the_lr_schedule(cfg_fast, tmp_path):
     # the README's resume: a finished 2-epoch run, resumed with trainer.max_epochs=4
-    run(tiny_cfg(tiny_root, tmp_path / "a", *LR_STEPS, "trainer.max_epochs=2"))
+    run(cfg_fast(*LR_STEPS, "trainer.max_epochs=2", tmp=tmp_path / "a"))
     last = tmp_path / "a/out/checkpoints/last.ckpt"
-    run(tiny_cfg(tiny_root, tmp_path / "b", *LR_STEPS, "trainer.max_epochs=4", f"ckpt_path={last}"))
+    run(cfg_fast(*LR_STEPS, "trainer.max_epochs=4", f"ckpt_path={last}", tmp=tmp_path / "b"))
     lrs = [logged(tmp_path / x / "out").dropna(subset=["lr-AdamW"]) for x in "ab"]
     steps = pd.concat(lrs)["step"].astype(int).tolist()
     trace = (pd.concat(lrs)["lr-AdamW"] / 2.0e-3).tolist()  # conf/optim/adamw.yaml's peak lr
@@ -142,7 +141,7 @@ class StopAfter(L.Callback):
             trainer.should_stop = True
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_root, tmp_path):
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(cfg_fast, tmp_path):
     recipe = (
         *EVERY_EPOCH,
         "augment=mixup",
@@ -150,12 +149,12 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_root, tmp_
         "data.loader.sampler=balanced",
         "trainer.max_epochs=4",
     )
-    whole = run(tiny_cfg(tiny_root, tmp_path / "whole", *recipe))
+    whole = run(cfg_fast(*recipe, tmp=tmp_path / "whole"))
     stopper = (f"+callbacks.stop._target_={__name__}.StopAfter", "+callbacks.stop.epochs=2")
-    first = run(tiny_cfg(tiny_root, tmp_path / "a", *recipe, *stopper))
+    first = run(cfg_fast(*recipe, *stopper, tmp=tmp_path / "a"))
     assert first["train/epochs"] == 2
     last = tmp_path / "a/out/checkpoints/last.ckpt"  # the resumed run writes beside it
-    resumed = run(tiny_cfg(tiny_root, tmp_path / "b", *recipe, f"ckpt_path={last}"))
+    resumed = run(cfg_fast(*recipe, f"ckpt_path={last}", tmp=tmp_path / "b"))
     assert resumed["train/epochs"] == whole["train/epochs"] == 4
     trained = logged(tmp_path / "b/out").dropna(subset=["train/loss"])
     assert set(trained["epoch"].astype(int)) == {2, 3}  # only the epochs still to do were trained

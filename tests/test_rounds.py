@@ -11,14 +11,11 @@ from omegaconf import OmegaConf
 from birdclef.core.errors import ConfigError
 from birdclef.core.io import write_json, write_text
 from birdclef.tasks import rounds
-from tests.conftest import compose_cfg
+from tests.conftest import fast_cfg
 
 
 def _cfg(tiny_root, tmp_path, *overrides):
-    return compose_cfg(
-        "task=rounds", f"data.root={tiny_root}", "data.cache.workers=0", "teacher.workers=1",
-        *overrides, tmp=tmp_path,
-    )  # fmt: skip
+    return fast_cfg(tiny_root, "task=rounds", "teacher.workers=1", *overrides, tmp=tmp_path)
 
 
 @pytest.fixture
@@ -166,10 +163,7 @@ def test_rounds_errors(tiny_root, tmp_path):
 
 @pytest.mark.slow
 def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
-    cfg = _cfg(
-        tiny_root, tmp_path, "task.k=1", "trainer.max_epochs=1", "data.loader.batch_size=16",
-        "data.split.min_val_recordings=2", "model.channels=[8,16]", "data.pseudo.power=2",
-    )  # fmt: skip
+    cfg = _cfg(tiny_root, tmp_path, "task.k=1", "data.pseudo.power=2")
     metrics = rounds.run(cfg)
     out = tmp_path / "out"
     r1 = json.loads((out / "round_1" / "train" / "metrics.json").read_text())
@@ -186,10 +180,8 @@ def test_one_real_round_on_the_tiny_set(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_one_real_distilled_round_on_the_tiny_set(tiny_root, tmp_path):
     cfg = _cfg(
-        tiny_root, tmp_path, "task.k=1", "task.distill=true", "augment=none",
-        "trainer.max_epochs=1", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
-        "model.channels=[8,16]", "data.pseudo.power=2",
-    )  # fmt: skip
+        tiny_root, tmp_path, "task.k=1", "task.distill=true", "augment=none", "data.pseudo.power=2"
+    )
     rounds.run(cfg)
     r1 = json.loads((tmp_path / "out" / "round_1" / "train" / "metrics.json").read_text())
     teacher = str(tmp_path / "out" / "round_0" / "train" / rounds.BEST)

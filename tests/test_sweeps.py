@@ -14,9 +14,8 @@ from birdclef.core.cpus import available_cpus
 from birdclef.core.errors import DataError
 from birdclef.runs import jobs
 from birdclef.runs.report import collect, main, table
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TRAIN_FAST
 
-FAST = ("data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1")
 LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -179,10 +178,12 @@ def sweep(tmp_path, *overrides):
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+@pytest.mark.parametrize(
+    "launcher", ["basic", pytest.param("submitit_local", marks=pytest.mark.slow)]
+)  # the submitit launcher starts a process per job: slow
 def test_multirun_sweep_then_report(launcher, tiny_root, tmp_path):
     extra = ["launcher=local"] if launcher == "submitit_local" else []
-    sweep(tmp_path, *extra, f"data.root={tiny_root}", *FAST, "model.channels=[8],[8,16]")
+    sweep(tmp_path, *extra, f"data.root={tiny_root}", *TRAIN_FAST, "model.channels=[8],[8,16]")
     runs, common = collect([tmp_path / "sweep"])
     assert sorted(name for name, _ in runs) == ["model.channels=[8,16]", "model.channels=[8]"]
     assert "trainer.max_epochs=1" in common
@@ -197,8 +198,9 @@ def test_multirun_sweep_then_report(launcher, tiny_root, tmp_path):
             assert found and int(found[1]) == share and int(found[2]) <= share, log[-2000:]
 
 
+@pytest.mark.slow  # two sweeps; the fast suite records and skips jobs in test_run_errors
 def test_failed_job_is_recorded_and_finished_job_skipped_on_rerun(tiny_root, tmp_path):
-    args = (f"data.root={tiny_root}", *FAST, "model.channels=[8]", "ckpt_path=/no/such.ckpt,null",
+    args = (f"data.root={tiny_root}", *TRAIN_FAST, "model.channels=[8]", "ckpt_path=/no/such.ckpt,null",
             f"++hydra.callbacks.jobs._target_={jobs.__name__}.SweepCallback")  # fmt: skip
     first = sweep(tmp_path, *args)
     failed, finished = tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"

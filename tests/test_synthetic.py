@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,8 +8,8 @@ from birdclef.core.errors import ConfigError
 from birdclef.data.audio import audio_seconds, load_audio
 from birdclef.data.metadata import TAXONOMY_COLUMNS, TRAIN_COLUMNS
 from birdclef.data.synthetic import SynthSpec, generate
-from birdclef.data.synthetic.speech import WORDS, espeak_available, intro_text, render_speech
-from tests.conftest import TINY
+from birdclef.data.synthetic.speech import WORDS, intro_text, render_speech
+from tests.conftest import needs_espeak, tiny_spec
 
 
 def test_layout_and_columns(tiny_root):
@@ -24,6 +26,7 @@ def test_layout_and_columns(tiny_root):
     assert len(list((tiny_root / "test_soundscapes").glob("*.ogg"))) == 2
 
 
+@pytest.mark.slow  # the default spec's ~100 recordings: half a minute or more
 def test_quirks_the_study_fights(tmp_path):
     root = generate(tmp_path / "d", SynthSpec(seed=3), workers=2)
     train = pd.read_csv(root / "train.csv", dtype=str)
@@ -42,10 +45,10 @@ def test_quirks_the_study_fights(tmp_path):
     assert len(truth) == 8 * 12 and (truth.drop(columns="row_id").sum(axis=1) > 1).any()
 
 
-def test_deterministic_per_seed(tmp_path):
-    a = generate(tmp_path / "a", SynthSpec(**TINY), workers=0)
-    b = generate(tmp_path / "b", SynthSpec(**TINY), workers=2)
-    c = generate(tmp_path / "c", SynthSpec(**{**TINY, "seed": 8}), workers=0)
+def test_deterministic_per_seed(tiny_root, tmp_path):
+    a = tiny_root  # the session's tiny dataset, generated in this process (workers=0)
+    b = generate(tmp_path / "b", tiny_spec(), workers=2)
+    c = generate(tmp_path / "c", replace(tiny_spec(), seed=8), workers=0)
     for name in (
         "train.csv",
         "taxonomy.csv",
@@ -81,9 +84,9 @@ def window_rms(audio: np.ndarray, seconds: float, sr: int = 32000) -> np.ndarray
 
 
 def test_hidden_truth_matches_the_audio(tmp_path):
-    spec = SynthSpec(**{**TINY, "n_test_soundscapes": 2, "soundscape_seconds": 60,
-                        "species_per_soundscape": (1, 1), "soundscape_snr_db": (15.0, 20.0),
-                        "median_seconds": 16.0, "silence_fraction": 1.0})  # fmt: skip
+    spec = replace(tiny_spec(), n_test_soundscapes=2, soundscape_seconds=60,
+                   species_per_soundscape=(1, 1), soundscape_snr_db=(15.0, 20.0),
+                   median_seconds=16.0, silence_fraction=1.0)  # fmt: skip
     root = generate(tmp_path / "d", spec, workers=0)
     truth = pd.read_csv(root / "test_soundscapes" / "soundscape_labels.csv")
     present = truth.drop(columns="row_id").sum(axis=1).to_numpy() > 0
@@ -103,27 +106,39 @@ def test_hidden_truth_matches_the_audio(tmp_path):
     assert np.sqrt(np.mean(inside**2)) < 0.2 * np.sqrt(np.mean(loud**2))
 
 
-def test_the_voice_is_part_of_the_datasets_key(tmp_path, monkeypatch, caplog):
+def _generate_module():
+    """birdclef.data.synthetic.generate (the package exports a function of that name)."""
     import sys
 
+    return sys.modules["birdclef.data.synthetic.generate"]
+
+
+@needs_espeak
+def test_the_voice_is_part_of_the_datasets_key(tmp_path):
     from birdclef.data.synthetic import dataset_dir
 
-    gen = sys.modules[
-        "birdclef.data.synthetic.generate"
-    ]  # the package exports a function of that name
-
-    formant, espeak = SynthSpec(**TINY), SynthSpec(**TINY, voice="espeak")
+    formant, espeak = tiny_spec(), replace(tiny_spec(), voice="espeak")
     assert "voice" not in formant.as_dict()  # folders made before the option keep their names
     assert dataset_dir(tmp_path, formant) != dataset_dir(tmp_path, espeak)
+
+
+def test_without_espeak_ng_the_voice_falls_back_to_the_formant_key(tmp_path, monkeypatch, caplog):
+    """The key logic and the fallback, with espeak-ng's presence faked either way."""
+    from birdclef.data.synthetic import dataset_dir
+
+    formant, espeak = tiny_spec(), replace(tiny_spec(), voice="espeak")
+    assert "voice" not in formant.as_dict()  # folders made before the option keep their names
     with pytest.raises(ConfigError, match="synth.voice='opera'"):
         SynthSpec.from_config({"voice": "opera"})
-    monkeypatch.setattr(gen, "espeak_available", lambda: False)
+    monkeypatch.setattr(_generate_module(), "espeak_available", lambda: True)
+    assert dataset_dir(tmp_path, formant) != dataset_dir(tmp_path, espeak)
+    monkeypatch.setattr(_generate_module(), "espeak_available", lambda: False)
     with caplog.at_level("WARNING"):
         assert dataset_dir(tmp_path, espeak) == dataset_dir(tmp_path, formant)
     assert "espeak-ng is not installed" in caplog.text
 
 
-@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+@needs_espeak
 def test_espeak_intros_are_real_speech_and_deterministic_per_seed():
     a = render_speech(3.0, 32000, np.random.default_rng(5))
     b = render_speech(3.0, 32000, np.random.default_rng(5))

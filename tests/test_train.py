@@ -18,17 +18,14 @@ from birdclef.data.labels import InformedLabels, MultiLabels
 from birdclef.data.metadata import load_soundscape_labels
 from birdclef.modules.classifier import Classifier
 from birdclef.tasks.train import build_datamodule, run
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, TRAIN_FAST, compose_cfg, fast_cfg
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_root, tmp_path_factory):
     """One short training run shared by the checks below."""
     tmp = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
-        "trainer.max_epochs=2", "model.channels=[8,16]", "label.m=0.65", tmp=tmp,
-    )  # fmt: skip
+    cfg = fast_cfg(tiny_root, "trainer.max_epochs=2", "label.m=0.65", tmp=tmp)
     return cfg, run(cfg)
 
 
@@ -90,25 +87,17 @@ def test_bad_audio_is_skipped_and_listed(tiny_root, tmp_path):
     victim = train["filename"].iloc[0]
     (root / "train_audio" / victim).write_bytes(b"garbage")
     (root / "train_audio" / train["filename"].iloc[1]).unlink()
-    cfg = compose_cfg(
-        f"data.root={root}", "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1",
-        "model.channels=[8]", tmp=tmp_path,
-    )  # fmt: skip
-    run(cfg)
+    run(fast_cfg(root, "model.channels=[8]", tmp=tmp_path))
     skipped = pd.read_csv(tmp_path / "out" / "skipped_files.csv")
     assert set(skipped["file"]) == {victim, train["filename"].iloc[1]}
     assert skipped["error"].str.contains("cannot decode|not found").all()
 
 
-def test_wandb_logger_works_offline(tiny_root, tmp_path, monkeypatch):
+def test_wandb_logger_works_offline(cfg_fast, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1",
-        "model.channels=[8]", "logger=wandb", tmp=tmp_path,
-    )  # fmt: skip
-    metrics = run(cfg)
+    metrics = run(cfg_fast("model.channels=[8]", "logger=wandb"))
     assert np.isfinite(metrics["val/auc"])
     assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))
 
@@ -122,7 +111,7 @@ def cli(*args, cwd=ROOT, timeout=300):
 def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
     done = cli(
         f"data.root={tiny_root}", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run",
-        "data.cache.workers=0", "data.split.min_val_recordings=2", "trainer.max_epochs=1", "model.channels=[8]",
+        *TRAIN_FAST, "model.channels=[8]",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test/soundscape_auc" in done.stdout
@@ -140,24 +129,20 @@ def test_cli_run_writes_hydra_outputs(tiny_root, tmp_path):
         ("label.m=1.5", "label.m=1.5 must be in"),
     ],
 )
-def test_cli_user_errors_are_one_clear_line(override, message, tmp_path):
-    done = cli(
-        override, f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run", "synth=tiny"
-    )
-    assert done.returncode == 2
-    output = done.stdout + done.stderr
+def test_cli_user_errors_are_one_clear_line(override, message, cfg_train, run_main):
+    """run.py's main in this process (test_cli_run_writes_hydra_outputs starts the real one)."""
+    status, output = run_main(cfg_train(override))
+    assert status == 2
     assert message in output
     assert "Traceback" not in output
 
 
-def test_cli_synth_task(tmp_path):
-    done = cli(
-        "task=synth", "synth=tiny", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_cli_synth_task(cfg, run_main, tmp_path):
+    status, output = run_main(cfg("task=synth", "synth=tiny", f"paths.data_dir={tmp_path}"))
+    assert status == 0, output[-2000:]
     roots = list((tmp_path / "synthetic").iterdir())
     assert len(roots) == 1 and (roots[0] / "train.csv").is_file()
-    assert str(roots[0]) in done.stdout
+    assert str(roots[0]) in output
 
 
 @pytest.mark.parametrize(
@@ -170,8 +155,8 @@ def test_cli_synth_task(tmp_path):
         ),
     ],
 )
-def test_label_rule_for_the_other_kind_of_loss_is_refused(tiny_root, tmp_path, overrides, message):
-    cfg = compose_cfg(f"data.root={tiny_root}", "data.cache.workers=0", *overrides, tmp=tmp_path)
+def test_label_rule_for_the_other_kind_of_loss_is_refused(cfg_train, overrides, message):
+    cfg = cfg_train(*overrides)
     with pytest.raises(ConfigError, match=message):
         build_datamodule(cfg)
 
@@ -186,36 +171,21 @@ def test_sigmoid_losses_get_multilabel_targets(tmp_path):
     assert isinstance(rule("loss=focal"), InformedLabels)
 
 
-def test_mel_augmentation_on_embeddings_is_refused(tiny_root, tmp_path):
+def test_mel_augmentation_on_embeddings_is_refused(cfg_train):
     pytest.importorskip("ai_edge_litert")
-    cfg = compose_cfg(
-        f"data.root={tiny_root}",
-        "data.cache.workers=0",
-        "model=birdnet",
-        "frontend=birdnet",
-        "augment=specaugment",
-        tmp=tmp_path,
-    )
+    cfg = cfg_train("model=birdnet", "frontend=birdnet", "augment=specaugment")
     with pytest.raises(ConfigError, match="augment=none"):
         run(cfg)
 
 
-def test_mel_augmentation_on_mfcc_is_refused(tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}",
-        "data.cache.workers=0",
-        "frontend=mfcc",
-        "augment=mixup",
-        tmp=tmp_path,
-    )
+def test_mel_augmentation_on_mfcc_is_refused(cfg_train):
+    cfg = cfg_train("frontend=mfcc", "augment=mixup")
     with pytest.raises(ConfigError, match="MFCCs"):
         run(cfg)
 
 
-def test_the_default_melcnn_on_mfcc_names_both_fixes(tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "frontend=mfcc", tmp=tmp_path
-    )
+def test_the_default_melcnn_on_mfcc_names_both_fixes(cfg_train):
+    cfg = cfg_train("frontend=mfcc")
     assert cfg.model.input_norm == "pcen" and cfg.augment.mixup_p > 0  # the default MelCNN's
     with pytest.raises(
         ConfigError, match="input_norm=pcen.*MFCCs.*augment=none model.input_norm=dataset"
@@ -223,15 +193,13 @@ def test_the_default_melcnn_on_mfcc_names_both_fixes(tiny_root, tmp_path):
         run(cfg)
 
 
-def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
+def test_longer_training_windows_still_score_5s_rows(tiny_root, cfg_train, tmp_path):
     """10-s training windows come from the same cache; soundscape rows stay the 5-s grid."""
-    base = (f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2")
-    five = build_datamodule(compose_cfg(*base, tmp=tmp_path))
+    five = build_datamodule(cfg_train())
     five.setup()
     shards = sorted((tmp_path / "data" / "cache").rglob("*.npy"))
-    cfg = compose_cfg(
-        *base, "trainer.max_epochs=1", "model.channels=[8]", "window_seconds=10", tmp=tmp_path
-    )
+    assert shards  # the cache this test checks is its own
+    cfg = cfg_train("model.channels=[8]", "window_seconds=10")
     dm = build_datamodule(cfg)
     dm.setup()
     assert sorted((tmp_path / "data" / "cache").rglob("*.npy")) == shards  # nothing rebuilt
@@ -246,11 +214,10 @@ def test_longer_training_windows_still_score_5s_rows(tiny_root, tmp_path):
     assert 0 <= metrics["test/soundscape_auc"] <= 1
 
 
-def test_random_crops_draw_new_starts_inside_the_limit(tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.split.min_val_recordings=2",
-        "data.windows.crop=random", "data.windows.crop_seconds=7", "data.windows.train=first", tmp=tmp_path,
-    )  # fmt: skip
+def test_random_crops_draw_new_starts_inside_the_limit(cfg_train):
+    cfg = cfg_train(
+        "data.windows.crop=random", "data.windows.crop_seconds=7", "data.windows.train=first"
+    )
     dm = build_datamodule(cfg)
     dm.setup()
     ds = dm.train_set
@@ -276,11 +243,8 @@ def test_missing_resume_checkpoint(tiny_root, tmp_path):
         run(cfg)
 
 
-def test_monitor_null_tests_the_last_epoch(tiny_root, tmp_path):
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "data.split.min_val_recordings=2",
-        "trainer.max_epochs=3", "model.channels=[8,16]", "monitor=null", tmp=tmp_path,
-    )  # fmt: skip
+def test_monitor_null_tests_the_last_epoch(cfg_fast):
+    cfg = cfg_fast("trainer.max_epochs=3", "monitor=null")
     run(cfg)
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]

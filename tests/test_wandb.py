@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from birdclef.analysis.runlog import confused_pairs, per_class_auc, run_group, run_tags
-from tests.conftest import compose_cfg
+from tests.conftest import fast_cfg
 
 CLASSES = ["a", "b", "c"]
 
@@ -62,10 +62,7 @@ def test_offline_wandb_run(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = compose_cfg(
-        f"data.root={tiny_root}", "data.cache.workers=0", "data.loader.batch_size=16", "logger=wandb",
-        "trainer.max_epochs=1", "model.channels=[8,16]", "logger.tags=[smoke]", tmp=tmp_path,
-    )  # fmt: skip
+    cfg = fast_cfg(tiny_root, "logger=wandb", "logger.tags=[smoke]", tmp=tmp_path)
     run(cfg)
     out = tmp_path / "out"
     runs = list((out / "wandb").glob("offline-run-*"))
