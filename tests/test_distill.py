@@ -128,7 +128,9 @@ def test_distill_errors(tiny_root, tiny_checkpoint, tmp_path):
         run(compose_cfg(f"data.root={tiny_root}", "teacher.models=[]", tmp=tmp_path))
     onnx = tmp_path / "teacher.onnx"
     onnx.write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"teacher\.onnx cannot be read as an exported model.*task=export"):
+    with pytest.raises(
+        ConfigError, match=r"teacher\.onnx cannot be read as an exported model.*task=export"
+    ):
         run(_cfg(tiny_root, tmp_path, onnx))
     with pytest.raises(ConfigError, match="mixes windows"):
         run(_cfg(tiny_root, tmp_path, tiny_checkpoint, "augment=mixup"))
