@@ -171,3 +171,18 @@ def test_bca_is_the_percentile_interval_without_bias_and_agrees_with_its_confide
     assert plain.low > 0 and confidence > 0.975  # an interval above 0 is a confidence above 97.5%
     _, doubtful = paired(0.005, 0.0, replicates - 0.025, np.zeros_like(replicates), flat, flat * 0)
     assert 0.5 < doubtful < 0.975
+
+
+def test_bootstrap_with_strata_ranks_rows_within_their_fold():
+    """Per-seed strata (each seed has its own folds) go with the rows they label."""
+    rng = np.random.default_rng(2)
+    truth = (rng.random((80, 3)) < 0.3).astype(int)
+    fold = np.repeat([0, 1], 40)
+    offset = np.where(fold == 0, 0.0, 5.0)[:, None]  # fold 1's model scores everything higher
+    scores = truth + 0.5 * rng.random((80, 3)) + offset
+    files = np.repeat(np.arange(20), 4)
+    runs = {"x": [scores]}
+    assert point_estimate(truth, [scores], [fold]) == 1.0
+    assert point_estimate(truth, [scores]) < 0.9
+    reps = bootstrap(truth, runs, files, 50, strata=[fold])["x"]
+    assert np.allclose(reps[np.isfinite(reps)], 1.0)

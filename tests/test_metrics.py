@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from birdclef.core.metric import competition_score, macro_auc
+from birdclef.core.metric import competition_score, macro_auc, stratified_macro_auc
 from birdclef.modules.metrics import BalancedAccuracy, CompetitionAUC
 
 
@@ -113,3 +113,36 @@ def test_competition_score_refuses_what_the_kaggle_scorer_cannot_score():
         competition_score(solution, submission)
     with pytest.raises(ValueError, match="no positive label"):
         competition_score(solution.assign(a=0, b=0), submission)
+
+
+def test_stratified_auc_is_the_pair_weighted_mean_of_per_stratum_aucs():
+    rng = np.random.default_rng(0)
+    truth = rng.random((60, 4)) < 0.3
+    scores = rng.random((60, 4)) + truth
+    strata = np.repeat([0, 1, 2], 20)
+    one = np.zeros(60)
+    assert stratified_macro_auc(truth, scores, one) == pytest.approx(macro_auc(truth, scores))
+    expected = []
+    for c in range(4):
+        wins = pairs = 0.0
+        for s in range(3):
+            t, x = truth[strata == s, c], scores[strata == s, c]
+            pos, neg = x[t], x[~t]
+            wins += (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
+            pairs += len(pos) * len(neg)
+        expected.append(wins / pairs)
+    assert stratified_macro_auc(truth, scores, strata) == pytest.approx(np.mean(expected))
+
+
+def test_stratified_auc_ignores_the_offset_between_fold_models():
+    """Two folds' models, each ranking its rows perfectly, one calibrated far lower: pooled, the
+    class's positives (mostly in the low fold) rank below the other fold's negatives."""
+    truth = np.array([[1], [1], [1], [0], [1], [0], [0], [0]], dtype=bool)
+    scores = np.array([0.3, 0.3, 0.3, 0.1, 0.9, 0.5, 0.5, 0.5])[:, None]  # fold 0 scores low
+    strata = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert macro_auc(truth, scores) < 0.5
+    assert stratified_macro_auc(truth, scores, strata) == 1.0
+    # a class positive throughout one stratum has no pair there; none anywhere -> NaN
+    assert np.isnan(stratified_macro_auc(truth, scores, np.arange(8)))
+    with pytest.raises(ValueError, match="strata"):
+        stratified_macro_auc(truth, scores, strata[:3])

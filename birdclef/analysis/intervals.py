@@ -19,7 +19,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from birdclef.core.metric import macro_auc
+from birdclef.core.metric import macro_auc, stratified_macro_auc
 
 LEVEL = 0.95  # two-sided interval
 
@@ -34,16 +34,25 @@ class Interval:
         return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
-def auc_quiet(truth: np.ndarray, scores: np.ndarray) -> float:
-    """`macro_auc`, without a warning for a class positive in every resampled row."""
+def auc_quiet(truth: np.ndarray, scores: np.ndarray, strata: np.ndarray | None = None) -> float:
+    """`macro_auc` (or `stratified_macro_auc` with `strata`, e.g. the fold of each OOF row),
+    without a warning for a class positive in every resampled row."""
+    if strata is not None:
+        return stratified_macro_auc(truth, scores, strata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return macro_auc(truth, scores)
 
 
-def point_estimate(truth: np.ndarray, runs: list[np.ndarray]) -> float:
-    """The mean over seeds of the metric on every row."""
-    return float(np.mean([auc_quiet(truth, s) for s in runs]))
+def _stratum(strata: list[np.ndarray] | None, seed: int, rows=slice(None)) -> np.ndarray | None:
+    return None if strata is None else strata[seed][rows]
+
+
+def point_estimate(
+    truth: np.ndarray, runs: list[np.ndarray], strata: list[np.ndarray] | None = None
+) -> float:
+    """The mean over seeds of the metric on every row (`strata`: one array [rows] per seed)."""
+    return float(np.mean([auc_quiet(truth, s, _stratum(strata, i)) for i, s in enumerate(runs)]))
 
 
 def bootstrap(
@@ -52,11 +61,14 @@ def bootstrap(
     files: np.ndarray,
     n: int,
     seed: int = 0,
+    strata: list[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Replicates [n] of each recipe's metric, files and seeds drawn alike for every recipe.
 
     `truth` [rows, classes]; `runs[name]` one score array [rows, classes] per seed (every
-    recipe the same number of seeds, in the same order); `files` [rows] names each row's file.
+    recipe the same number of seeds, in the same order); `files` [rows] names each row's file;
+    `strata` (one array [rows] per seed, e.g. the fold that scored each row): positives are
+    ranked only against negatives of their own stratum (`stratified_macro_auc`).
     """
     counts = {len(v) for v in runs.values()}
     if len(counts) != 1:
@@ -71,18 +83,30 @@ def bootstrap(
         rows = np.concatenate([rows_of[i] for i in picked])
         seeds = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
         for name, scores in runs.items():
-            out[name][b] = np.mean([auc_quiet(truth[rows], scores[s][rows]) for s in seeds])
+            out[name][b] = np.mean(
+                [auc_quiet(truth[rows], scores[s][rows], _stratum(strata, s, rows)) for s in seeds]
+            )
     return out
 
 
-def jackknife(truth: np.ndarray, runs: dict[str, list[np.ndarray]], files: np.ndarray) -> dict:
+def jackknife(
+    truth: np.ndarray,
+    runs: dict[str, list[np.ndarray]],
+    files: np.ndarray,
+    strata: list[np.ndarray] | None = None,
+) -> dict:
     """Each recipe's metric with one file left out at a time [files] (mean over seeds)."""
     names, codes = np.unique(files, return_inverse=True)
     out = {name: np.empty(len(names)) for name in runs}
     for i in range(len(names)):
         keep = codes != i
         for name, scores in runs.items():
-            out[name][i] = np.mean([auc_quiet(truth[keep], s[keep]) for s in scores])
+            out[name][i] = np.mean(
+                [
+                    auc_quiet(truth[keep], s[keep], _stratum(strata, j, keep))
+                    for j, s in enumerate(scores)
+                ]
+            )
     return out
 
 

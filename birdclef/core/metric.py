@@ -55,6 +55,40 @@ def macro_auc(truth: np.ndarray, scores: np.ndarray, all_positive: str = "skip")
     return float(np.mean((rank_sum - pos * (pos + 1) / 2) / (pos * neg)))
 
 
+def stratified_macro_auc(truth: np.ndarray, scores: np.ndarray, strata: np.ndarray) -> float:
+    """Macro ROC-AUC that ranks a positive only against negatives of its own stratum.
+
+    Out-of-fold rows are scored by K different models, one per fold; each is calibrated
+    its own way, and a class whose positives sit mostly in one fold is scored there by the
+    model that saw least of it. A pooled AUC then ranks one model's scores against another's
+    and can fall below chance for a good recipe. Here each class's AUC is the Mann-Whitney
+    count over the positive-negative pairs within each stratum (fold), summed over strata
+    and divided by the number of such pairs: the pair-weighted mean of the per-fold AUCs.
+    With one stratum it equals `macro_auc`. Classes with no within-stratum pair are left out;
+    NaN when none has one.
+    """
+    truth = np.asarray(truth) > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    strata = np.asarray(strata)
+    if truth.shape != scores.shape or truth.ndim != 2 or strata.shape != truth.shape[:1]:
+        raise ValueError(
+            f"truth {truth.shape}, scores {scores.shape} and strata {strata.shape} must be "
+            "[rows, classes], [rows, classes] and [rows]"
+        )
+    wins = np.zeros(truth.shape[1])
+    pairs = np.zeros(truth.shape[1])
+    for stratum in np.unique(strata):
+        rows = strata == stratum
+        t = truth[rows]
+        pos = t.sum(axis=0)
+        neg = len(t) - pos
+        ranks = rankdata(scores[rows], axis=0)
+        wins += (ranks * t).sum(axis=0) - pos * (pos + 1) / 2
+        pairs += pos * neg
+    scored = pairs > 0
+    return float(np.mean(wins[scored] / pairs[scored])) if scored.any() else float("nan")
+
+
 def competition_score(
     solution: pd.DataFrame, submission: pd.DataFrame, row_id: str = "row_id"
 ) -> float:

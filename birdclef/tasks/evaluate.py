@@ -11,6 +11,9 @@ reads the test soundscapes (`data.test=false`). Once a recipe's K jobs of a seed
 K models, averaged, score the labelled test soundscapes: once, after everything is fixed.
 Then the metric on the OOF rows and on the test rows, 95% intervals by bootstrap over files and
 seeds, and each recipe's paired difference from the baseline (`birdclef.analysis.intervals`).
+On OOF rows a positive is ranked only against negatives of its own fold
+(`stratified_macro_auc`): K models score them, each calibrated its own way, and a pooled AUC
+ranked one model against another (below chance on a small multi-label set).
 
 Writes `results.csv` and `results.md` (headed by the command that made them) into the run
 folder, and every job into `task.work`: a finished job (same config) is skipped, a killed one
@@ -177,7 +180,9 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
             oof[recipe], test[recipe] = [], []
             for seed in as_list(t.seeds):
                 fold_jobs = [j for j in mine if j.recipe == recipe and j.seed == int(seed)]
-                rows = pd.concat([pd.read_csv(j.folder / OOF, dtype=str) for j in fold_jobs])
+                rows = pd.concat(
+                    [pd.read_csv(j.folder / OOF, dtype=str).assign(fold=j.fold) for j in fold_jobs]
+                )
                 oof[recipe].append(rows.sort_values("row_id").reset_index(drop=True))
                 if t.test and load_soundscape_labels(root_path, meta.classes) is not None:
                     seed_dir = Path(t.work) / name / recipe / f"s{seed}"
@@ -188,13 +193,13 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
         columns = scorable(root_path, group_by)
         keep = [meta.classes.index(c) for c in columns]
         truth = oof_truth(root_path, reference["file"])[:, keep]
-        oof_runs = {}
+        oof_runs, folds = {}, [r["fold"].to_numpy() for r in oof[t.compare[0]]]
         for recipe, runs in oof.items():
-            for r in runs:
-                if not r["row_id"].equals(reference["row_id"]):
+            for r, fold in zip(runs, folds, strict=True):
+                if not (r["row_id"].equals(reference["row_id"]) and (r["fold"] == fold).all()):
                     raise DataError(f"{recipe}: its OOF rows differ from the others' ({name}).")
             oof_runs[recipe] = [r[columns].to_numpy(float) for r in runs]
-        sections = {"oof": (truth, oof_runs, files)}
+        sections = {"oof": (truth, oof_runs, files, folds)}
         solution = load_soundscape_labels(root_path, meta.classes) if t.test else None
         if solution is not None and all(test.values()):
             solution = solution.sort_values("row_id").reset_index(drop=True)
@@ -209,6 +214,7 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
                 solution[meta.classes].to_numpy(),
                 test_runs,
                 solution["stem"].to_numpy(),
+                None,  # one model (the folds averaged) scores every test row
             )
         for record in summarise(name, sections, t):
             records.append({**record, "oof_classes": len(columns)})
@@ -226,10 +232,10 @@ def summarise(name: str, sections: dict, t: DictConfig) -> list[dict]:
         recipe: {"root": name, "recipe": recipe, "seeds": len(as_list(t.seeds))}
         for recipe in t.compare
     }
-    for section, (truth, runs, files) in sections.items():
-        reps = bootstrap(truth, runs, files, int(t.bootstrap), seed=0)
-        jack = jackknife(truth, runs, files)
-        points = {r: point_estimate(truth, s) for r, s in runs.items()}
+    for section, (truth, runs, files, strata) in sections.items():
+        reps = bootstrap(truth, runs, files, int(t.bootstrap), seed=0, strata=strata)
+        jack = jackknife(truth, runs, files, strata)
+        points = {r: point_estimate(truth, s, strata) for r, s in runs.items()}
         for recipe in t.compare:
             rec = records[recipe]
             iv = interval(points[recipe], reps[recipe], jack[recipe])
@@ -254,8 +260,9 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
              "better (`conf. better`). OOF: every training recording's 5-s rows, "
              "scored by the fold model that did not train on it, over the classes whose "
              "recordings fall in two or more folds (a class with one recording cannot be "
-             "scored out of fold). Test: the labelled test soundscapes, scored once by the fold "
-             "models averaged.\n"]  # fmt: skip
+             "scored out of fold); a positive row is ranked only against negative rows of its "
+             "own fold, since each fold's model is calibrated its own way. Test: the labelled "
+             "test soundscapes, scored once by the fold models averaged.\n"]  # fmt: skip
     for root, part in results.groupby("root", sort=False):
         counts = part.iloc[0]
         lines.append(f"## {root}\n")
