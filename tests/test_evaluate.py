@@ -186,3 +186,16 @@ def test_bootstrap_with_strata_ranks_rows_within_their_fold():
     assert point_estimate(truth, [scores]) < 0.9
     reps = bootstrap(truth, runs, files, 50, strata=[fold])["x"]
     assert np.allclose(reps[np.isfinite(reps)], 1.0)
+
+
+def test_the_pages_command_can_be_pasted_into_a_shell():
+    import shlex
+
+    given = [
+        "task=evaluate",
+        "task.roots=[a,b]",
+        '+task.recipes.x="loss=focal trainer.max_epochs=10"',
+    ]
+    line = evaluate.shell_command(given)
+    assert line.startswith("python run.py task=evaluate ")
+    assert shlex.split(line)[2:] == given

@@ -25,6 +25,7 @@ same command without shards then runs what is missing and writes the tables.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,9 +306,13 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
 
 
 def command(cfg: DictConfig) -> str:
-    if HydraConfig.initialized():
-        return " ".join(["python run.py", *HydraConfig.get().overrides.task])
-    return "python run.py task=evaluate"
+    """This run's command line, each override shell-quoted so the page's command can be pasted."""
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else ["task=evaluate"]
+    return shell_command(list(given))
+
+
+def shell_command(overrides: list[str]) -> str:
+    return " ".join(["python run.py", *(shlex.quote(o) for o in overrides)])
 
 
 @task
