@@ -11,13 +11,14 @@ from omegaconf import DictConfig
 
 from birdclef.core.errors import ConfigError, user_error
 from birdclef.runs.jobs import in_multirun, run_sweep_job, start_job
-from birdclef.runs.renamed import check_overrides
+from birdclef.runs.renamed import check_config, check_overrides
 
 log = logging.getLogger("birdclef")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def run_task(cfg: DictConfig):
+    check_config(cfg)
     return get_method(cfg.task.fn)(cfg)
 
 

