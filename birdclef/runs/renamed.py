@@ -102,7 +102,7 @@ def check_overrides(args: list[str]) -> None:
 
 def config_keys(node: DictConfig, prefix: str = ""):
     """Every dotted key of a composed config (interpolations are not resolved)."""
-    for key in node.keys():
+    for key in node:
         path = f"{prefix}.{key}" if prefix else str(key)
         yield path
         child = node._get_node(key)
