@@ -114,14 +114,9 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse an old key that a config file (an experiment, a sweep) still sets: the group's
     schema is not strict, so it would be composed and silently ignored."""
     for key in config_keys(cfg):
-        group, _, rest = key.partition(".")
-        if (
-            key in RENAMED_KEYS
-            or key in REMOVED_KEYS
-            or (group == "filter" and rest in OLD_FILTER_KEYS)
-            or (group in TASK_SETTINGS and rest)
-        ):
+        fix = new_name(f"{key}=...")
+        if fix is not None:
             raise ConfigError(
                 f"{key} (set by a config file: an experiment= or sweep file) is an old config "
-                f"name; write {new_name(f'{key}=...')} there."
+                f"name; write {fix} there."
             )
