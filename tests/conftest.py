@@ -77,6 +77,18 @@ def fast_cfg(root: Path, *overrides: str, tmp: Path):
     return compose_cfg(f"data.root={root}", *FAST, *overrides, tmp=tmp)
 
 
+def build_folder(task: str, source: Path, output: Path, *overrides: str) -> dict:
+    """Run a task that writes a new data folder (`task=mix`, `mix_train`, `mix_recordings`) from
+    `source` into `output`; its run folder sits beside `output`, not in it."""
+    from hydra.utils import get_method
+
+    cfg = compose_cfg(
+        f"task={task}", f"task.source={source}", f"task.output={output}", *overrides,
+        tmp=output.parent / f"{output.name}_run",
+    )  # fmt: skip
+    return get_method(cfg.task.fn)(cfg)
+
+
 @functools.cache
 def tiny_spec() -> SynthSpec:
     """The tiny dataset's spec: conf/synth/tiny.yaml with seed TINY_SEED."""

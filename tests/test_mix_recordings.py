@@ -12,16 +12,11 @@ import soundfile as sf
 from birdclef.core.errors import ConfigError
 from birdclef.data.metadata import load_metadata
 from birdclef.data.splits import SplitSpec
-from birdclef.tasks.mix_recordings import run
-from tests.conftest import compose_cfg
+from tests.conftest import build_folder
 
 
 def mix(source, output, *overrides):
-    cfg = compose_cfg(
-        "task=mix_recordings", f"task.source={source}", f"task.output={output}", "task.n_groups=2",
-        *overrides, tmp=output.parent / f"{output.name}_run",
-    )  # fmt: skip
-    return run(cfg)
+    return build_folder("mix_recordings", source, output, "task.n_groups=2", *overrides)
 
 
 @pytest.fixture(scope="module")

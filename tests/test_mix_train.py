@@ -11,17 +11,13 @@ from birdclef.core.errors import ConfigError
 from birdclef.data.metadata import load_metadata
 from birdclef.data.mixtures import MixSpec, plan_mixtures, render_soundscape, rms
 from birdclef.tasks.mix_train import run, training_windows
-from tests.conftest import SR, compose_cfg
+from tests.conftest import SR, build_folder, compose_cfg
 
 N = 2  # soundscapes
 
 
 def mix_train(source: Path, output: Path, *overrides: str) -> dict:
-    cfg = compose_cfg(
-        "task=mix_train", f"task.source={source}", f"task.output={output}", f"task.n_soundscapes={N}",
-        *overrides, tmp=output.parent / f"{output.name}_run",  # the run folder is not the output
-    )  # fmt: skip
-    return run(cfg)
+    return build_folder("mix_train", source, output, f"task.n_soundscapes={N}", *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -23,18 +23,14 @@ from birdclef.data.mixtures import (
     rms,
 )
 from birdclef.tasks.mix import run
-from tests.conftest import SR, compose_cfg
+from tests.conftest import SR, build_folder, compose_cfg
 
 N = 2  # soundscapes per test folder
 ENDS = list(range(5, 61, 5))  # s, the 12 rows of a 60-s soundscape
 
 
 def mix(source: Path, output: Path, *overrides: str) -> dict:
-    cfg = compose_cfg(
-        "task=mix", f"task.source={source}", f"task.output={output}", f"task.n_soundscapes={N}",
-        *overrides, tmp=output.parent / f"{output.name}_run",  # the run folder is not the output
-    )  # fmt: skip
-    return run(cfg)
+    return build_folder("mix", source, output, f"task.n_soundscapes={N}", *overrides)
 
 
 @pytest.fixture(scope="module")
