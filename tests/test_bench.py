@@ -29,6 +29,11 @@ def test_bench_times_models_and_blends_and_picks_within_budget(
         [trained["test/soundscape_auc"]] * 3, abs=1e-4
     )
     assert (table["x real time"] > 0).all()
+    # where a file's time goes: every part measured, STFT + mel + windows is the frames time
+    parts = ["decode", "stft", "mel", "windows", "model", "rows"]
+    assert (table[[f"{p} ms/file" for p in parts]] > 0).all().all()
+    frames = table[["stft ms/file", "mel ms/file", "windows ms/file"]].sum(axis=1)
+    assert frames.to_numpy() == pytest.approx(table["frames ms/file"].to_numpy())
     expected = 700 * 60 / table["x real time"] / 60
     assert table["projected min"].to_numpy() == pytest.approx(expected.to_numpy())
     assert metrics["bench/best_val_auc"] == pytest.approx(table["val AUC"].max())

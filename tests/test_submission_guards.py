@@ -28,15 +28,37 @@ def test_int8_is_refused_when_a_broken_calibration_costs_auc(
     monkeypatch.setattr(export, "sample_windows", broken)
     cfg = compose_cfg(
         "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={tiny_checkpoint}",
-        "task.check_windows=8", "task.calibration_windows=8", "task.openvino=false",
-        "task.max_auc_drop=0.0", tmp=tmp_path,
+        "task.check_windows=8", "task.calibration_windows=8", "task.max_auc_drop=0.0",
+        tmp=tmp_path,
     )  # fmt: skip
     metrics = export.run(cfg)
     folder = tmp_path / "out" / "export"
     report = json.loads((folder / "export.json").read_text())
     assert metrics["export/int8_kept"] == 0.0 and not (folder / "model_int8.onnx").exists()
     assert metrics["export/int8_auc_drop"] > 0.0 and "int8" not in report["files"]
+    if "export/openvino_int8_kept" in metrics:  # OpenVINO's own int8 (openvino and nncf installed)
+        assert (
+            metrics["export/openvino_int8_kept"] == 0.0 and "openvino_int8" not in report["files"]
+        )
+        assert not (folder / "openvino_int8").exists() and (folder / "openvino").is_dir()
     assert report["metrics"]["export/fp32_auc"] == metrics["export/fp32_auc"]
+    assert (folder / "model_fp32.onnx").is_file()
+
+
+def test_int8_is_refused_when_it_is_not_faster_than_fp32(tiny_root, tiny_checkpoint, tmp_path):
+    cfg = compose_cfg(
+        "task=export", f"data.root={tiny_root}", "data.cache.workers=0", f"task.model={tiny_checkpoint}",
+        "task.check_windows=8", "task.calibration_windows=8", "task.max_auc_drop=1.0",
+        "task.int8_min_speedup=1000", tmp=tmp_path,
+    )  # fmt: skip
+    metrics = export.run(cfg)
+    folder = tmp_path / "out" / "export"
+    report = json.loads((folder / "export.json").read_text())
+    names = ["int8"] + (["openvino_int8"] if "export/openvino_int8_auc" in metrics else [])
+    for name in names:  # timed against its fp32 counterpart, then refused for the bound
+        assert metrics[f"export/{name}_ms"] > 0 and metrics[f"export/{name}_fp32_ms"] > 0
+        assert metrics[f"export/{name}_kept"] == 0.0 and name not in report["files"]
+    assert not (folder / "model_int8.onnx").exists() and not (folder / "openvino_int8").exists()
     assert (folder / "model_fp32.onnx").is_file()
 
 

@@ -8,6 +8,8 @@ about 2.5x faster than torch's STFT on one core, and this module runs where torc
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 try:  # scipy's FFT keeps float32 and is faster; numpy's works everywhere
@@ -64,6 +66,7 @@ class LogMelFrames:
         n = np.arange(self.n_fft)
         self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(np.float32)
         self.power_floor = np.float32(10.0 ** (self.floor_db / 10.0))
+        self.seconds = {"stft": 0.0, "mel": 0.0}  # the last call's (windowed FFT, mel and dB)
 
     def _pad(self, wave: np.ndarray) -> np.ndarray:
         half = self.n_fft // 2
@@ -80,12 +83,20 @@ class LogMelFrames:
             padded = np.pad(padded, (0, needed - len(padded)))
         out = np.empty((total, self.filters.shape[1]), dtype=np.float32)
         strided = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop]
+        stft = mel = 0.0  # seconds of the last call's two halves (task=bench shows them)
         for first in range(0, total, FRAME_BLOCK):
+            tic = time.perf_counter()
             block = strided[first : first + FRAME_BLOCK] * self.hann
             spectrum = _rfft(block)
-            power = spectrum.real**2 + spectrum.imag**2
-            mel = power.astype(np.float32, copy=False) @ self.filters
-            out[first : first + len(block)] = 10.0 * np.log10(np.maximum(mel, self.power_floor))
+            pairs = spectrum.view(spectrum.real.dtype)  # re, im interleaved: squared in place
+            np.multiply(pairs, pairs, out=pairs)
+            power = (pairs[:, 0::2] + pairs[:, 1::2]).astype(np.float32, copy=False)
+            mid = time.perf_counter()
+            mel_power = power @ self.filters
+            np.maximum(mel_power, self.power_floor, out=mel_power)
+            out[first : first + len(block)] = 10.0 * np.log10(mel_power)
+            stft, mel = stft + mid - tic, mel + time.perf_counter() - mid
+        self.seconds = {"stft": stft, "mel": mel}
         return out
 
 

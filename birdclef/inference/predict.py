@@ -47,7 +47,9 @@ class FileScores:
     scores: dict[int, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0  # audio duration
-    timing: dict[str, float] = field(default_factory=dict)  # s: decode, frames, model, model<i>
+    # s: decode, frames (of which stft and mel for log-mel models; the rest cuts windows),
+    # model, model<i>, rows (scores to rows)
+    timing: dict[str, float] = field(default_factory=dict)
     started: float = 0.0  # wall clock (time.time) when this file's work began and ended
     finished: float = 0.0
     worker: int = 0  # process id of the worker that scored it
@@ -139,6 +141,8 @@ class FilePredictor:
             tic = time.perf_counter()
             if model.frame_key not in shared:
                 shared[model.frame_key] = model.frames(wave)
+                for part, seconds in getattr(model, "frames_seconds", {}).items():
+                    timing[part] = timing.get(part, 0.0) + seconds  # stft, mel (log-mel models)
             frames = shared[model.frame_key]
             hop = int(model.frame_params["hop_length"])
             first = np.rint(starts * self.sample_rate / hop).astype(int)
@@ -148,6 +152,7 @@ class FilePredictor:
             scores, frame_scores = model.predict(windows)
             timing[f"model{i}"] = time.perf_counter() - tic
             timing["model"] += timing[f"model{i}"]
+            tic = time.perf_counter()
             unknown = np.isnan(scores).all(axis=0)  # a foreign model's class it does not know
             if (~np.isfinite(scores) & ~unknown).any():
                 raise ValueError(f"model {i} ({model.path}) gave non-finite scores")
@@ -157,6 +162,7 @@ class FilePredictor:
                 )
             frame_scores = frame_scores if self.sed_frames else None
             result.scores[i] = rows_from_windows(scores, frame_scores, starts, n_rows)
+            timing["rows"] = timing.get("rows", 0.0) + time.perf_counter() - tic
 
 
 _WORKER: FilePredictor | None = None

@@ -140,7 +140,7 @@ def predict_folder(soundscapes: str | os.PathLike, settings: dict, progress: boo
         "models": names,
         "timing": {
             key: sum(r.timing.get(key, 0.0) for r in results)
-            for key in ("decode", "frames", "model")
+            for key in ("decode", "stft", "mel", "frames", "model", "rows")
         },
     }
     return table, report

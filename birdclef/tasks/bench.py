@@ -2,8 +2,9 @@
 
     python run.py task=bench "predict.models=[A.onnx,B.onnx,C.ckpt]" data.root=DATA
 
-For each model alone: decode, frames and model milliseconds per file (medians, one process,
-one thread) and the real-time factor of the whole path (decode + frames + model + rows) in
+For each model alone: where a file's time goes, in milliseconds per file (medians, one process,
+one thread): decode, STFT (windowed FFT and power), mel (filter bank and dB), windows (cutting
+the file's frames into 5-s windows), model, rows (scores to rows) and the real-time factor of the whole path (decode + frames + model + rows) in
 one process with one thread, one process with all threads, and one process per core with
 one thread each. The real-time factor is the steady rate with every worker busy (the sum of
 each worker's audio over its own busy span), which is what 700 files see. For each blend of up to `task.max_blend` models: the real-time factor with
@@ -175,12 +176,27 @@ def _row(name, setting, factors, startups, results, test_audio, b, budget) -> di
         "x real time": factor,
         "spread": f"{min(factors):.0f}-{max(factors):.0f}",
         "decode ms/file": _median_ms(results, "decode"),
+        "stft ms/file": _median_ms(results, "stft"),
+        "mel ms/file": _median_ms(results, "mel"),
+        "windows ms/file": _windows_ms(results),
         "frames ms/file": _median_ms(results, "frames"),
         "model ms/file": sum(_median_ms(results, k) for k in models),
+        "rows ms/file": _median_ms(results, "rows"),
         "start-up s": statistics.median(startups),
         "projected min": projected / 60.0,
         "fits budget": projected <= budget,
     }
+
+
+def _windows_ms(results) -> float:
+    """Frames time less STFT and mel; a model without a log-mel front end: all its frames time."""
+    frames, stft, mel = (_median_ms(results, k) for k in ("frames", "stft", "mel"))
+    return frames if stft != stft else frames - stft - mel
+
+
+def _ms(value: float) -> str:
+    """Milliseconds, or '-' where a model has no such part (a foreign model's own front end)."""
+    return "-" if value != value else f"{value:.1f}"
 
 
 def _markdown(
@@ -190,17 +206,21 @@ def _markdown(
         f"Timed on {n_files} files ({audio:.0f} s of audio), {b.repeats} passes, medians; "
         f"{cores} CPUs; projection: {b.test_files} x {b.test_seconds} s, CPU factor "
         f"{b.cpu_factor}, budget {b.budget_minutes} min. ms/file are per file of the timed set "
-        "(one process); x real time is the steady rate with every worker busy (start-up and the "
+        "(one process): decode, STFT (windowed FFT, power), mel (filter bank, dB), windows (cutting "
+        "5-s windows; a model without a log-mel front end: its whole front end), model, rows; "
+        "x real time is the steady rate with every worker busy (start-up and the "
         "workers' staggered start not counted).",
         "",
-        "| model | setting | x real time (range) | decode ms | frames ms | model ms | start-up s "
-        "| projected min | fits | val AUC |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| model | setting | x real time (range) | decode ms | STFT ms | mel ms | windows ms "
+        "| model ms | rows ms | start-up s | projected min | fits | val AUC |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for _, d in table.iterrows():
         lines.append(
             f"| {d['model']} | {d['setting']} | {d['x real time']:.0f} ({d['spread']}) | "
-            f"{d['decode ms/file']:.1f} | {d['frames ms/file']:.1f} | {d['model ms/file']:.1f} | "
+            f"{d['decode ms/file']:.1f} | {_ms(d['stft ms/file'])} | {_ms(d['mel ms/file'])} | "
+            f"{_ms(d['windows ms/file'])} | "
+            f"{d['model ms/file']:.1f} | {_ms(d['rows ms/file'])} | "
             f"{d['start-up s']:.1f} | {d['projected min']:.1f} | "
             f"{'yes' if d['fits budget'] else 'no'} | {d['val AUC']:.3f} |"
         )

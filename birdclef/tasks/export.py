@@ -3,10 +3,12 @@
     python run.py task=export task.model=<run>/checkpoints/best.ckpt task.output=DIR
 
 Writes DIR/model_fp32.onnx, DIR/model_int8.onnx, DIR/openvino/ (model.xml, model.bin,
-model.json) and DIR/export.json. Each graph maps the raw dB frames of windows (`frames`,
+model.json), DIR/openvino_int8/ (OpenVINO's own int8, by NNCF) and DIR/export.json. Each graph maps the raw dB frames of windows (`frames`,
 [B, features, window_frames]) to `scores` (and `frame_scores` for SED nets) and carries the
 checkpoint's description, so `birdclef.inference.loading.load_model` runs it without torch.
-fp32 and OpenVINO must match torch within `task.tolerance`; int8 is measured against fp32.
+fp32 and OpenVINO must match torch within `task.tolerance`; int8 is measured against fp32, and
+each int8 file is kept only when its macro AUC on the validation recordings is at most
+`task.max_auc_drop` below fp32's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -45,6 +49,7 @@ from birdclef.runs.envelope import run_dir, task
 log = logging.getLogger(__name__)
 
 FP32_FILE, INT8_FILE, OPENVINO_DIR = "model_fp32.onnx", "model_int8.onnx", "openvino"
+OPENVINO_INT8_DIR = "openvino_int8"
 OPENVINO_CHOICES = ("auto", True, False)
 
 
@@ -82,15 +87,25 @@ def run(cfg: DictConfig) -> dict:
         "export/fp32_max_diff": fp32_diff["max"],
     }
     files = {"fp32": str(fp32)}
+    int8_candidates = {}
     if e.int8:
         files["int8"] = str(folder / INT8_FILE)
         metrics.update(_int8(e, fp32, Path(files["int8"]), meta, calibration, check, fp32_outputs))
-        metrics.update(_auc_gate(e, root, ckpt, meta, fp32, Path(files["int8"])))
-        if not metrics["export/int8_kept"]:
-            del files["int8"]
+        int8_candidates["int8"] = Path(files["int8"])
     if want_openvino:
         files["openvino"] = str(folder / OPENVINO_DIR)
         metrics.update(_openvino(e, fp32, Path(files["openvino"]), meta, check, reference))
+        if _want_openvino_int8(e):
+            files["openvino_int8"] = str(folder / OPENVINO_INT8_DIR)
+            metrics.update(_openvino_int8(fp32, Path(files["openvino_int8"]), meta, calibration,
+                                          check, fp32_outputs))  # fmt: skip
+            int8_candidates["openvino_int8"] = Path(files["openvino_int8"])
+    if int8_candidates:
+        metrics.update(_auc_gate(e, root, ckpt, meta, fp32, int8_candidates))
+        metrics.update(_speed_gate(e, check, int8_candidates, metrics, folder))
+        for name in int8_candidates:
+            if not metrics[f"export/{name}_kept"]:
+                del files[name]
 
     settings = OmegaConf.to_container(e, resolve=True)
     report = {"model": str(ckpt), "files": files, "metrics": metrics, "settings": settings}
@@ -120,25 +135,69 @@ def _int8(e, fp32: Path, int8: Path, meta, calibration, check, fp32_outputs) -> 
     }
 
 
-def _auc_gate(e, root: Path, ckpt: Path, meta, fp32: Path, int8: Path) -> dict:
-    """Score fp32 and int8 on the validation recordings; keep int8 only within max_auc_drop."""
+def _auc_gate(e, root: Path, ckpt: Path, meta, fp32: Path, candidates: dict[str, Path]) -> dict:
+    """Score fp32 and each int8 candidate (name -> file or folder) on the validation
+    recordings; keep a candidate only within task.max_auc_drop of fp32, delete the others."""
     windows, truth, source = validation_windows(root, meta, ckpt, int(e.gate_windows))
-    auc = {}
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        scores = outputs(OnnxModel(path).predict, windows)[0][:, : truth.shape[1]]
-        auc[name] = macro_auc(truth, scores)
-    drop, bound = auc["fp32"] - auc["int8"], float(e.max_auc_drop)
-    kept = bool(np.isfinite(drop) and drop <= bound)
-    if not kept:
-        int8.unlink(missing_ok=True)
-        log.warning(
-            "export: int8 scores %.4f against fp32's %.4f on %d windows of %s, a drop of %.4f "
-            "over task.max_auc_drop=%g: %s not written (fp32 and OpenVINO are).",
-            auc["int8"], auc["fp32"], len(windows), source, drop, bound, int8.name,
-        )  # fmt: skip
-    return {"export/fp32_auc": auc["fp32"], "export/int8_auc": auc["int8"],
-            "export/int8_auc_drop": drop, "export/int8_kept": float(kept),
-            "export/gate_windows": float(len(windows))}  # fmt: skip
+
+    def auc(path: Path) -> float:
+        return macro_auc(truth, outputs(load_model(path).predict, windows)[0][:, : truth.shape[1]])
+
+    fp32_auc, bound = auc(fp32), float(e.max_auc_drop)
+    metrics = {"export/fp32_auc": fp32_auc, "export/gate_windows": float(len(windows))}
+    for name, path in candidates.items():
+        int8_auc = auc(path)
+        drop = fp32_auc - int8_auc
+        kept = bool(np.isfinite(drop) and drop <= bound)
+        if not kept:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            log.warning(
+                "export: %s scores %.4f against fp32's %.4f on %d windows of %s, a drop of %.4f "
+                "over task.max_auc_drop=%g: %s not written (fp32 and OpenVINO are).",
+                name, int8_auc, fp32_auc, len(windows), source, drop, bound, path.name,
+            )  # fmt: skip
+        metrics |= {f"export/{name}_auc": int8_auc, f"export/{name}_auc_drop": drop,
+                    f"export/{name}_kept": float(kept)}  # fmt: skip
+    return metrics
+
+
+SPEED_CALLS, SPEED_WARMUP = 7, 2  # timed and untimed calls of each model in the speed gate
+SPEED_BATCH = 12  # windows per call: a one-minute file's windows
+
+
+def _speed_gate(e, check, candidates: dict[str, Path], metrics: dict, folder: Path) -> dict:
+    """Keep an int8 file only when it runs at least task.int8_min_speedup times as fast as its
+    fp32 counterpart (ONNX int8 vs ONNX fp32, OpenVINO int8 vs OpenVINO fp32) on this
+    machine, one thread, a one-minute file's windows, medians of interleaved calls."""
+    bound = float(e.int8_min_speedup)
+    if bound <= 0:
+        return {}
+    references = {"int8": folder / FP32_FILE, "openvino_int8": folder / OPENVINO_DIR}
+    batch = np.ascontiguousarray(np.resize(check, (SPEED_BATCH, *check.shape[1:])))
+    out = {}
+    for name, path in candidates.items():
+        if not metrics.get(f"export/{name}_kept") or not references[name].exists():
+            continue
+        models = [load_model(references[name]), load_model(path)]
+        times = [[], []]
+        for call in range(SPEED_WARMUP + SPEED_CALLS):
+            for model, spent in zip(models, times, strict=True):
+                tic = time.perf_counter()
+                model.predict(batch)
+                if call >= SPEED_WARMUP:
+                    spent.append(time.perf_counter() - tic)
+        fp32_ms, int8_ms = (1000.0 * statistics.median(t) for t in times)
+        kept = fp32_ms / int8_ms >= bound
+        if not kept:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            log.warning(
+                "export: %s runs %.1f ms per %d windows against fp32's %.1f ms here (%.2fx, under "
+                "task.int8_min_speedup=%g): %s not written.",
+                name, int8_ms, SPEED_BATCH, fp32_ms, fp32_ms / int8_ms, bound, path.name,
+            )  # fmt: skip
+        out |= {f"export/{name}_ms": int8_ms, f"export/{name}_fp32_ms": fp32_ms,
+                f"export/{name}_kept": float(kept)}  # fmt: skip
+    return out
 
 
 def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
@@ -171,6 +230,56 @@ def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
         "export/openvino_max_diff": diff["max"],
         "export/openvino_bf16_max_diff": differences(reference, bf16)["max"],
     }
+
+
+def _openvino_int8(fp32: Path, ir: Path, meta, calibration, check, fp32_outputs) -> dict:
+    """OpenVINO's own int8 (NNCF on the converted fp32 graph), measured against fp32."""
+    import openvino as ov
+
+    from birdclef.models.quantize import quantize_openvino_int8
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{ir.name}.", dir=ir.parent))
+    try:
+        try:
+            model = quantize_openvino_int8(ov.convert_model(str(fp32)), calibration)
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError(
+                f"OpenVINO int8 quantization of {fp32.name} failed ({_brief(err)}); set "
+                "task.openvino_int8=false to write the other formats only."
+            ) from err
+        write_json(tmp / OPENVINO_META, {**meta, "precision": "int8"})
+        diff = differences(fp32_outputs, _run(lambda: outputs(load_model(tmp).predict, check), ir))
+        if ir.exists():
+            shutil.rmtree(ir)
+        tmp.chmod(0o777 & ~current_umask())
+        os.replace(tmp, ir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "export/openvino_int8_bytes": sum(p.stat().st_size for p in ir.iterdir()),
+        "export/openvino_int8_max_diff": diff["max"],
+        "export/openvino_int8_mean_diff": diff["mean"],
+        "export/openvino_int8_top1_agreement": diff["top1"],
+    }
+
+
+def _want_openvino_int8(e) -> bool:
+    """task.openvino_int8: auto = with task.int8 where NNCF imports (said so where it does not)."""
+    setting = e.openvino_int8
+    if setting not in OPENVINO_CHOICES:
+        raise ConfigError(f"task.openvino_int8={setting!r} must be auto, true or false.")
+    available = importlib.util.find_spec("nncf") is not None
+    if setting is True and not available:
+        raise ConfigError(
+            "task.openvino_int8=true but nncf is not installed: pip install nncf "
+            "(or pip install -e '.[openvino]'), or set task.openvino_int8=auto."
+        )
+    if setting == "auto" and e.int8 and not available:
+        log.info("export: no OpenVINO int8 (pip install nncf to write openvino_int8/)")
+    return available and (setting is True or (setting == "auto" and bool(e.int8)))
 
 
 def _checked_settings(e: DictConfig) -> Path:
@@ -280,6 +389,12 @@ def _summary(m: dict, folder: Path) -> str:
             f"max diff {m['export/int8_max_diff']:.3f}, mean {m['export/int8_mean_diff']:.4f}, "
             f"top-1 agreement {m['export/int8_top1_agreement']:.0%})"
         )
+    for name in ("int8", "openvino_int8"):
+        if f"export/{name}_auc" in m:
+            verdict = "kept" if m[f"export/{name}_kept"] else "refused"
+            speed = (f", {m[f'export/{name}_fp32_ms'] / m[f'export/{name}_ms']:.2f}x fp32's speed"
+                     if f"export/{name}_ms" in m else "")  # fmt: skip
+            parts.append(f"{name} AUC drop {m[f'export/{name}_auc_drop']:+.4f}{speed} ({verdict})")
     if "export/openvino_bytes" in m:
         parts.append(
             f"OpenVINO {m['export/openvino_bytes'] / 1e6:.2f} MB "
