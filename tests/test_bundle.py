@@ -165,6 +165,7 @@ def test_bundle_runs_alone_and_matches_predict(
     needed = {line.split("==")[0] for line in requirements.splitlines() if line and line[0] != "#"}
     assert "onnxruntime" in needed and "torch" not in requirements and "onnx" not in needed
     assert ("openvino" in needed) == bool(openvino_model)
+    assert "scipy" in needed  # task.extras' default: scipy's FFT (the minimum: task.extras=[])
 
     probe = "\n".join(
         f"try:\n    import {n}\nexcept ImportError:\n    print('{n}')" for n in BLOCKED
@@ -238,6 +239,17 @@ def test_bundle_refuses_checkpoints_and_occupied_folders(
     settings = json.loads((occupied / "settings.json").read_text())
     assert settings["models"] == ["models/model_fp32.onnx", "models/model_fp32_2.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_extras_are_listed_and_an_unknown_one_is_refused(tiny_root, onnx_model, tmp_path):
+    build(tmp_path / "run", tiny_root, [onnx_model], tmp_path / "minimal", "task.extras=[]")
+    lines = (tmp_path / "minimal" / "requirements.txt").read_text().splitlines()
+    needed = {line.split("==")[0] for line in lines if line and line[0] != "#"}
+    assert needed == {"numpy", "pandas", "soundfile", "onnxruntime"}
+    assert any(line.startswith("#   scipy:") for line in lines)  # named as an option
+    with pytest.raises(ConfigError, match=r"task.extras \['sklearn'\].*one of"):
+        build(tmp_path / "run2", tiny_root, [onnx_model], tmp_path / "b2", "task.extras=[sklearn]")
+    assert not (tmp_path / "b2").exists()
 
 
 def test_import_check_names_forbidden_imports(tmp_path):

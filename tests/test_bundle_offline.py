@@ -48,6 +48,7 @@ def test_offline_install_runs_the_save_run_and_matches_predict(
     folder = tmp_path / "bundle"
     metrics = bundle(compose_cfg(
         "task=bundle", f"data.root={tiny_root}", f"predict.models=[{model}]", "task.workers=1",
+        "task.extras=[]",  # the minimum: runs without scipy
         f"task.output={folder}", f"task.python={sys.version_info.major}.{sys.version_info.minor}",
         tmp=tmp_path / "bundle_run",
     ))  # fmt: skip

@@ -179,12 +179,18 @@ def check_imports(folder: Path) -> list[str]:
 
 
 def write_bundle(
-    folder: Path, settings: dict, kinds: list[str], columns: Path | None, wheels: dict | None = None
+    folder: Path,
+    settings: dict,
+    kinds: list[str],
+    columns: Path | None,
+    wheels: dict | None = None,
+    extras: list[str] = (),
 ) -> dict:
     """Write every file of the bundle into `folder`; the settings as stored there.
 
     `wheels` ({"python": "3.11", "source": "download" | a folder}): also fetch the wheels of
-    requirements.txt into `wheels/` (`fetch_wheels`); None: none.
+    requirements.txt into `wheels/` (`fetch_wheels`); None: none. `extras`: optional packages
+    (`OPTIONAL`) listed and fetched too.
     """
     (folder / PACKAGE).mkdir()
     (folder / PACKAGE / "__init__.py").write_text(
@@ -208,10 +214,10 @@ def write_bundle(
     }
     (folder / "predict.py").write_text(PREDICT_PY)
     write_json(folder / "settings.json", stored)
-    (folder / "requirements.txt").write_text(requirements(kinds))
+    (folder / "requirements.txt").write_text(requirements(kinds, extras))
     described = "no wheels (task.wheels=null): install requirements.txt another way"
     if wheels is not None:
-        fetched = fetch_wheels(folder / "wheels", requirement_names(kinds), **wheels)
+        fetched = fetch_wheels(folder / "wheels", requirement_names(kinds, extras), **wheels)
         described = f"{len(fetched)} wheels for CPython {wheels['python']} on manylinux x86-64"
     (folder / "README.md").write_text(readme(stored, sources, described))
     mask = current_umask()  # temporary folders are owner-only: make the bundle readable like any

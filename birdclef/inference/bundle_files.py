@@ -41,18 +41,22 @@ def pin(name: str) -> str:
         return name
 
 
-def requirement_names(kinds: list[str]) -> list[str]:
-    """The packages predict.py needs for these model kinds (the optional ones are not included)."""
-    return [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
+def requirement_names(kinds: list[str], extras: list[str] = ()) -> list[str]:
+    """The packages predict.py needs for these model kinds, then the `extras` (of OPTIONAL)."""
+    unknown = [e for e in extras if e not in OPTIONAL]
+    if unknown:
+        raise ValueError(f"task.extras {unknown}: each must be one of {sorted(OPTIONAL)}")
+    needed = [*REQUIRED, *[p for k in dict.fromkeys(kinds) for p in BACKEND_PACKAGES[k]]]
+    return [*needed, *[e for e in dict.fromkeys(extras) if e not in needed]]
 
 
-def requirements(kinds: list[str]) -> str:
-    notes = "".join(f"#   {n}: {w}\n" for n, w in OPTIONAL.items())
+def requirements(kinds: list[str], extras: list[str] = ()) -> str:
+    notes = "".join(f"#   {n}: {w}\n" for n, w in OPTIONAL.items() if n not in extras)
     return (
         "# What predict.py needs, pinned to the versions it was checked with; wheels/ holds them\n"
         "# (pip install --no-index --find-links wheels -r requirements.txt). Optional extras:\n"
         + notes
-        + "".join(f"{pin(n)}\n" for n in requirement_names(kinds))
+        + "".join(f"{pin(n)}\n" for n in requirement_names(kinds, extras))
     )
 
 

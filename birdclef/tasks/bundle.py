@@ -21,6 +21,7 @@ from birdclef.inference.bundle import (
     check_settings,
     column_file,
     replace_folder,
+    requirement_names,
     write_bundle,
 )
 from birdclef.inference.runtime import settings_from_group
@@ -45,6 +46,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.task.workers is not None:
         settings["workers"] = int(cfg.task.workers)
     check_settings(settings)
+    try:  # an unknown extra fails here, not after the models are copied
+        requirement_names(kinds, list(cfg.task.extras or []))
+    except ValueError as err:
+        raise ConfigError(f"{err}; [] bundles the minimum.") from err
     if settings["taxonomy"] is None:
         log.warning(
             "no predict.taxonomy and no sample_submission.csv / taxonomy.csv in data.root=%s: "
@@ -60,7 +65,7 @@ def run(cfg: DictConfig) -> dict:
             if cfg.task.wheels is None
             else {"python": str(cfg.task.python), "source": str(cfg.task.wheels)}
         )
-        settings = write_bundle(tmp, settings, kinds, columns, wheels)
+        settings = write_bundle(tmp, settings, kinds, columns, wheels, list(cfg.task.extras or []))
         problems = check_imports(tmp)
         if problems:
             raise RuntimeError(
