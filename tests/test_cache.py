@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from birdclef.core.errors import ConfigError
+from birdclef.core.errors import ConfigError, DataError
 from birdclef.data import cache as cache_module
 from birdclef.data.audio import load_audio
 from birdclef.data.cache import FrameCache, plan_shards
@@ -44,6 +44,21 @@ def test_cache_holds_every_frame_of_each_recording(tmp_path):
         for k, s in [("a/short.wav", 3), ("a/eight.wav", 8), ("b/long.wav", 12.6)]
     }
     assert frames.bad.empty
+
+
+def test_the_size_estimate_is_the_shards_size_and_a_full_disk_is_refused_before_a_build(
+    tmp_path, monkeypatch
+):
+    paths = make_files(tmp_path)
+    cache, _ = build(tmp_path, paths)
+    jobs = plan_shards(list(paths.values()), list(paths), [k.split("/")[0] for k in paths], 2)
+    written = sum(np.load(p, mmap_mode="r").nbytes for p in cache.shard_dir.glob("*.npy"))
+    assert cache.needed_bytes(jobs) == written
+    free = written  # under the estimate with its margin: refused, nothing written
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: type("U", (), {"free": free}))
+    with pytest.raises(DataError, match=r"needs about .* GB for 3 recordings.*data.cache.dir"):
+        build(tmp_path / "other", paths)
+    assert not list((tmp_path / "other").rglob("*.npy"))
 
 
 def test_windows_cut_from_frames_equal_on_the_fly_features(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ import torch
 from tqdm.auto import tqdm
 
 from birdclef.core.cpus import available_cpus
-from birdclef.core.errors import AudioError, ConfigError
+from birdclef.core.errors import AudioError, ConfigError, DataError
 from birdclef.core.io import atomic_path, stable_hash, write_json
-from birdclef.data.audio import load_audio
+from birdclef.data.audio import audio_seconds, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class CacheSpec:
     workers: int | None = None  # processes building a cache; None = the CPUs this job may use
 
 
+DISK_MARGIN = 1.05  # the shards' size estimate times this must fit on the disk before a build
+
+
 class FrameCache:
     """Builds (once, resumably, in parallel) and opens the cached frames of a set of files."""
 
@@ -148,6 +152,7 @@ class FrameCache:
             try:
                 todo = [j for j in jobs if not (self.shard_dir / f"{j.name}.json").is_file()]
                 if todo:
+                    self.check_disk(todo)
                     write_json(self.dir / "params.json", self.params)
                     log.info(
                         "cache %s: building %d of %d shards (%d files)",
@@ -157,6 +162,31 @@ class FrameCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return CachedFrames.open(self.shard_dir, [j.name for j in jobs], self.frontend)
+
+    def needed_bytes(self, jobs: Sequence[ShardJob]) -> int:
+        """Bytes the shards of `jobs` will take (float16 frames, from the files' headers;
+        an unreadable file counts 0: the build lists it as bad)."""
+        frames = 0
+        for job in jobs:
+            for path in job.paths:
+                try:
+                    samples = int(audio_seconds(path) * self.frontend.sample_rate)
+                except AudioError:
+                    continue
+                frames += 1 + samples // int(self.frontend.hop_length)
+        return frames * int(self.frontend.n_features) * np.dtype(np.float16).itemsize
+
+    def check_disk(self, jobs: Sequence[ShardJob]) -> None:
+        """Refuse to start a build whose shards cannot fit on the cache's disk."""
+        need, free = self.needed_bytes(jobs), shutil.disk_usage(self.shard_dir).free
+        log.info("cache %s: %.2f GB to write, %.1f GB free", self.dir, need / 1e9, free / 1e9)
+        if need * DISK_MARGIN > free:
+            raise DataError(
+                f"the frame cache {self.dir} needs about {need / 1e9:.1f} GB for "
+                f"{sum(len(j.paths) for j in jobs)} recordings, and its disk has "
+                f"{free / 1e9:.1f} GB free: free some space or set data.cache.dir to a disk "
+                "with room."
+            )
 
     def _run(self, jobs: list[ShardJob], desc: str) -> None:
         bar = tqdm(total=sum(len(j.paths) for j in jobs), desc=desc, unit="file", leave=False)

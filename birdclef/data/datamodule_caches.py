@@ -47,6 +47,10 @@ class DataModuleCaches:
         )
         return cache.build(paths, keys, groups, desc)
 
+    def train_frames(self) -> CachedFrames:
+        """The train_audio frames of the module's front end (built on first use)."""
+        return self._train_frames()
+
     def _train_frames(self, frontend=None) -> CachedFrames:
         desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")
         return self._frames(*self._metadata().train_files(), desc, frontend)
