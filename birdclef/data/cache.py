@@ -163,6 +163,28 @@ class FrameCache:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return CachedFrames.open(self.shard_dir, [j.name for j in jobs], self.frontend)
 
+    def verify(self, paths, keys, groups=None, count: int = 8, seed: int = 0) -> list[str]:
+        """Rebuild `count` of the cache's shards (seeded draw) in a scratch folder and compare
+        them with the cached ones, frame for frame; the names of those that differ.
+
+        For a cache that a killed build resumed, or that sits on a shared file system."""
+        import tempfile
+
+        groups = groups if groups is not None else ["all"] * len(paths)
+        jobs = plan_shards(paths, keys, groups, self.buckets)
+        picked = np.random.default_rng(seed).permutation(len(jobs))[:count]
+        differ = []
+        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+            for i in picked:
+                job = jobs[int(i)]
+                _build_shard(job, Path(scratch), self.frontend)
+                fresh = np.load(Path(scratch) / f"{job.name}.npy")
+                cached_file = self.shard_dir / f"{job.name}.npy"
+                cached = np.load(cached_file) if cached_file.is_file() else None
+                if cached is None or not np.array_equal(fresh, cached):
+                    differ.append(job.name)
+        return differ
+
     def needed_bytes(self, jobs: Sequence[ShardJob]) -> int:
         """Bytes the shards of `jobs` will take (float16 frames, from the files' headers;
         an unreadable file counts 0: the build lists it as bad)."""

@@ -8,7 +8,9 @@ train_audio frames (and the teacher's, the scored and unlabelled soundscapes' wh
 reads them). A sweep's jobs would build the same cache once anyway (the builder holds a file
 lock; the others wait and open it), but each of them holds its GPU or its SLURM slot while it
 waits; built first, with all the machine's cores, the jobs only open it. A finished cache is
-found, not rebuilt; a killed build resumes at its first unfinished shard. Before writing, a
+found, not rebuilt; a killed build resumes at its first unfinished shard. `task.verify=N`
+rebuilds N of its train_audio shards in a scratch folder and compares them frame for frame
+(after a killed build, or on a shared file system). Before writing, a
 build estimates its size from the audio headers and refuses to start when the disk lacks room.
 """
 
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from birdclef.data.cache import FrameCache
+from birdclef.data.metadata import load_metadata
 from birdclef.runs.envelope import task
 from birdclef.tasks.train import build_datamodule
 
@@ -39,12 +43,22 @@ def run(cfg: DictConfig) -> dict:
     frames = datamodule.train_frames()  # opened (built above): its index and folder
     audio = float(frames.index["n_samples"].sum()) / datamodule.frontend.sample_rate
     cache_dir = Path(frames.dir).parent  # every recording set cached with this front end
+    differ = []
+    if int(cfg.task.verify) > 0:
+        cache = FrameCache(datamodule.cache_spec.dir, datamodule.frontend, workers=0)
+        paths, keys, groups = load_metadata(datamodule.root).train_files()
+        differ = cache.verify(paths, keys, groups, int(cfg.task.verify), int(cfg.seed))
+        if differ:
+            log.error("cache %s: %d of %d rebuilt shards differ: %s", cache_dir, len(differ),
+                      int(cfg.task.verify), differ)  # fmt: skip
     metrics = {
         "cache/recordings": float(len(frames.index)),
         "cache/bad_files": float(len(frames.bad)),
         "cache/audio_hours": audio / 3600.0,
         "cache/seconds": seconds,
         "cache/bytes": float(folder_bytes(cache_dir)),
+        "cache/verified_shards": float(int(cfg.task.verify)),
+        "cache/differing_shards": float(len(differ)),
     }
     log.info(
         "cache %s: %d recordings (%.1f h of audio, %d bad), %.2f GB, ready in %.0f s",
