@@ -13,21 +13,37 @@ from birdclef.core.errors import ConfigError
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each training epoch (seconds), for the model comparison tables."""
+    """Wall time of each training epoch (seconds), for the model comparison tables, and the part
+    of it spent waiting for batches (from the end of one training step, or the epoch's start,
+    to the start of the next: the loader's share when it cannot keep up)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
-        self._start = 0.0
+        self.data_seconds: list[float] = []
+        self._start = self._last = 0.0
+        self._waiting = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        self._start = self._last = time.perf_counter()
+        self._waiting = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._waiting += time.perf_counter() - self._last
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seconds.append(time.perf_counter() - self._start)
+        self.data_seconds.append(self._waiting)
 
     @property
     def median(self) -> float:
         return float(np.median(self.seconds)) if self.seconds else float("nan")
+
+    @property
+    def data_median(self) -> float:
+        return float(np.median(self.data_seconds)) if self.data_seconds else float("nan")
 
 
 class EMA(L.Callback):

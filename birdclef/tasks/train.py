@@ -164,6 +164,7 @@ def train(
             trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{name}.ckpt")
         best = str(Path(checkpoint.dirpath) / "best.ckpt")
     metrics["train/epoch_seconds"] = timer.median
+    metrics["train/data_seconds"] = timer.data_median  # of it, waiting for batches
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics.update(extra_metrics or {})
     metrics["model/params"] = float(sum(p.numel() for p in module.net.parameters()))
