@@ -13,6 +13,7 @@ each int8 file is kept only when its macro AUC on the validation recordings is a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -200,31 +201,45 @@ def _speed_gate(e, check, candidates: dict[str, Path], metrics: dict, folder: Pa
     return out
 
 
+@contextlib.contextmanager
+def _published_folder(target: Path):
+    """A scratch folder beside `target`, moved onto it only when the block succeeds."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_ir(make_model, folder: Path, meta: dict, precision: str, failed: str) -> None:
+    """`make_model()` saved as folder/model.xml with its description; a failure as one error."""
+    import openvino as ov
+
+    try:
+        ov.save_model(make_model(), str(folder / "model.xml"), compress_to_fp16=False)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(f"{failed} ({_brief(err)})") from err
+    write_json(folder / OPENVINO_META, {**meta, "precision": precision})
+
+
 def _openvino(e, fp32: Path, ir: Path, meta, check, reference) -> dict:
     """Convert; publish the IR once it matches torch in f32; measure what bf16 would cost."""
     import openvino as ov
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ir.name}.", dir=ir.parent))
-    try:
-        try:  # fp32 weights: the IR is held to the same tolerance as the ONNX file
-            model = ov.convert_model(str(fp32))
-            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        except Exception as err:
-            raise ConfigError(
-                f"OpenVINO cannot convert {fp32.name} ({_brief(err)}); set task.openvino=false "
-                "to write the ONNX files only."
-            ) from err
-        write_json(tmp / OPENVINO_META, {**meta, "precision": "fp32"})
+    with _published_folder(ir) as tmp:  # fp32 weights: held to the ONNX file's tolerance
+        _save_ir(lambda: ov.convert_model(str(fp32)), tmp, meta, "fp32",
+                 f"OpenVINO cannot convert {fp32.name}; set task.openvino=false to write the "
+                 "ONNX files only")  # fmt: skip
         diff = differences(reference, _run(lambda: outputs(load_model(tmp).predict, check), ir))
         _require(diff["max"], float(e.tolerance), f"{ir} (OpenVINO)")
         # predict.openvino_precision=bf16: faster on AVX512-BF16/AMX CPUs (f32 on the others)
         bf16 = outputs(load_model(tmp, openvino_precision="bf16").predict, check)
-        if ir.exists():
-            shutil.rmtree(ir)
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
-        os.replace(tmp, ir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "export/openvino_bytes": sum(p.stat().st_size for p in ir.iterdir()),
         "export/openvino_max_diff": diff["max"],
@@ -238,26 +253,11 @@ def _openvino_int8(fp32: Path, ir: Path, meta, calibration, check, fp32_outputs)
 
     from birdclef.models.quantize import quantize_openvino_int8
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ir.name}.", dir=ir.parent))
-    try:
-        try:
-            model = quantize_openvino_int8(ov.convert_model(str(fp32)), calibration)
-            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        except ConfigError:
-            raise
-        except Exception as err:
-            raise ConfigError(
-                f"OpenVINO int8 quantization of {fp32.name} failed ({_brief(err)}); set "
-                "task.openvino_int8=false to write the other formats only."
-            ) from err
-        write_json(tmp / OPENVINO_META, {**meta, "precision": "int8"})
+    with _published_folder(ir) as tmp:
+        _save_ir(lambda: quantize_openvino_int8(ov.convert_model(str(fp32)), calibration), tmp,
+                 meta, "int8", f"OpenVINO int8 quantization of {fp32.name} failed; set "
+                 "task.openvino_int8=false to write the other formats only")  # fmt: skip
         diff = differences(fp32_outputs, _run(lambda: outputs(load_model(tmp).predict, check), ir))
-        if ir.exists():
-            shutil.rmtree(ir)
-        tmp.chmod(0o777 & ~current_umask())
-        os.replace(tmp, ir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "export/openvino_int8_bytes": sum(p.stat().st_size for p in ir.iterdir()),
         "export/openvino_int8_max_diff": diff["max"],
