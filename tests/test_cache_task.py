@@ -28,6 +28,7 @@ def test_verify_rebuilds_shards_and_names_one_that_differs(tiny_root, tmp_path):
                  "data.cache.workers=0", "task.verify=1000")  # fmt: skip
     clean = cache.run(compose_cfg(*overrides, tmp=tmp_path / "a"))
     assert clean["cache/differing_shards"] == 0
+    assert 0 < clean["cache/verified_shards"] < 1000  # every train_audio shard, not the count asked
     shard = sorted((tmp_path / "cache").rglob("shards/*.npy"))[0]
     np.save(shard, np.zeros_like(np.load(shard)))  # a shard damaged after its build
     damaged = cache.run(compose_cfg(*overrides, tmp=tmp_path / "b"))

@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -163,13 +164,13 @@ class FrameCache:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return CachedFrames.open(self.shard_dir, [j.name for j in jobs], self.frontend)
 
-    def verify(self, paths, keys, groups=None, count: int = 8, seed: int = 0) -> list[str]:
+    def verify(
+        self, paths, keys, groups=None, count: int = 8, seed: int = 0
+    ) -> tuple[int, list[str]]:
         """Rebuild `count` of the cache's shards (seeded draw) in a scratch folder and compare
-        them with the cached ones, frame for frame; the names of those that differ.
+        them with the cached ones, frame for frame: (shards checked, names of those that differ).
 
         For a cache that a killed build resumed, or that sits on a shared file system."""
-        import tempfile
-
         groups = groups if groups is not None else ["all"] * len(paths)
         jobs = plan_shards(paths, keys, groups, self.buckets)
         picked = np.random.default_rng(seed).permutation(len(jobs))[:count]
@@ -183,7 +184,7 @@ class FrameCache:
                 cached = np.load(cached_file) if cached_file.is_file() else None
                 if cached is None or not np.array_equal(fresh, cached):
                     differ.append(job.name)
-        return differ
+        return len(picked), differ
 
     def needed_bytes(self, jobs: Sequence[ShardJob]) -> int:
         """Bytes the shards of `jobs` will take (float16 frames, from the files' headers;

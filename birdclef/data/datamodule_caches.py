@@ -39,17 +39,23 @@ class DataModuleCaches:
         if hasattr(self.train_filter, "manifests"):
             self._manifests()
 
-    def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
-        cache = FrameCache(
+    def _cache(self, frontend=None) -> FrameCache:
+        return FrameCache(
             self.cache_spec.dir,
             frontend if frontend is not None else self.frontend,
             self.cache_spec.workers,
         )
-        return cache.build(paths, keys, groups, desc)
+
+    def _frames(self, paths, keys, groups, desc: str, frontend=None) -> CachedFrames:
+        return self._cache(frontend).build(paths, keys, groups, desc)
 
     def train_frames(self) -> CachedFrames:
         """The train_audio frames of the module's front end (built on first use)."""
         return self._train_frames()
+
+    def verify_train_frames(self, count: int, seed: int) -> tuple[int, list[str]]:
+        """`FrameCache.verify` of the train_audio frames: (shards checked, those that differ)."""
+        return self._cache().verify(*self._metadata().train_files(), count, seed)
 
     def _train_frames(self, frontend=None) -> CachedFrames:
         desc = "caching train_audio" + (" (teacher)" if frontend is not None else "")

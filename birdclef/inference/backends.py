@@ -163,7 +163,6 @@ class OpenVinoModel(WindowModel):
         }
         self.core, self.config = ov.Core(), config
         self.graph = self.core.read_model(str(xml))
-        self.output_count = len(self.graph.outputs)
         self._compiled: dict[int, tuple] = {}  # batch size -> (compiled model, infer request)
         self.name = str(self.meta.get("name") or xml.parent.name)
 

@@ -141,7 +141,7 @@ class FilePredictor:
             tic = time.perf_counter()
             if model.frame_key not in shared:
                 shared[model.frame_key] = model.frames(wave)
-                for part, seconds in getattr(model, "frames_seconds", {}).items():
+                for part, seconds in model.frames_seconds.items():
                     timing[part] = timing.get(part, 0.0) + seconds  # stft, mel (log-mel models)
             frames = shared[model.frame_key]
             hop = int(model.frame_params["hop_length"])

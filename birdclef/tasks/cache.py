@@ -22,8 +22,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from birdclef.data.cache import FrameCache
-from birdclef.data.metadata import load_metadata
 from birdclef.runs.envelope import task
 from birdclef.tasks.train import build_datamodule
 
@@ -43,21 +41,19 @@ def run(cfg: DictConfig) -> dict:
     frames = datamodule.train_frames()  # opened (built above): its index and folder
     audio = float(frames.index["n_samples"].sum()) / datamodule.frontend.sample_rate
     cache_dir = Path(frames.dir).parent  # every recording set cached with this front end
-    differ = []
+    checked, differ = 0, []
     if int(cfg.task.verify) > 0:
-        cache = FrameCache(datamodule.cache_spec.dir, datamodule.frontend, workers=0)
-        paths, keys, groups = load_metadata(datamodule.root).train_files()
-        differ = cache.verify(paths, keys, groups, int(cfg.task.verify), int(cfg.seed))
+        checked, differ = datamodule.verify_train_frames(int(cfg.task.verify), int(cfg.seed))
         if differ:
             log.error("cache %s: %d of %d rebuilt shards differ: %s", cache_dir, len(differ),
-                      int(cfg.task.verify), differ)  # fmt: skip
+                      checked, differ)  # fmt: skip
     metrics = {
         "cache/recordings": float(len(frames.index)),
         "cache/bad_files": float(len(frames.bad)),
         "cache/audio_hours": audio / 3600.0,
         "cache/seconds": seconds,
         "cache/bytes": float(folder_bytes(cache_dir)),
-        "cache/verified_shards": float(int(cfg.task.verify)),
+        "cache/verified_shards": float(checked),
         "cache/differing_shards": float(len(differ)),
     }
     log.info(

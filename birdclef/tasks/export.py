@@ -151,7 +151,7 @@ def _auc_gate(e, root: Path, ckpt: Path, meta, fp32: Path, candidates: dict[str,
         drop = fp32_auc - int8_auc
         kept = bool(np.isfinite(drop) and drop <= bound)
         if not kept:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(path)
             log.warning(
                 "export: %s scores %.4f against fp32's %.4f on %d windows of %s, a drop of %.4f "
                 "over task.max_auc_drop=%g: %s not written (fp32 and OpenVINO are).",
@@ -160,6 +160,11 @@ def _auc_gate(e, root: Path, ckpt: Path, meta, fp32: Path, candidates: dict[str,
         metrics |= {f"export/{name}_auc": int8_auc, f"export/{name}_auc_drop": drop,
                     f"export/{name}_kept": float(kept)}  # fmt: skip
     return metrics
+
+
+def _remove(path: Path) -> None:
+    """Delete a refused int8 file (ONNX) or folder (OpenVINO)."""
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 SPEED_CALLS, SPEED_WARMUP = 7, 2  # timed and untimed calls of each model in the speed gate
@@ -190,7 +195,7 @@ def _speed_gate(e, check, candidates: dict[str, Path], metrics: dict, folder: Pa
         fp32_ms, int8_ms = (1000.0 * statistics.median(t) for t in times)
         kept = fp32_ms / int8_ms >= bound
         if not kept:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(path)
             log.warning(
                 "export: %s runs %.1f ms per %d windows against fp32's %.1f ms here (%.2fx, under "
                 "task.int8_min_speedup=%g): %s not written.",

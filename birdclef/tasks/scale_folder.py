@@ -117,8 +117,7 @@ def train_table(classes: pd.DataFrame, counts: np.ndarray, spec, rng) -> pd.Data
     primary = np.repeat(labels, counts)
     n = len(primary)
     collection = rng.choice(list(COLLECTIONS), size=n, p=list(COLLECTIONS.values()))
-    prefix = {"XC": "XC", "iNat": "iNat", "CSA": "CSA"}
-    stems = [f"{prefix[c]}{100000 + i}" for i, c in enumerate(collection)]
+    stems = [f"{c}{100000 + i}" for i, c in enumerate(collection)]  # XC100000.ogg, iNat100001.ogg
     rating = np.where(collection == "XC", rng.choice(np.arange(0, 5.5, 0.5), size=n,
                       p=_rating_shares()), 0.0)  # fmt: skip
     secondary = []
