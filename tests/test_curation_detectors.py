@@ -47,6 +47,36 @@ def test_silero_finds_espeak_speech_in_an_intro_and_not_in_calls():
     assert again == scores  # deterministic
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("silero_vad") is None, reason="pip install -e .[curation]"
+)
+def test_silero_streams_side_by_side_equal_each_recording_alone(monkeypatch):
+    import torch
+
+    from birdclef.data.curation import detectors
+
+    rng = np.random.default_rng(1)
+    lengths = [0, 100, 512, 3 * SECONDS + 77, SECONDS, 2 * SECONDS + 511]
+    audios = [
+        (0.05 * rng.standard_normal(n)).astype(np.float32) + np.resize(whistle(3), n)
+        for n in lengths
+    ]
+    vad = SileroVad()
+    monkeypatch.setattr(detectors, "SILERO_STREAMS", 2)  # recordings one after another in a stream
+    many = vad.frame_probs_many(audios)
+    vad.load()
+    for audio, probs in zip(audios, many, strict=True):
+        assert len(probs) == -(-len(audio) // 512)
+        if len(audio) >= 512:  # silero-vad's own loop: a frame per call, a recording at a time
+            ref = vad.model.audio_forward(torch.from_numpy(audio), DETECTOR_RATE).numpy()[0]
+            np.testing.assert_allclose(probs, ref, atol=1e-6)
+        np.testing.assert_array_equal(vad.frame_probs(audio), probs)
+    spans = [[(0, len(a))] if len(a) else [] for a in audios]
+    assert vad.score_many(audios, spans) == [
+        vad.score(a, s) for a, s in zip(audios, spans, strict=True)
+    ]
+
+
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
     if importlib.util.find_spec("tensorflow_hub") is None:

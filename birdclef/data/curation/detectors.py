@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DETECTOR_RATE = 16000  # Hz, both models' input rate
 SILERO_CHUNK = 512  # samples per Silero frame at 16 kHz (32 ms)
+SILERO_CONTEXT = 64  # samples of the previous frame Silero sees with each frame
+SILERO_STREAMS = 32  # recordings run side by side (about 3x the frames/s of one on a core)
 YAMNET_HOP_SECONDS = 0.48  # s between YAMNet's 0.96-s patches
 SPEECH_CLASSES = (  # YAMNet display names counted as speech
     "Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue", "Babbling",
@@ -95,19 +97,71 @@ class SileroVad:
 
     def frame_probs(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability of each 512-sample frame of 16-kHz `audio`."""
-        import torch
+        return self.frame_probs_many([audio])[0]
 
+    def frame_probs_many(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """`frame_probs` of several recordings, run side by side as streams of one batch.
+
+        Silero keeps a recurrent state (and 64 samples of context) per stream. Each of up to
+        SILERO_STREAMS streams runs its recordings one after another, its state and context
+        zeroed where a recording starts, so each recording gets exactly the probabilities it
+        gets alone, and no stream waits on padding but at the very end. A call (one 32-ms
+        frame) for 32 streams takes about 10x one for a single stream: 32 side by side score
+        about 3x the audio per second on a core.
+        """
         self.load()
-        if len(audio) == 0:
-            return np.zeros(0, np.float32)
-        with torch.no_grad():
-            probs = self.model.audio_forward(
-                torch.from_numpy(audio.astype(np.float32)), DETECTOR_RATE
-            )
-        return probs.numpy().reshape(-1)
+        frames = np.array([-(-len(a) // SILERO_CHUNK) for a in audios], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(frames)])
+        flat = np.zeros((int(offsets[-1]) + 1, SILERO_CHUNK), np.float32)  # last row: padding
+        for a, start in zip(audios, offsets, strict=False):
+            flat.reshape(-1)[start * SILERO_CHUNK : start * SILERO_CHUNK + len(a)] = a
+        # no more streams than keep busy while the longest recording runs: a wider call costs more
+        streams = min(SILERO_STREAMS, -(-int(frames.sum()) // max(int(frames.max(initial=0)), 1)))
+        if frames.sum() == 0:
+            return [np.zeros(0, np.float32) for _ in audios]
+        lanes: list[list[int]] = [[] for _ in range(streams)]  # longest first to the shortest lane
+        load = np.zeros(streams, np.int64)
+        for i in np.argsort(-frames, kind="stable"):
+            if frames[i]:
+                lane = int(np.argmin(load))
+                lanes[lane].append(int(i))
+                load[lane] += frames[i]
+        pad = len(flat) - 1
+        rows = np.full((streams, int(load.max())), pad, np.int64)  # flat's row of each step
+        fresh = np.zeros(rows.shape, bool)  # a recording starts: zero the stream's memory
+        for lane, members in enumerate(lanes):
+            at = 0
+            for i in members:
+                rows[lane, at : at + frames[i]] = np.arange(offsets[i], offsets[i + 1])
+                fresh[lane, at] = True
+                at += frames[i]
+        probs = np.zeros(len(flat), np.float32)
+        state = np.zeros((2, streams, 128), np.float32)
+        context = np.zeros((streams, SILERO_CONTEXT), np.float32)
+        rate = np.array(DETECTOR_RATE, dtype=np.int64)
+        session = self.model.session  # the onnxruntime session of silero-vad's OnnxWrapper
+        for t in range(rows.shape[1]):
+            state[:, fresh[:, t]] = 0.0
+            context[fresh[:, t]] = 0.0
+            chunk = np.concatenate([context, flat[rows[:, t]]], axis=1)
+            out, state = session.run(None, {"input": chunk, "state": state, "sr": rate})
+            probs[rows[:, t]] = out[:, 0]
+            context = chunk[:, -SILERO_CONTEXT:]
+        return [probs[offsets[i] : offsets[i + 1]].copy() for i in range(len(audios))]
 
     def score(self, audio: np.ndarray, spans: list[tuple[int, int]]) -> list[dict]:
-        probs = self.frame_probs(audio)
+        return self.score_many([audio], [spans])[0]
+
+    def score_many(
+        self, audios: list[np.ndarray], spans: list[list[tuple[int, int]]]
+    ) -> list[list[dict]]:
+        """`score` of several recordings, their frames computed as one batch of streams."""
+        return [
+            self._windows(probs, s)
+            for probs, s in zip(self.frame_probs_many(audios), spans, strict=True)
+        ]
+
+    def _windows(self, probs: np.ndarray, spans: list[tuple[int, int]]) -> list[dict]:
         centres = (np.arange(len(probs)) + 0.5) * SILERO_CHUNK
         out = []
         for a, b in spans:

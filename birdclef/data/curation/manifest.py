@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "windows-v1"  # bump when windowing or the part format changes
 WINDOW_SECONDS = 5  # s, the study's window (and the scored row)
 WINDOW_COLUMNS = ["file", "window", "start", "end", "n_samples"]
+FILES_PER_CALL = 32  # recordings a worker scores together (Silero runs them as one batch)
 
 
 def window_spans(n_samples: int, sample_rate: int) -> list[tuple[int, int]]:
@@ -77,28 +78,50 @@ def _init_worker(detector) -> None:
     _WORKER["detector"] = detector
 
 
-def score_file(path: str, key: str, out: Path, sample_rate: int, detector=None) -> int:
-    """Score one recording's windows and write its part; returns the windows scored."""
+def score_files(jobs: list[tuple[str, str, Path]], sample_rate: int, detector=None) -> int:
+    """Score the windows of each (path, key, part) recording and write its part.
+
+    A detector with `score_many` (Silero) scores the group's recordings together; a file
+    that fails to decode gets a part with its error. Returns the windows scored.
+    """
     import torch
     import torchaudio.functional as AF
 
     detector = detector if detector is not None else _WORKER["detector"]
-    part = {"file": key, "path": path, "n_samples": 0, "windows": [], "error": None}
-    try:
-        audio = load_audio(path, sample_rate)
+    scale = DETECTOR_RATE / sample_rate
+    parts, lows, spans = [], [], []
+    for path, key, out in jobs:
+        part = {"file": key, "path": path, "n_samples": 0, "windows": [], "error": None}
+        try:
+            audio = load_audio(path, sample_rate)
+        except AudioError as err:
+            part["error"] = str(err)
+            write_json(out, part)
+            continue
         part["n_samples"] = len(audio)
-        spans = window_spans(len(audio), sample_rate)
-        low = AF.resample(torch.from_numpy(audio), sample_rate, DETECTOR_RATE).numpy()
-        scale = DETECTOR_RATE / sample_rate
-        scores = detector.score(low, [(round(a * scale), round(b * scale)) for a, b in spans])
+        part["spans"] = window_spans(len(audio), sample_rate)
+        lows.append(AF.resample(torch.from_numpy(audio), sample_rate, DETECTOR_RATE).numpy())
+        spans.append([(round(a * scale), round(b * scale)) for a, b in part["spans"]])
+        parts.append((out, part))
+    together = detector.score_many(lows, spans) if hasattr(detector, "score_many") else None
+    done = 0
+    for k, (out, part) in enumerate(parts):  # one at a time: each part is written once scored
+        windows = together[k] if together is not None else detector.score(lows[k], spans[k])
         part["windows"] = [
             {"window": i, "start": a, "end": b, **s}
-            for i, ((a, b), s) in enumerate(zip(spans, scores, strict=True))
+            for i, ((a, b), s) in enumerate(zip(part.pop("spans"), windows, strict=True))
         ]
-    except AudioError as err:
-        part["error"] = str(err)
-    write_json(out, part)
-    return len(part["windows"])
+        write_json(out, part)
+        done += len(part["windows"])
+    return done
+
+
+def _groups(jobs: list, size: int) -> list[list]:
+    """`jobs` in groups of `size`, by file size, so a group's recordings are of like length."""
+    ordered = sorted(
+        jobs, key=lambda job: Path(job[0]).stat().st_size if Path(job[0]).is_file() else 0
+    )
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 class WindowManifest:
@@ -155,24 +178,26 @@ class WindowManifest:
             unit="file", leave=False,
         )  # fmt: skip
         done = 0
-        if self.workers > 1 and len(jobs) > 1:
+        groups = _groups(jobs, FILES_PER_CALL)
+        if self.workers > 1 and len(groups) > 1:
             # spawn, not fork: TensorFlow and onnxruntime do not survive a fork of a parent using them
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(
-                min(self.workers, len(jobs)), mp_context=context,
+                min(self.workers, len(groups)), mp_context=context,
                 initializer=_init_worker, initargs=(self.detector,),
             ) as pool:  # fmt: skip
-                futures = [
-                    pool.submit(score_file, p, k, part, self.sample_rate) for p, k, part in jobs
-                ]
+                futures = {
+                    pool.submit(score_files, group, self.sample_rate): len(group)
+                    for group in groups
+                }
                 for future in as_completed(futures):
                     done += future.result()
-                    bar.update()
+                    bar.update(futures[future])
         else:
             self.detector.load()
-            for p, k, part in jobs:
-                done += score_file(p, k, part, self.sample_rate, self.detector)
-                bar.update()
+            for group in groups:
+                done += score_files(group, self.sample_rate, self.detector)
+                bar.update(len(group))
         bar.close()
         return done
 
