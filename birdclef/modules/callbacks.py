@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 
 import lightning as L
@@ -11,20 +13,30 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from birdclef.core.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 class EpochTimer(L.Callback):
     """Wall time of each training epoch (seconds), for the model comparison tables, and the part
     of it spent waiting for batches (from the end of one training step, or the epoch's start,
-    to the start of the next: the loader's share when it cannot keep up)."""
+    to the start of the next: the loader's share when it cannot keep up).
 
-    def __init__(self) -> None:
+    Every `log_seconds` of an epoch it logs a progress line (step, steps/s, the share spent
+    waiting for batches, the time left), so a long epoch shows progress in the run's log
+    where no terminal shows a progress bar; 0 turns it off.
+    """
+
+    def __init__(self, log_seconds: float = 60.0) -> None:
+        if log_seconds < 0:
+            raise ConfigError(f"EpochTimer log_seconds={log_seconds} must be >= 0 (0: no lines).")
+        self.log_seconds = log_seconds
         self.seconds: list[float] = []
         self.data_seconds: list[float] = []
-        self._start = self._last = 0.0
+        self._start = self._last = self._logged = 0.0
         self._waiting = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = self._last = time.perf_counter()
+        self._start = self._last = self._logged = time.perf_counter()
         self._waiting = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -32,6 +44,23 @@ class EpochTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last = time.perf_counter()
+        if self.log_seconds and self._last - self._logged >= self.log_seconds:
+            self._logged = self._last
+            total = getattr(trainer, "num_training_batches", math.inf)
+            epoch = getattr(trainer, "current_epoch", 0)
+            log.info(self.progress(epoch, batch_idx + 1, total))
+
+    def progress(self, epoch: int, done: int, total: float) -> str:
+        """One progress line: `done` of `total` batches of this epoch."""
+        elapsed = max(self._last - self._start, 1e-9)
+        line = f"epoch {epoch}: batch {done}"
+        if math.isfinite(total) and total > 0:
+            left = (total - done) * elapsed / done
+            line += f"/{int(total)} ({100 * done / total:.0f} %)"
+        line += f", {done / elapsed:.2f} batches/s, {100 * self._waiting / elapsed:.1f} % waiting for batches"
+        if math.isfinite(total) and total > 0:
+            line += f", about {left / 60:.0f} min left in the epoch"
+        return line
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seconds.append(time.perf_counter() - self._start)
