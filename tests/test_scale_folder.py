@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,3 +53,32 @@ def test_scale_folder_links_every_recording_and_resumes(tiny_root, tmp_path):
     again = scale_folder.run(compose_cfg(*overrides, tmp=tmp_path / "run2"))
     assert first.is_file() and again == metrics
     assert pd.read_csv(out / "train.csv", dtype=str).equals(train)  # the same seeded folder
+
+
+@pytest.mark.slow
+def test_the_scale_pages_scripts_run_end_to_end_on_the_synthetic_set(tmp_path):
+    """benchmarks/gpu_profile.py (here on the CPU) and loader_speed.py write their tables."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    env = {**os.environ, "BIRDCLEF_CPUS": "2"}
+    profile = subprocess.run(
+        [sys.executable, str(bench / "gpu_profile.py"), "--steps", "2", "--batch-size", "4",
+         "--workers", "0", "--repeats", "1", "--models", "efficientnet",
+         "--work", str(tmp_path / "runs"), "--out", str(tmp_path / "profile")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert profile.returncode == 0, profile.stdout[-2000:] + profile.stderr[-2000:]
+    row = next(line for line in (tmp_path / "profile.md").read_text().splitlines()
+               if line.startswith("| efficientnet"))  # fmt: skip
+    steps_per_s, windows_per_s, waiting = [c.strip() for c in row.strip("|").split("|")][2:]
+    assert float(steps_per_s) > 0 and float(windows_per_s.replace(",", "")) > 0
+    assert 0.0 <= float(waiting.rstrip(" %")) < 100.0
+    loader = subprocess.run(
+        [sys.executable, str(bench / "loader_speed.py"), "--batches", "5", "--workers", "0", "1",
+         "--repeats", "1", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "loader")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert loader.returncode == 0, loader.stdout[-2000:] + loader.stderr[-2000:]
+    rows = [line for line in (tmp_path / "loader.md").read_text().splitlines()
+            if line.startswith("| 0 workers") or line.startswith("| 1 workers")]  # fmt: skip
+    assert len(rows) == 2
+    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
