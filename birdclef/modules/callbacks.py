@@ -21,7 +21,7 @@ class EpochTimer(L.Callback):
     of it spent waiting for batches (from the end of one training step, or the epoch's start,
     to the start of the next: the loader's share when it cannot keep up).
 
-    Every `log_seconds` of an epoch it logs a progress line (step, steps/s, the share spent
+    Every `log_seconds` of an epoch it logs a progress line (batch, batches/s, the share spent
     waiting for batches, the time left), so a long epoch shows progress in the run's log
     where no terminal shows a progress bar; 0 turns it off.
     """
@@ -53,13 +53,14 @@ class EpochTimer(L.Callback):
     def progress(self, epoch: int, done: int, total: float) -> str:
         """One progress line: `done` of `total` batches of this epoch."""
         elapsed = max(self._last - self._start, 1e-9)
-        line = f"epoch {epoch}: batch {done}"
-        if math.isfinite(total) and total > 0:
-            left = (total - done) * elapsed / done
-            line += f"/{int(total)} ({100 * done / total:.0f} %)"
-        line += f", {done / elapsed:.2f} batches/s, {100 * self._waiting / elapsed:.1f} % waiting for batches"
-        if math.isfinite(total) and total > 0:
-            line += f", about {left / 60:.0f} min left in the epoch"
+        known = math.isfinite(total) and total > 0
+        share = f" ({100 * done / total:.0f} %)" if known else ""
+        line = (
+            f"epoch {epoch}: batch {done}{f'/{int(total)}' if known else ''}{share}, "
+            f"{done / elapsed:.2f} batches/s, {100 * self._waiting / elapsed:.1f} % waiting for batches"
+        )
+        if known:
+            line += f", about {(total - done) * elapsed / done / 60:.0f} min left in the epoch"
         return line
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

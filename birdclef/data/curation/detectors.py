@@ -115,10 +115,10 @@ class SileroVad:
         flat = np.zeros((int(offsets[-1]) + 1, SILERO_CHUNK), np.float32)  # last row: padding
         for a, start in zip(audios, offsets, strict=False):
             flat.reshape(-1)[start * SILERO_CHUNK : start * SILERO_CHUNK + len(a)] = a
-        # no more streams than keep busy while the longest recording runs: a wider call costs more
-        streams = min(SILERO_STREAMS, -(-int(frames.sum()) // max(int(frames.max(initial=0)), 1)))
         if frames.sum() == 0:
             return [np.zeros(0, np.float32) for _ in audios]
+        # no more streams than keep busy while the longest recording runs: a wider call costs more
+        streams = min(SILERO_STREAMS, -(-int(frames.sum()) // int(frames.max())))
         lanes: list[list[int]] = [[] for _ in range(streams)]  # longest first to the shortest lane
         load = np.zeros(streams, np.int64)
         for i in np.argsort(-frames, kind="stable"):

@@ -99,17 +99,17 @@ def score_files(jobs: list[tuple[str, str, Path]], sample_rate: int, detector=No
             write_json(out, part)
             continue
         part["n_samples"] = len(audio)
-        part["spans"] = window_spans(len(audio), sample_rate)
+        full = window_spans(len(audio), sample_rate)
         lows.append(AF.resample(torch.from_numpy(audio), sample_rate, DETECTOR_RATE).numpy())
-        spans.append([(round(a * scale), round(b * scale)) for a, b in part["spans"]])
-        parts.append((out, part))
+        spans.append([(round(a * scale), round(b * scale)) for a, b in full])
+        parts.append((out, part, full))
     together = detector.score_many(lows, spans) if hasattr(detector, "score_many") else None
     done = 0
-    for k, (out, part) in enumerate(parts):  # one at a time: each part is written once scored
+    for k, (out, part, full) in enumerate(parts):  # each part is written once it is scored
         windows = together[k] if together is not None else detector.score(lows[k], spans[k])
         part["windows"] = [
             {"window": i, "start": a, "end": b, **s}
-            for i, ((a, b), s) in enumerate(zip(part.pop("spans"), windows, strict=True))
+            for i, ((a, b), s) in enumerate(zip(full, windows, strict=True))
         ]
         write_json(out, part)
         done += len(part["windows"])
