@@ -61,6 +61,11 @@ def one_run(model: str, trainer: list[str], args, folder: Path) -> dict:
     return pd.read_json(folder / "metrics.json", typ="series").to_dict()
 
 
+def _rate(per_second: float) -> str:
+    """Whole numbers where they are large (a GPU), two decimals where they are small (a CPU)."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.2f}"
+
+
 def main() -> None:
     p = harness.parser(__doc__, __file__, repeats=2)
     p.add_argument("--root", type=Path, default=None, help="data root (default: synthetic)")
@@ -84,7 +89,7 @@ def main() -> None:
         epoch = harness.summary([m["train/epoch_seconds"] for m in found])["median"]
         waiting = harness.summary([m["train/data_seconds"] for m in found])["median"]
         windows = args.steps * args.batch_size * found[0]["devices"]
-        rows.append([model, name, f"{args.steps / epoch:.2f}", f"{windows / epoch:,.0f}",
+        rows.append([model, name, f"{args.steps / epoch:.2f}", _rate(windows / epoch),
                      f"{100 * waiting / epoch:.1f} %"])  # fmt: skip
     table = harness.markdown_table(
         ["model", "setting", "steps/s", "windows/s", "waiting for batches"], rows
