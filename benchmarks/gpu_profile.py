@@ -62,8 +62,9 @@ def one_run(model: str, trainer: list[str], args, folder: Path) -> dict:
 
 
 def _rate(per_second: float) -> str:
-    """Whole numbers where they are large (a GPU), two decimals where they are small (a CPU)."""
-    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.2f}"
+    """Whole numbers where they are large (a GPU), three significant digits where they are small
+    (a CPU), so a slow machine's rate never rounds to 0."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 def main() -> None:
@@ -89,7 +90,7 @@ def main() -> None:
         epoch = harness.summary([m["train/epoch_seconds"] for m in found])["median"]
         waiting = harness.summary([m["train/data_seconds"] for m in found])["median"]
         windows = args.steps * args.batch_size * found[0]["devices"]
-        rows.append([model, name, f"{args.steps / epoch:.2f}", _rate(windows / epoch),
+        rows.append([model, name, _rate(args.steps / epoch), _rate(windows / epoch),
                      f"{100 * waiting / epoch:.1f} %"])  # fmt: skip
     table = harness.markdown_table(
         ["model", "setting", "steps/s", "windows/s", "waiting for batches"], rows
