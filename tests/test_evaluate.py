@@ -11,6 +11,7 @@ import pytest
 from birdclef.analysis.intervals import bootstrap, interval, paired, point_estimate
 from birdclef.core.metric import macro_auc
 from birdclef.data import cache as cache_module
+from birdclef.runs.recipes import CONF_DIR, compose_run
 from birdclef.tasks import evaluate
 from tests.conftest import compose_cfg
 
@@ -109,6 +110,21 @@ def test_bad_settings_are_one_clear_error(tmp_path):
                 tmp=tmp_path,
             )
         )
+
+
+EVALUATIONS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("eval_*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EVALUATIONS)
+def test_every_shipped_evaluation_composes_each_recipe(experiment, tmp_path):
+    """Each recipe of an `experiment=eval_*` file composes as its fold job will, with the fold rules."""
+    cfg = compose_cfg(f"experiment={experiment}", f"task.work={tmp_path}", tmp=tmp_path)
+    jobs = [j for j in evaluate.plan(cfg) if j.seed == cfg.task.seeds[0] and j.fold == 0]
+    assert sorted(j.recipe for j in jobs) == sorted(cfg.task.compare)
+    for job in jobs:
+        run_cfg = compose_run(list(job.overrides))
+        assert run_cfg.data.test is False and run_cfg.monitor is None
+        assert run_cfg.data.split.fold == 0
 
 
 def data(n_files=30, rows=4, classes=3, seed=0):
