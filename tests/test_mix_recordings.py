@@ -11,7 +11,10 @@ import soundfile as sf
 
 from birdclef.core.errors import ConfigError
 from birdclef.data.metadata import load_metadata
+from birdclef.data.mixtures import mixed_spans, row_presence
 from birdclef.data.splits import SplitSpec
+from birdclef.tasks.evaluate import oof_truth
+from birdclef.tasks.mix_recordings import mix_into
 from tests.conftest import build_folder
 
 
@@ -80,3 +83,52 @@ def test_a_split_by_mix_group_keeps_a_group_on_one_side(built):
         SplitSpec(folds=2).validation(train, seed=0),
         SplitSpec(folds=2, group_by="filename").validation(train, seed=0),
     )
+
+
+def test_the_spans_say_where_each_species_was_mixed_in(built):
+    output, _ = built
+    made = load_metadata(output).train.set_index("filename")
+    spans = mixed_spans(output)
+    assert len(spans) == len(pd.read_csv(output / "mixed_sources.csv")) > 0
+    for span in spans.itertuples():
+        assert span.species in made.loc[span.mixed, "secondary_labels"]
+        assert 0 <= span.start < span.end <= span.start + 5.0 + 1e-9
+    lengths = {f: sf.info(output / "train_audio" / f).duration for f in spans["mixed"]}
+    for span in spans.itertuples():  # a whole 5-s window, or what is left of the recording
+        assert span.end - span.start == pytest.approx(min(5.0, lengths[span.mixed] - span.start))
+
+
+def test_mix_into_returns_where_the_window_went():
+    audio, piece = np.zeros(32000 * 12, np.float32) + 0.1, np.ones(32000 * 5, np.float32)
+    mixed, start, end = mix_into(audio, piece, -6.0, np.random.default_rng(0))
+    changed = np.flatnonzero(mixed != audio)
+    assert (changed[0], changed[-1] + 1) == (start, end) and end - start == len(piece)
+    short = np.zeros(32000 * 3, np.float32) + 0.1  # a recording shorter than the window
+    mixed, start, end = mix_into(short, piece, -6.0, np.random.default_rng(0))
+    assert (start, end) == (0, len(short)) and (mixed != short).all()
+
+
+def test_a_secondary_species_is_present_only_on_the_rows_that_hold_a_second_of_it(built):
+    spans = pd.DataFrame(
+        {"mixed": ["a", "a"], "species": ["x", "y"], "start": [7.0, 9.5], "end": [12.0, 14.5]}
+    )
+    truth = row_presence(spans, ["a"] * 4 + ["b"], [5, 10, 15, 20, 5], ["x", "y", "z"])
+    assert truth.tolist() == [
+        [0, 0, 0],  # 0-5 s: neither
+        [1, 0, 0],  # 5-10 s: 3 s of x, 0.5 s of y (under a second)
+        [1, 1, 0],  # 10-15 s: 2 s of x, 4.5 s of y
+        [0, 0, 0],
+        [0, 0, 0],  # another file
+    ]
+    output, _ = built
+    made = load_metadata(output).train
+    rows = pd.DataFrame(
+        [(f, f"{f}_{e}") for f in made["filename"] for e in (5, 10, 15)], columns=["file", "row_id"]
+    )
+    truth = oof_truth(output, rows)
+    classes = load_metadata(output).classes
+    primary = [classes.index(p) for p in made["primary_label"] for _ in (5, 10, 15)]
+    assert truth[np.arange(len(rows)), primary].all()  # the recording's own species on every row
+    secondary = truth.sum() - len(rows)
+    listed = made["secondary_labels"].map(len).sum() * 3  # what recording-level labels would mark
+    assert 0 < secondary < listed

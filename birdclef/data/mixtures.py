@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -205,3 +206,39 @@ def render_soundscape(
     if peak > PEAK:
         audio *= PEAK / peak
     return audio.astype(np.float32)
+
+
+# task=mix_recordings: every window mixed into a training recording, and where (seconds).
+RECORDING_SOURCES = "mixed_sources.csv"
+SPAN_COLUMNS = ["mixed", "species", "start", "end"]
+MIN_OVERLAP_SECONDS = 1.0  # s of a mixed-in window a 5-s row must hold to count it as present
+
+
+def mixed_spans(root) -> pd.DataFrame | None:
+    """Where each secondary species of a `task=mix_recordings` folder sounds: its mixed file
+    (train.csv's filename), species and span in seconds; None for any other folder, or one made
+    before spans were recorded (its secondaries then count on every row, as train.csv says)."""
+    path = Path(root) / RECORDING_SOURCES
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    if not set(SPAN_COLUMNS) <= set(table.columns):
+        return None
+    return table[SPAN_COLUMNS]
+
+
+def row_presence(spans: pd.DataFrame, files, ends, classes) -> np.ndarray:
+    """0/1 [rows, classes]: the species whose span overlaps the 5-s row ending at `ends` (s)
+    of `files` by at least MIN_OVERLAP_SECONDS."""
+    index = {c: i for i, c in enumerate(classes)}
+    by_file: dict[str, list] = {}
+    for mixed, species, start, end in spans.itertuples(index=False):
+        if species in index:
+            by_file.setdefault(mixed, []).append((index[species], float(start), float(end)))
+    out = np.zeros((len(files), len(classes)), dtype=np.float32)
+    for row, (file, row_end) in enumerate(zip(files, ends, strict=True)):
+        for column, start, end in by_file.get(file, ()):
+            overlap = min(end, row_end) - max(start, row_end - ROW_SECONDS)
+            if overlap >= MIN_OVERLAP_SECONDS:
+                out[row, column] = 1.0
+    return out

@@ -43,6 +43,7 @@ from birdclef.core.io import write_csv, write_text
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.labels import presence
 from birdclef.data.metadata import load_metadata, load_soundscape_labels
+from birdclef.data.mixtures import MIN_OVERLAP_SECONDS, mixed_spans, row_presence
 from birdclef.data.root import data_root
 from birdclef.inference.predict import FilePredictor
 from birdclef.inference.runtime import predict_folder
@@ -159,12 +160,18 @@ def scorable(root: Path, group_by: str) -> list[str]:
     return [c for c in meta.classes if spread.get(c, 0) >= 2]
 
 
-def oof_truth(root: Path, files: pd.Series) -> np.ndarray:
-    """0/1 presence of each OOF row: its recording's primary and secondary species."""
+def oof_truth(root: Path, rows: pd.DataFrame) -> np.ndarray:
+    """0/1 presence of each OOF row (`file`, `row_id`): its recording's primary species, and its
+    secondary species on every row, or, in a `task=mix_recordings` folder, which says where each
+    was mixed in, on the rows that hold at least `MIN_OVERLAP_SECONDS` of it."""
     meta = load_metadata(root)
-    train = meta.train.set_index("filename")
-    rows = train.loc[files.to_numpy()]
-    return presence(rows["primary_label"], rows["secondary_labels"], meta.classes)
+    recordings = meta.train.set_index("filename").loc[rows["file"].to_numpy()]
+    spans = mixed_spans(root)
+    if spans is None:
+        return presence(recordings["primary_label"], recordings["secondary_labels"], meta.classes)
+    truth = presence(recordings["primary_label"], [[]] * len(rows), meta.classes)
+    ends = rows["row_id"].str.rsplit("_", n=1).str[1].astype(float).to_numpy()
+    return np.maximum(truth, row_presence(spans, rows["file"].to_numpy(), ends, meta.classes))
 
 
 def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
@@ -193,7 +200,7 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
         group_by = compose_run(list(mine[0].overrides)).data.split.group_by
         columns = scorable(root_path, group_by)
         keep = [meta.classes.index(c) for c in columns]
-        truth = oof_truth(root_path, reference["file"])[:, keep]
+        truth = oof_truth(root_path, reference)[:, keep]
         oof_runs, folds = {}, [r["fold"].to_numpy() for r in oof[t.compare[0]]]
         for recipe, runs in oof.items():
             for r, fold in zip(runs, folds, strict=True):
@@ -218,7 +225,8 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
                 None,  # one model (the folds averaged) scores every test row
             )
         for record in summarise(name, sections, t):
-            records.append({**record, "oof_classes": len(columns)})
+            records.append({**record, "oof_classes": len(columns),
+                            "oof_truth": "recordings" if mixed_spans(root_path) is None else "rows"})  # fmt: skip
     return pd.DataFrame(records)
 
 
@@ -271,6 +279,13 @@ def markdown(results: pd.DataFrame, t: DictConfig, command: str) -> str:
             f"OOF: {counts['oof_files']} recordings, {counts['oof_classes']} classes scored"
             + (f"; test: {counts['test_files']} soundscapes" if "test_files" in part else "")
             + ".\n"
+            + (
+                f"\nA secondary species counts as present on the OOF rows that hold at least "
+                f"{MIN_OVERLAP_SECONDS:g} s of the window mixed in (`mixed_sources.csv`), not on "
+                "every row of its recording.\n"
+                if counts.get("oof_truth") == "rows"
+                else ""
+            )
         )
         has_test = "test_auc" in part and part["test_auc"].notna().any()
         head = ["recipe", "OOF AUC [95%]"] + (

@@ -7,7 +7,10 @@ A folder whose `train.csv` names no secondary species (real_xc) cannot show what
 labels do to training. This task writes a new folder where every training recording of the
 source is kept whole as the primary species and 1-2 windows of other species, cut from other
 recordings, are mixed into it at a lower level; those species become its `secondary_labels`,
-as the competition's train.csv lists birds heard in the background. Only training audio goes
+as the competition's train.csv lists birds heard in the background. `mixed_sources.csv` says
+where each went (mixed file, species, start and end in seconds): `task=evaluate` counts a
+secondary species present only on the 5-s rows that hold at least a second of it, where the
+competition's recording-level labels would mark every row. Only training audio goes
 in. Recordings are dealt into `n_groups` groups (the `mix_group` column, stratified by
 species) and mixed only within their group, so a K-fold split by `data.split.group_by=mix_group`
 never trains on audio of a recording it validates on. The test soundscapes and CSVs are the
@@ -31,7 +34,7 @@ from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.audio import load_audio, write_audio
 from birdclef.data.folders import SPEC, copy_files, link_folder, output_state
 from birdclef.data.metadata import load_metadata
-from birdclef.data.mixtures import SILENT_RMS, rms
+from birdclef.data.mixtures import RECORDING_SOURCES, SILENT_RMS, rms
 from birdclef.data.splits import fold_split
 from birdclef.data.windows import cut_window, recording_window_starts
 from birdclef.runs.envelope import task
@@ -45,8 +48,7 @@ COPIED = (
     "recording_location.txt",
     "soundscape_labels.csv",
 )
-SOURCES = "mixed_sources.csv"  # every mixed-in window: recording, source window, level
-VERSION = 1
+VERSION = 2  # 2: mixed_sources.csv says where each window went (its rows' truth)
 
 
 def settings(cfg: DictConfig) -> tuple[dict, Path, Path]:
@@ -78,14 +80,17 @@ def windows_of(audio: np.ndarray, sample_rate: int) -> list[np.ndarray]:
     return [p for p in pieces if rms(p) >= SILENT_RMS]
 
 
-def mix_into(audio: np.ndarray, piece: np.ndarray, snr_db: float, rng) -> np.ndarray:
-    """`piece` added to `audio` at a random offset, its RMS `snr_db` below the recording's."""
+def mix_into(
+    audio: np.ndarray, piece: np.ndarray, snr_db: float, rng
+) -> tuple[np.ndarray, int, int]:
+    """`piece` added to `audio` at a random offset, its RMS `snr_db` below the recording's;
+    returns the mixture and the piece's first and past-the-end samples in it."""
     start = int(rng.integers(0, max(len(audio) - len(piece), 0) + 1))
     piece = piece[: len(audio) - start]
     gain = rms(audio) / max(rms(piece), 1e-9) * 10 ** (snr_db / 20)
     out = audio.copy()
     out[start : start + len(piece)] += gain * piece
-    return out
+    return out, start, start + len(piece)
 
 
 @task
@@ -127,16 +132,18 @@ def run(cfg: DictConfig) -> dict:
         k = min(int(rng.integers(spec["mixed"][0], spec["mixed"][1] + 1)), len(others))
         picked = rng.choice(others, size=k, replace=False) if k else []
         mixed, secondary = audio[row["filename"]], []
+        name = f"{row['primary_label']}/{Path(row['filename']).stem}_multi.ogg"
         for j in picked:
             other = train.at[j, "filename"]
             w = int(rng.integers(len(pieces[other])))
             snr = float(rng.uniform(*spec["snr_db"]))
-            mixed = mix_into(mixed, pieces[other][w], snr, rng)
+            mixed, start, end = mix_into(mixed, pieces[other][w], snr, rng)
             secondary.append(train.at[j, "primary_label"])
             sources.append(
-                {"filename": row["filename"], "source": other, "window": w, "snr_db": snr}
-            )
-        name = f"{row['primary_label']}/{Path(row['filename']).stem}_multi.ogg"
+                {"filename": row["filename"], "mixed": name, "species": secondary[-1],
+                 "start": start / rate, "end": end / rate, "source": other, "window": w,
+                 "snr_db": snr}
+            )  # fmt: skip
         path = output / AUDIO_DIR / name
         if not path.is_file():
             peak = float(np.abs(mixed).max())
@@ -148,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
     for column in ("secondary_labels", "type"):  # lists back to their literal text, as in train.csv
         if column in table:
             table[column] = table[column].map(lambda v: str(list(v)))
-    write_csv(output / SOURCES, pd.DataFrame(sources))
+    write_csv(output / RECORDING_SOURCES, pd.DataFrame(sources))
     write_csv(output / "train.csv", table)  # last: its presence marks a finished folder
     summary = {
         "recordings": float(len(table)),
