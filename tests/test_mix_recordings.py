@@ -125,10 +125,12 @@ def test_a_secondary_species_is_present_only_on_the_rows_that_hold_a_second_of_i
     rows = pd.DataFrame(
         [(f, f"{f}_{e}") for f in made["filename"] for e in (5, 10, 15)], columns=["file", "row_id"]
     )
-    truth = oof_truth(output, rows)
+    truth = oof_truth(load_metadata(output), rows, mixed_spans(output))
     classes = load_metadata(output).classes
     primary = [classes.index(p) for p in made["primary_label"] for _ in (5, 10, 15)]
     assert truth[np.arange(len(rows)), primary].all()  # the recording's own species on every row
     secondary = truth.sum() - len(rows)
     listed = made["secondary_labels"].map(len).sum() * 3  # what recording-level labels would mark
     assert 0 < secondary < listed
+    recording_level = oof_truth(load_metadata(output), rows, None)  # any other folder
+    assert recording_level.sum() - len(rows) == listed

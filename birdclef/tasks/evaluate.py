@@ -42,7 +42,7 @@ from birdclef.core.errors import ConfigError, DataError
 from birdclef.core.io import write_csv, write_text
 from birdclef.core.rows import ROW_SECONDS
 from birdclef.data.labels import presence
-from birdclef.data.metadata import load_metadata, load_soundscape_labels
+from birdclef.data.metadata import Metadata, load_metadata, load_soundscape_labels
 from birdclef.data.mixtures import MIN_OVERLAP_SECONDS, mixed_spans, row_presence
 from birdclef.data.root import data_root
 from birdclef.inference.predict import FilePredictor
@@ -160,13 +160,11 @@ def scorable(root: Path, group_by: str) -> list[str]:
     return [c for c in meta.classes if spread.get(c, 0) >= 2]
 
 
-def oof_truth(root: Path, rows: pd.DataFrame) -> np.ndarray:
+def oof_truth(meta: Metadata, rows: pd.DataFrame, spans: pd.DataFrame | None) -> np.ndarray:
     """0/1 presence of each OOF row (`file`, `row_id`): its recording's primary species, and its
-    secondary species on every row, or, in a `task=mix_recordings` folder, which says where each
-    was mixed in, on the rows that hold at least `MIN_OVERLAP_SECONDS` of it."""
-    meta = load_metadata(root)
+    secondary species on every row, or, given where each was mixed in (`mixed_spans` of a
+    `task=mix_recordings` folder), on the rows that hold at least `MIN_OVERLAP_SECONDS` of it."""
     recordings = meta.train.set_index("filename").loc[rows["file"].to_numpy()]
-    spans = mixed_spans(root)
     if spans is None:
         return presence(recordings["primary_label"], recordings["secondary_labels"], meta.classes)
     truth = presence(recordings["primary_label"], [[]] * len(rows), meta.classes)
@@ -200,7 +198,8 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
         group_by = compose_run(list(mine[0].overrides)).data.split.group_by
         columns = scorable(root_path, group_by)
         keep = [meta.classes.index(c) for c in columns]
-        truth = oof_truth(root_path, reference)[:, keep]
+        spans = mixed_spans(root_path)
+        truth = oof_truth(meta, reference, spans)[:, keep]
         oof_runs, folds = {}, [r["fold"].to_numpy() for r in oof[t.compare[0]]]
         for recipe, runs in oof.items():
             for r, fold in zip(runs, folds, strict=True):
@@ -226,7 +225,7 @@ def aggregate(cfg: DictConfig, jobs: list[Job]) -> pd.DataFrame:
             )
         for record in summarise(name, sections, t):
             records.append({**record, "oof_classes": len(columns),
-                            "oof_truth": "recordings" if mixed_spans(root_path) is None else "rows"})  # fmt: skip
+                            "oof_truth": "recordings" if spans is None else "rows"})  # fmt: skip
     return pd.DataFrame(records)
 
 
