@@ -10,7 +10,7 @@ import torch
 from birdclef.core.errors import InferenceError
 from birdclef.data.frontend import MelFrontend, MfccFrontend
 from birdclef.inference.blend import blend, ranks
-from birdclef.inference.features import LogMelFrames, cut_windows
+from birdclef.inference.features import LogMelFrames, MelBands, cut_windows, mel_filterbank
 from birdclef.inference.postprocess import postprocess, smooth, topk_scale
 from birdclef.inference.predict import FileScores
 from birdclef.inference.rows import rows_from_windows, window_starts
@@ -47,6 +47,29 @@ def test_fast_front_end_halves_the_frames_of_a_window(tmp_path):
     got = LogMelFrames(fast.frame_params())(wave)
     assert got.shape == (1 + 10 * SR // 1000, 128)
     assert np.abs(got - fast.frames(wave).numpy()).max() < 1e-3  # dB
+
+
+@pytest.mark.parametrize("group", [1, 16, 200])
+def test_banded_mel_equals_the_dense_product(group):
+    """The mel filters applied band by band give the dense product (the zeros skipped), for
+    groups of one filter, the default and one group of all; filters that are all zero too."""
+    filters = mel_filterbank(SR, 2048, 128, 20, 16000)
+    filters[:, 5] = 0.0  # a filter with no bins (more mels than bins at the low end)
+    power = np.random.default_rng(2).random((300, 1025), dtype=np.float32) ** 4
+    bands = MelBands(filters, group)
+    got, expected = bands(power), power @ filters
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert (got[:, 5] == 0).all()
+    if group == 16:  # it skips most of the dense product's work
+        work = sum((high - low) * (last - first) for first, last, low, high, _ in bands.groups)
+        assert work < filters.size / 5
+
+
+def test_frames_are_a_view_of_mel_major_storage():
+    """Frames are stored mel-major, so a window's [n_mels, frames] cut is a contiguous copy."""
+    frames = LogMelFrames(MelFrontend(SR).frame_params())(np.zeros(SR, dtype=np.float32))
+    assert frames.shape == (1 + SR // 500, 128) and frames.T.flags.c_contiguous
 
 
 def test_mfcc_models_share_the_mel_frames():

@@ -4,6 +4,12 @@
 computes (the same centred STFT, periodic Hann window, HTK mel filters and dB floor; tested
 equal to ~1e-4 dB), from the `frame_params()` dict a model stores. scipy's FFT on float32 is
 about 2.5x faster than torch's STFT on one core, and this module runs where torch is absent.
+
+Two things keep a minute's frames cheap without changing them: the mel filters are applied
+band by band (`MelBands`: each group of `MEL_GROUP` filters multiplies only the FFT bins it
+covers, about a seventh of the dense product's work, the same sums less the zeros), and the
+frames are stored mel-major, so cutting a window is a contiguous copy (`__call__` returns a
+[T, n_mels] view of them).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ except ImportError:  # pragma: no cover - scipy ships with the project, not with
 
 
 MEL_KINDS = ("log_mel_db",)  # frame kinds this module computes
-FRAME_BLOCK = 256  # frames per FFT call: 2 MB blocks stay in cache (4096: 1.5x slower)
+FRAME_BLOCK = 128  # frames per FFT call: 1 MB blocks stay in L2 (256: ~5 % slower, 4096: 1.5x)
+MEL_GROUP = 16  # mel filters per banded product (8-32 within 20 % of each other)
 
 
 def _hz_to_mel(hz):
@@ -48,6 +55,37 @@ def mel_filterbank(
     return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
 
 
+class MelBands:
+    """`power [frames, bins] @ filters [bins, n_mels]`, each group of filters on its own bins.
+
+    A triangular mel filter is non-zero on a few FFT bins (2 at 20 Hz, 50 at 16 kHz with a
+    2048-point FFT), so the dense product mostly multiplies zeros. Groups of `group`
+    consecutive filters multiply only the bins between their first and last non-zero one.
+    """
+
+    def __init__(self, filters: np.ndarray, group: int = MEL_GROUP) -> None:
+        filters = np.asarray(filters, dtype=np.float32)
+        self.n_bins, self.n_mels = filters.shape
+        nonzero = filters != 0
+        used = nonzero.any(axis=0)
+        lows = np.where(used, nonzero.argmax(axis=0), 0)
+        highs = np.where(used, self.n_bins - nonzero[::-1].argmax(axis=0), 0)
+        self.groups = []
+        for first in range(0, self.n_mels, group):
+            last = min(first + group, self.n_mels)
+            low, high = int(lows[first:last].min()), int(highs[first:last].max())
+            high = max(high, low + 1)  # an all-zero group still gets a (zero) product
+            block = np.ascontiguousarray(filters[low:high, first:last])
+            self.groups.append((first, last, low, high, block))
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        """[frames, n_mels] float32 mel power of `power` [frames, n_bins]."""
+        out = np.empty((len(power), self.n_mels), dtype=np.float32)
+        for first, last, low, high, block in self.groups:
+            np.matmul(power[:, low:high], block, out=out[:, first:last])
+        return out
+
+
 class LogMelFrames:
     """A whole recording [samples] -> float32 dB frames [1 + samples // hop, n_mels]."""
 
@@ -63,6 +101,7 @@ class LogMelFrames:
         self.filters = mel_filterbank(
             self.sample_rate, self.n_fft, int(params["n_mels"]), params["f_min"], params["f_max"]
         )
+        self.bands = MelBands(self.filters)
         n = np.arange(self.n_fft)
         self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(np.float32)
         self.power_floor = np.float32(10.0 ** (self.floor_db / 10.0))
@@ -75,13 +114,14 @@ class LogMelFrames:
         return np.pad(wave, half)  # too short to reflect: silence around it
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
+        """dB frames [T, n_mels]: a view of a mel-major [n_mels, T] array (see module doc)."""
         wave = np.asarray(wave, dtype=np.float32)
         total = 1 + len(wave) // self.hop
         padded = self._pad(wave)
         needed = (total - 1) * self.hop + self.n_fft
         if len(padded) < needed:
             padded = np.pad(padded, (0, needed - len(padded)))
-        out = np.empty((total, self.filters.shape[1]), dtype=np.float32)
+        out = np.empty((self.filters.shape[1], total), dtype=np.float32)  # mel-major
         strided = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop]
         stft = mel = 0.0  # seconds of the last call's two halves (task=bench shows them)
         for first in range(0, total, FRAME_BLOCK):
@@ -92,12 +132,13 @@ class LogMelFrames:
             np.multiply(pairs, pairs, out=pairs)
             power = (pairs[:, 0::2] + pairs[:, 1::2]).astype(np.float32, copy=False)
             mid = time.perf_counter()
-            mel_power = power @ self.filters
+            mel_power = self.bands(power)
             np.maximum(mel_power, self.power_floor, out=mel_power)
-            out[first : first + len(block)] = 10.0 * np.log10(mel_power)
+            np.log10(mel_power, out=mel_power)
+            np.multiply(mel_power.T, 10.0, out=out[:, first : first + len(block)])
             stft, mel = stft + mid - tic, mel + time.perf_counter() - mid
         self.seconds = {"stft": stft, "mel": mel}
-        return out
+        return out.T
 
 
 def cut_windows(frames: np.ndarray, starts, n: int, pad_value: float) -> np.ndarray:
