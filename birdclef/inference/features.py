@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - scipy ships with the project, not with
 
 MEL_KINDS = ("log_mel_db",)  # frame kinds this module computes
 FRAME_BLOCK = 128  # frames per FFT call: 1 MB blocks stay in L2 (256: ~5 % slower, 4096: 1.5x)
-MEL_GROUP = 16  # mel filters per banded product (8-32 within 20 % of each other)
+MEL_GROUP = 16  # mel filters per banded product (8: ~10 % slower, 32: ~40 %, dense: 4x)
 
 
 def _hz_to_mel(hz):
