@@ -272,3 +272,16 @@ def test_failed_bundle_leaves_nothing(tiny_root, onnx_model, tmp_path, monkeypat
     ):
         build(tmp_path / "run", tiny_root, [onnx_model], tmp_path / "bundle")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("taxonomy", [None, "taxonomy.csv"])
+def test_bundle_readme_names_the_column_order(taxonomy):
+    from birdclef.inference.bundle_files import readme
+
+    settings = {"models": ["models/a.onnx"], "taxonomy": taxonomy, "blend": "rank",
+                "weights": None, "stride_seconds": 5.0, "workers": 4, "threads": 1}  # fmt: skip
+    text = readme(settings, ["export/a.onnx"], "3 wheels")
+    expected = "`taxonomy.csv`" if taxonomy else "the first model's classes"
+    assert f"in the order of\n  {expected}." in text
+    assert "`the first model's classes`" not in text
+    assert "`models/a.onnx` (from `export/a.onnx`)" in text

@@ -64,6 +64,8 @@ def readme(settings: dict, sources: list[str], wheels: str) -> str:
     models = "".join(
         f"- `{m}` (from `{s}`)\n" for m, s in zip(settings["models"], sources, strict=True)
     )
+    taxonomy = settings.get("taxonomy")
+    columns = f"`{taxonomy}`" if taxonomy else "the first model's classes"
     return f"""# BirdCLEF submission bundle
 
 Writes `submission.csv` for a folder of soundscapes on the CPU, offline, without the
@@ -79,7 +81,7 @@ In a Kaggle notebook (no internet), add this folder as a dataset and run two cel
 `wheels/` holds {wheels}.
 
 - Exit code 0: `submission.csv` written: row_id + one column per class, in the order of
-  `{settings["taxonomy"] or "the first model's classes"}`. A file that fails anywhere
+  {columns}. A file that fails anywhere
   (decoding, features, a model, a non-finite score) is named on stderr and its rows get the
   class medians. A folder without audio (Kaggle's `test_soundscapes` while a notebook is
   saved rather than scored) gets the sample submission's rows, or its header, and one line
