@@ -5,12 +5,13 @@
     python benchmarks/submission_speed.py --checkpoint RUN/checkpoints/best.ckpt
     python benchmarks/submission_speed.py --repeats 0               # make the files and exports only
     python benchmarks/submission_speed.py --model efficientnet_lite0_imagenet  # ImageNet Lite0
+    python benchmarks/submission_speed.py --frontend mel_fast     # half the frames per window
 
 1. Writes `--files` one-minute 32 kHz OGG files (the hidden test set's shape) into `--dir`
    from real recordings (`--source`'s test soundscapes and training audio, cut into
    consecutive 60-s pieces and cycled), once; a rerun reuses them.
-2. Exports `--checkpoint` (by default a `model=--model` net with the default front end:
-   `efficientnet`, timm's efficientnet_b0, or `efficientnet_lite0_imagenet`; trained for a
+2. Exports `--checkpoint` (by default a `model=--model` net with `frontend=--frontend`, the
+   default `mel` or `mel_fast`; `efficientnet` is timm's efficientnet_b0; trained for a
    few steps on `--source`: speed does not depend on the weights) with `task=export`: ONNX
    fp32 and int8, OpenVINO fp32 and OpenVINO int8.
    The int8 AUC gate is lifted (`task.max_auc_drop=1`) so every file is timed; the drop it
@@ -60,6 +61,10 @@ MODELS = {  # --model -> what the table calls it
     "efficientnet": "timm efficientnet_b0",
     "efficientnet_lite0_imagenet": "EfficientNet-Lite0 (ImageNet weights)",
 }
+FRONTENDS = {  # --frontend -> what the table calls it
+    "mel": "128 mels x 320 frames (the default front end)",
+    "mel_fast": "128 mels x 160 frames (frontend=mel_fast)",
+}
 RATE = re.compile(r"([\d.]+)x real time")
 
 
@@ -104,14 +109,16 @@ def run_py(*overrides: str, log: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed; see {log}")
 
 
-def export_models(checkpoint: Path | None, model: str, source: Path, work: Path) -> Path:
+def export_models(
+    checkpoint: Path | None, model: str, frontend: str, source: Path, work: Path
+) -> Path:
     """The export folder of `checkpoint` (a `model=<model>` net trained here if None), made once."""
     folder = work / "export"
     if (folder / "export.json").is_file():
         return folder
     if checkpoint is None:
-        print(f"training a model={model} for a few steps to export")
-        run_py(f"model={model}", f"data.root={source}", "trainer.max_epochs=1",
+        print(f"training a model={model} frontend={frontend} for a few steps to export")
+        run_py(f"model={model}", f"frontend={frontend}", f"data.root={source}", "trainer.max_epochs=1",
                "optim.min_steps=0", "+trainer.limit_train_batches=4", "data.test=false",
                f"hydra.run.dir={work / 'train'}", log=work / "train.log")  # fmt: skip
         checkpoint = work / "train" / "checkpoints" / "best.ckpt"
@@ -165,9 +172,11 @@ def main() -> None:
                    help="folder of the one-minute files (made once, reused)")  # fmt: skip
     p.add_argument("--model", default="efficientnet", choices=list(MODELS),
                    help="the net trained (a few steps) and exported without --checkpoint")  # fmt: skip
+    p.add_argument("--frontend", default="mel", choices=list(FRONTENDS),
+                   help="the front end of the net trained without --checkpoint")  # fmt: skip
     p.add_argument("--work", type=Path, default=None,
                    help="the trained net and its exports, made once, reused (default: "
-                   "data/bench/submission_speed/<model>)")  # fmt: skip
+                   "data/bench/submission_speed/<model>[_<frontend>])")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint of a --model net")
     p.add_argument("--plain", type=Path, default=SHARED / "bench" / "plain_ort_b0.py",
                    help="the plain onnxruntime script")  # fmt: skip
@@ -177,11 +186,12 @@ def main() -> None:
         if not path.exists():
             raise FileNotFoundError(f"{what} {path} not found; give its path with {what}")
     os.environ["OMP_NUM_THREADS"] = "1"  # one thread per worker, as the plain script
-    args.work = args.work or PROJECT / "data" / "bench" / "submission_speed" / args.model
+    suffix = "" if args.frontend == "mel" else f"_{args.frontend}"
+    args.work = args.work or PROJECT / "data" / "bench" / "submission_speed" / (args.model + suffix)
     args.work.mkdir(parents=True, exist_ok=True)
     files = build_folder(args.dir / str(args.files), args.files, args.source)
     folder = files[0].parent
-    export = export_models(args.checkpoint, args.model, args.source, args.work)
+    export = export_models(args.checkpoint, args.model, args.frontend, args.source, args.work)
     models = {name: export / VARIANTS[name] for name in args.variants}
     absent = [str(path) for path in models.values() if not path.exists()]
     if absent:
@@ -221,7 +231,7 @@ def main() -> None:
     text = (
         f"{args.files} one-minute files ({audio_h:.1f} h of audio), {args.procs} processes x 1 "
         f"thread, {args.repeats} passes each, interleaved; medians. Model: {MODELS[args.model]}, "
-        f"1 channel, 128 mels x 320 frames (the default front end), batch = the file's 12 "
+        f"1 channel, {FRONTENDS[args.frontend]}, batch = the file's 12 "
         f"windows. ms/file: mean per file inside the workers (both busy).\n\n"
         f"{table}\n\n"
         f"int8 AUC gate (lifted for timing; this net's validation AUC drop): ONNX int8 "
@@ -229,7 +239,8 @@ def main() -> None:
         f"{gate.get('export/openvino_int8_auc_drop', float('nan')):+.4f}."
     )
     harness.report(args.out, text, {"rates": rates, "medians": medians, "parts": parts,
-                                    "files": args.files, "procs": args.procs, "model": args.model})  # fmt: skip
+                                    "files": args.files, "procs": args.procs, "model": args.model,
+                                    "frontend": args.frontend})  # fmt: skip
 
 
 if __name__ == "__main__":
