@@ -52,6 +52,10 @@ def test_predict_writes_every_row_and_lists_bad_files(tiny_root, tiny_checkpoint
     problems = {p["file"].rsplit("/", 1)[-1]: p for p in report["bad_files"]}
     assert set(problems) == {"corrupt.ogg", "empty.wav", "short.wav"}
     assert problems["short.wav"]["rows"] == "scored, padded"
+    assert 0 < report["write_seconds"] < report["wall_seconds"]  # the clock counts the CSV
+    assert report["realtime_factor"] == pytest.approx(
+        report["audio_seconds"] / report["wall_seconds"]
+    )
     bad = frame[frame.row_id.str.startswith("corrupt_")][classes].to_numpy()
     good = frame[~frame.row_id.str.startswith(("corrupt_", "empty_"))][classes].to_numpy()
     np.testing.assert_allclose(bad, np.repeat(np.median(good, axis=0)[None], 12, axis=0), rtol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from birdclef.core.metric import competition_score
 from birdclef.inference import predict as predict_module
 from birdclef.inference.runtime import empty_submission, predict_folder
-from birdclef.inference.submission import write_submission
+from birdclef.inference.submission import SCORE_FORMAT, score_cells, write_submission
 from birdclef.tasks import export
 from tests.conftest import compose_cfg
 
@@ -90,6 +90,41 @@ def test_scores_near_one_keep_their_order_in_the_file(tmp_path):
     table = pd.DataFrame({"row_id": ["a_5", "a_10", "a_15", "a_20"], "c": scores})
     back = pd.read_csv(write_submission(table, tmp_path / "s.csv"))
     assert back["c"].to_numpy(np.float32).tolist() == scores.tolist()
+
+
+def test_every_float32_score_is_read_back_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    scores = rng.random((40, 7), dtype=np.float32) ** 9
+    scores[0] = [0.0, 1.0, 0.99999994, 1.4e-45, 1e-38, 0.1, 1e-30]  # edges and a subnormal
+    scores[1] = np.float32(0.5) + np.spacing(np.float32(0.5)) * np.arange(7, dtype=np.float32)
+    table = pd.DataFrame(scores, columns=[f"sp{i}" for i in range(7)])
+    table.insert(0, "row_id", [f"file_{5 * (i + 1)}" for i in range(40)])
+    path = write_submission(table, tmp_path / "s.csv")
+    back = pd.read_csv(path)
+    assert back.columns.tolist() == table.columns.tolist()
+    assert back["row_id"].tolist() == table["row_id"].tolist()
+    np.testing.assert_array_equal(back.iloc[:, 1:].to_numpy(np.float32), scores)
+    first = path.read_text().splitlines()[1]
+    assert first.startswith("file_5,0.00000000e+00,1.00000000e+00,9.99999940e-01,1.40129846e-45,")
+
+
+def test_score_cells_write_what_the_score_format_writes():
+    """float64 scores (blends of several models) and float64's extremes: the same numbers
+    as `%.9g` once read, three-digit exponents included."""
+    rng = np.random.default_rng(1)
+    values = rng.random((30, 9)) ** 40
+    values[0, :4] = [5e-324, 1e-310, 123.456, 9.9999999996e-5]  # the last rounds up a decade
+    lines = bytes(score_cells(values)).decode().splitlines()
+    read = np.array([[float(c) for c in line.split(",")] for line in lines])
+    np.testing.assert_array_equal(read, [[float(SCORE_FORMAT % v) for v in row] for row in values])
+    assert lines[0].split(",")[3] == "1.00000000e-004"
+
+
+def test_tables_the_fast_writer_cannot_take_are_written_by_pandas(tmp_path):
+    table = pd.DataFrame({"row_id": ['a,"b"_5', "c_5"], "x": [0.25, -1.0], "y": [np.nan, 0.5]})
+    back = pd.read_csv(write_submission(table, tmp_path / "s.csv"))
+    assert back["row_id"].tolist() == ['a,"b"_5', "c_5"]
+    assert back["x"].tolist() == [0.25, -1.0] and np.isnan(back["y"][0])
 
 
 def test_the_scorer_refuses_extra_rows_as_it_refuses_missing_ones():
