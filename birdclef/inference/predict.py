@@ -14,6 +14,7 @@ pay for it) a SED net's frame scores are also laid along the file's time axis
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -171,6 +172,10 @@ _WORKER: FilePredictor | None = None
 def _init_worker(args) -> None:
     global _WORKER
     _WORKER = FilePredictor(*args)
+    # A worker's results are sent and its streams flushed before the interpreter's own exit,
+    # which then spends ~0.2 s tearing down OpenVINO and numpy modules while the pool joins
+    # it (~0.5 % of a 700-file run on 2 cores). Leave at the first exit handler instead.
+    atexit.register(os._exit, 0)
 
 
 def _score(path: str) -> FileScores:
