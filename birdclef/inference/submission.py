@@ -161,9 +161,8 @@ def write_submission(table: pd.DataFrame, path: str | os.PathLike) -> Path:
             return Path(path)
         cells = score_cells(values)
         with open(tmp, "wb") as out:
-            out.write(
-                table.iloc[:0].to_csv(index=False).encode()
-            )  # the header, quoted as pandas does
+            header = table.iloc[:0].to_csv(index=False, lineterminator="\n")  # pandas quotes names
+            out.write(header.encode())
             out.write(b"".join(
                 f"{r},".encode() + cells[i].tobytes() for i, r in enumerate(table["row_id"])
             ))  # fmt: skip
