@@ -106,6 +106,8 @@ def test_every_float32_score_is_read_back_exactly(tmp_path):
     np.testing.assert_array_equal(back.iloc[:, 1:].to_numpy(np.float32), scores)
     first = path.read_text().splitlines()[1]
     assert first.startswith("file_5,0.00000000e+00,1.00000000e+00,9.99999940e-01,1.40129846e-45,")
+    empty = write_submission(table.iloc[:0], tmp_path / "empty.csv")  # no rows: the header alone
+    assert empty.read_text() == ",".join(table.columns) + "\n"
 
 
 def test_score_cells_write_what_the_score_format_writes():
